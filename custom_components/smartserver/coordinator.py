@@ -1,0 +1,26 @@
+"""Runtime state shared by the SmartServer platforms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+
+from . import protocol
+from .const import CONF_BASE_TOPIC
+
+
+@dataclass(slots=True)
+class SmartServerData:
+    """What one hub entry holds while it is loaded."""
+
+    base_topic: str
+
+    @classmethod
+    def from_entry(cls, entry: ConfigEntry[SmartServerData]) -> SmartServerData:
+        """Build the runtime data from the entry's options."""
+        base = entry.options.get(CONF_BASE_TOPIC, entry.data.get(CONF_BASE_TOPIC))
+        return cls(base_topic=protocol.validate_base(base or protocol.DEFAULT_BASE))
+
+
+type SmartServerConfigEntry = ConfigEntry[SmartServerData]

@@ -1,0 +1,88 @@
+"""Fixtures for the integration's tests, in the style of HA core's tailwind tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+from unittest.mock import MagicMock
+
+import pytest
+from homeassistant.components import mqtt
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import MqttMockHAClient, MqttMockPahoClient
+
+from custom_components.smartserver.const import CONF_BASE_TOPIC, DOMAIN
+from tests.harness.mosquitto import Broker
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Load custom_components/ in every test."""
+
+
+@pytest.fixture
+def mqtt_client_closing(mqtt_client_mock: MqttMockPahoClient) -> Generator[None]:
+    """Close the mocked MQTT socket at teardown, or HA's misc timer lingers."""
+    yield
+    sock = MagicMock()
+    sock.fileno.return_value = -1
+    mqtt_client_mock.on_socket_close(mqtt_client_mock, None, sock)
+
+
+@pytest.fixture
+def mock_config_entry() -> MockConfigEntry:
+    """The hub entry."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="SmartServer",
+        data={},
+        options={CONF_BASE_TOPIC: "home"},
+        unique_id=None,
+    )
+
+
+@pytest.fixture
+async def init_integration(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+) -> AsyncGenerator[MockConfigEntry]:
+    """Set up the integration on the mocked MQTT client."""
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    yield mock_config_entry
+    await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+
+@pytest.fixture
+async def mqtt_real(
+    hass: HomeAssistant,
+    mosquitto: Broker,
+    socket_enabled: None,
+    mock_hass_config: None,
+) -> AsyncGenerator[MockConfigEntry]:
+    """Home Assistant's real MQTT client, connected to the real broker over TLS."""
+    entry = MockConfigEntry(
+        domain=mqtt.DOMAIN,
+        data={
+            "broker": mosquitto.host,
+            "port": mosquitto.tls_port,
+            "username": mosquitto.username,
+            "password": mosquitto.password,
+            "certificate": mosquitto.certs.ca_pem,
+            "protocol": "5",
+            "discovery": False,
+        },
+        version=2,
+        minor_version=1,
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert await mqtt.async_wait_for_mqtt_client(hass)
+    yield entry
+    await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.device_registry import DeviceInfo
 
 from .const import DOMAIN
@@ -27,8 +29,11 @@ def node_device_info(node_id: str, name: str | None = None) -> DeviceInfo:
     )
 
 
-def server_device_info(server_id: str, name: str, relay_node: str | None) -> DeviceInfo:
-    """Device info of a server, reached through its relay node."""
+@callback
+def server_device_info(
+    hass: HomeAssistant, entry_id: str, server_id: str, name: str, relay_node: str | None
+) -> DeviceInfo:
+    """Device info of a server, linked via its relay node (created here if new)."""
     info = DeviceInfo(
         identifiers={server_identifier(server_id)},
         name=name,
@@ -36,5 +41,8 @@ def server_device_info(server_id: str, name: str, relay_node: str | None) -> Dev
         model="Homelab server",
     )
     if relay_node:
-        info["via_device"] = node_identifier(relay_node)
+        node = dr.async_get(hass).async_get_or_create(
+            config_entry_id=entry_id, **node_device_info(relay_node)
+        )
+        info["via_device_id"] = node.id
     return info

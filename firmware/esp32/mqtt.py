@@ -98,6 +98,7 @@ class MQTT:
         self.log = _print_log
         self._wlan = network.WLAN(network.STA_IF)
         self._stopped = False
+        self._live_subs = 0
 
     # --- public API ---------------------------------------------------------
 
@@ -110,7 +111,13 @@ class MQTT:
                 return
         self._subs.append([topic, qos, [callback]])
         if self.up.is_set():
+            self._live_subs += 1
             asyncio.create_task(self._subscribe_live(topic, qos))
+
+    async def subscribed(self):
+        """Wait until subscriptions made while connected are confirmed."""
+        while self._live_subs:
+            await asyncio.sleep_ms(20)
 
     async def publish(self, topic, msg, retain=False, qos=0):
         """Publish once connected; QoS 1 returns when the broker acknowledged it."""
@@ -346,7 +353,9 @@ class MQTT:
         try:
             await self._subscribe_once(topic, qos)
         except OSError as err:
-            self._drop(gen, "subscribe failed: %r" % err)
+            self._drop(gen, "subscribe failed: %r" % err)  # the reconnect subscribes it
+        finally:
+            self._live_subs -= 1
 
     async def _keepalive_task(self, gen):
         while gen == self._gen:

@@ -156,6 +156,8 @@ class Node:
                 log.warning("no configuration from HA yet: starting with the board configuration")
         if not self.safe:
             self._start_modules()
+            await mqtt.subscribed()
+        log.info("running: %s" % (", ".join(self.modules) or "no modules"))
         changed = asyncio.create_task(self._await_change(remote, used))
         await self._failed.wait()
         changed.cancel()

@@ -61,7 +61,7 @@ def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
         "relay": {"pin": 25, "active": 1, "press_ms": 150, "hold_ms": 3500, "max_on_ms": 6000},
         "power_sense": {"pin": 34, "active": 0, "pull": None, "debounce_ms": 100, "poll_ms": 10},
         "log": {"level": "debug", "buffer_lines": 40, "buffer_bytes": 4096},
-        "config": {"wait_s": None, "retry_s": 3, "boot_wait_s": 5},
+        "config": {"wait_s": None, "retry_s": 3, "boot_wait_s": 2},
         "mqtt": {"keepalive_s": 6, "backoff_max_s": 2, "broker_tries": 3, "timeout_s": 3},
         "watchdog_s": 600,
         "safe_mode_after": 3,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
 from tests.harness.protocol import load_protocol
 
-from .board import Board, board_config, secrets_config
+from .board import KEY, NODE, Board, board_config, secrets_config
 
 protocol = load_protocol()
 
@@ -92,3 +93,19 @@ class ConfigServer:
 def config_server(peer: Peer) -> Callable[[dict[str, Any]], ConfigServer]:
     """Serve a configuration to every node that asks."""
     return lambda components: ConfigServer(peer, components)
+
+
+def signed(cmd: str, *, ts: int | None = None, key: str = KEY, node: str = NODE) -> str:
+    """A command signed like the integration signs it."""
+    return str(protocol.sign_command(key, node, cmd, int(time.time()) if ts is None else ts))
+
+
+def payloads(peer: Peer, topic: str) -> list[str]:
+    """Payloads received on a topic, as text."""
+    return [m.payload.decode() for m in peer.received(topic)]
+
+
+def wait_online(peer: Peer, count: int = 1, timeout: float = 20) -> None:
+    """Wait until the node has said ONLINE `count` times."""
+    topic = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
+    peer.wait_for(lambda msgs: sum(m.topic == topic and m.payload == b"ONLINE" for m in msgs) >= count, timeout)

@@ -181,10 +181,12 @@ class MQTT:
                 await self._down.wait()
                 if ticks_diff(ticks_ms(), started) > self._keepalive * 1000:
                     delay = 1
-            except (OSError, asyncio.TimeoutError) as err:
+            except (OSError, ValueError, asyncio.TimeoutError) as err:
+                # mbedtls reports a certificate that does not verify as ValueError.
                 fails += 1
                 self._drop(self._gen, None)
-                self.log("warning", "MQTT connection to %s:%s failed (%d): %r" % (self._broker["host"], self._broker.get("port", 8883), fails, err))
+                level = "error" if isinstance(err, (ValueError, MQTTError)) else "warning"
+                self.log(level, "MQTT connection to %s:%s failed (%d): %r" % (self._broker["host"], self._broker.get("port", 8883), fails, err))
                 if fails % self._broker_tries == 0:
                     await self._wifi_reconnect()
             if self._stopped:

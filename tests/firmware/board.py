@@ -50,7 +50,7 @@ def install_firmware(flash: Path) -> None:
             shutil.copy(source, flash / source.name)
         else:
             target = flash / source.with_suffix(".mpy").name
-            subprocess.run([mpy_cross(), "-o", str(target), str(source)], check=True)
+            subprocess.run([mpy_cross(), "-s", source.name, "-o", str(target), str(source)], check=True)
 
 
 def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ BOARD = {
         "debounce_ms": 200,
         "poll_ms": 20,
     },
-    "log": {"level": "info", "buffer_lines": 40, "buffer_bytes": 4096},
+    "log": {"level": "info", "buffer_lines": 32, "buffer_bytes": 3072},
     # wait_s: chunked answer, one message per component wait_s apart; None: one JSON.
     "config": {"wait_s": 0.2, "retry_s": 15, "boot_wait_s": 20},
     "mqtt": {"keepalive_s": 30, "backoff_max_s": 60, "broker_tries": 3, "timeout_s": 10, "max_msg": 4096},

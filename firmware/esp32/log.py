@@ -8,11 +8,12 @@ import sys
 LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LINE = 1024
 
-_buf = []  # [level index, text]
+_buf = []  # (level index, text)
+ENTRY = 32  # bytes of bookkeeping per buffered line, counted against buffer_bytes
 _bytes = 0
 _dropped = [0, 0, 0, 0, 0]
-_max_lines = 40
-_max_bytes = 4096
+_max_lines = 32
+_max_bytes = 3072
 _min = 1
 _wake = asyncio.Event()
 _topics = None
@@ -38,15 +39,15 @@ def log(level, msg):
     print("[%s] %s" % (LEVELS[n], msg))
     if n < _min:
         return
-    _buf.append([n, msg])
-    _bytes += len(msg)
+    _buf.append((n, msg))
+    _bytes += len(msg) + ENTRY
     while len(_buf) > _max_lines or _bytes > _max_bytes:
         lowest = 0
         for i in range(1, len(_buf)):
             if _buf[i][0] < _buf[lowest][0]:
                 lowest = i
         gone = _buf.pop(lowest)
-        _bytes -= len(gone[1])
+        _bytes -= len(gone[1]) + ENTRY
         _dropped[gone[0]] += 1
     _wake.set()
 
@@ -94,9 +95,9 @@ async def _pump(mqtt):
             counts = ", ".join("%d %s" % (c, LEVELS[i]) for i, c in enumerate(_dropped) if c)
             for i in range(5):
                 _dropped[i] = 0
-            log("warning", "log buffer full while offline: dropped %d lines (%s)" % (lost, counts))
+            log("warning", "log buffer full: dropped %d lines (%s)" % (lost, counts))
         n, msg = _buf.pop(0)
-        _bytes -= len(msg)
+        _bytes -= len(msg) + ENTRY
         # QoS 1: a line handed over is retransmitted until the broker has it.
         await mqtt.publish(_topics[n], msg, qos=1)
 

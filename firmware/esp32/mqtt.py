@@ -153,7 +153,9 @@ class MQTT:
 
     def healthy(self):
         """True while the broker answers our packets (the watchdog feeds on this)."""
-        return self.up.is_set() and ticks_diff(ticks_ms(), self.rtt_at) <= self._ping_ms + self._resp_ms + 1000
+        return (
+            self.up.is_set() and ticks_diff(ticks_ms(), self.rtt_at) <= self._ping_ms + self._resp_ms + 1000
+        )
 
     async def disconnect(self):
         """Planned disconnect: OFFLINE first (a clean DISCONNECT discards the Will)."""
@@ -186,7 +188,11 @@ class MQTT:
                 fails += 1
                 self._drop(self._gen, None)
                 level = "error" if isinstance(err, (ValueError, MQTTError)) else "warning"
-                self.log(level, "MQTT connection to %s:%s failed (%d): %r" % (self._broker["host"], self._broker.get("port", 8883), fails, err))
+                self.log(
+                    level,
+                    "MQTT connection to %s:%s failed (%d): %r"
+                    % (self._broker["host"], self._broker.get("port", 8883), fails, err),
+                )
                 if fails % self._broker_tries == 0:
                     await self._wifi_reconnect()
             if self._stopped:
@@ -238,12 +244,17 @@ class MQTT:
         port = int(b.get("port", 1883 if self._plain else 8883))
         gc.collect()
         if self._plain:
-            self.log("warning", "MQTT without TLS (insecure_plain_mqtt): passwords and commands travel in clear text")
+            self.log(
+                "warning",
+                "MQTT without TLS (insecure_plain_mqtt): passwords and commands travel in clear text",
+            )
             ssl = hostname = None
         else:
             ssl = self._tls()
             hostname = b.get("server_hostname") or host
-        reader, writer = await asyncio.wait_for_ms(asyncio.open_connection(host, port, ssl=ssl, server_hostname=hostname), self._timeout_ms)
+        reader, writer = await asyncio.wait_for_ms(
+            asyncio.open_connection(host, port, ssl=ssl, server_hostname=hostname), self._timeout_ms
+        )
         self._stream = writer
         gc.collect()
         flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, Will, Will QoS 1, Will retained
@@ -410,6 +421,11 @@ class MQTT:
                     self._ping_at = None
         except (OSError, EOFError, MQTTError) as err:
             self._drop(gen, "read: %r" % err)
+        except MemoryError as err:
+            # Out of heap in the middle of a packet: the stream is out of step now.
+            # Reconnect with a collected heap rather than crash the node.
+            self._drop(gen, "read: %r" % err)
+            gc.collect()
         except Exception as err:  # a bug must not leave a dead connection behind
             self._drop(gen, "reader error: %r" % err)
             raise
@@ -440,7 +456,10 @@ class MQTT:
                 self._recent.pop(0)
         topic = topic.decode()
         if msg is None:
-            self.log("warning", "MQTT: dropped a message of %d bytes on %s (limit %d)" % (total, topic, self.max_msg))
+            self.log(
+                "warning",
+                "MQTT: dropped a message of %d bytes on %s (limit %d)" % (total, topic, self.max_msg),
+            )
             return
         retained = bool(head & 0x01)
         for sub in self._subs:

@@ -20,7 +20,7 @@ MODULES = ("relay", "power_sense")
 class Node:
     def __init__(self, state):
         self.state = state
-        self.cached = remote_config.load_cache()
+        self.cached = remote_config.relevant(remote_config.load_cache())
         self.config = config = settings.load(self.cached)
         self.safe = state.crashes >= int(config["safe_mode_after"])
         self.base = config["base"]
@@ -42,6 +42,7 @@ class Node:
         self._failed.set()
 
     def info(self):
+        gc.collect()  # report live data, not garbage
         return json.dumps(
             {
                 "version": VERSION,
@@ -122,7 +123,10 @@ class Node:
         if state.trace:
             log.error("crash before the last reboot:\n%s" % state.trace)
         if self.safe:
-            log.critical("safe mode after %d crash boots: only network, MQTT, logging and configuration run" % state.crashes)
+            log.critical(
+                "safe mode after %d crash boots: only network, MQTT, logging and configuration run"
+                % state.crashes
+            )
         if self.cached is not None:
             log.info("using the cached configuration until HA answers")
 
@@ -149,7 +153,9 @@ class Node:
         if used is None and not self.safe:
             # First boot: wait a while for HA's configuration before driving pins.
             try:
-                await asyncio.wait_for(remote.done.wait(), float(self.config["config"].get("boot_wait_s", 20)))
+                await asyncio.wait_for(
+                    remote.done.wait(), float(self.config["config"].get("boot_wait_s", 20))
+                )
                 used = remote.components
                 settings.apply_remote(self.config, used)
             except asyncio.TimeoutError:
@@ -157,6 +163,9 @@ class Node:
         if not self.safe:
             self._start_modules()
             await mqtt.subscribed()
+        gc.collect()
+        # Collect early, before the heap is full: less fragmentation on a small heap.
+        gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
         log.info("running: %s" % (", ".join(self.modules) or "no modules"))
         changed = asyncio.create_task(self._await_change(remote, used))
         await self._failed.wait()

@@ -9,10 +9,18 @@ import json
 import os
 
 import log
+from settings import REMOTE_SECTIONS
 
 CACHE = "remote_config.json"
 VERSION = "0.1.0"
 PLATFORM = "esp32"
+
+
+def relevant(components):
+    """The sections this firmware uses: all else is cached on flash, not kept in RAM."""
+    if components is None:
+        return None
+    return {k: components[k] for k in REMOTE_SECTIONS if k in components}
 
 
 def load_cache():
@@ -104,11 +112,11 @@ class RemoteConfig:
             self._complete(got)
 
     def _complete(self, components):
-        self.components = components
         self._expected = None
         log.info("configuration received: %d components" % len([k for k in components if k != "_order"]))
         if components != load_cache():
             save_cache(components)
+        self.components = relevant(components)
         self.done.set()
         self._progress.set()
 

@@ -16,15 +16,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
+
+from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
 from tests.harness.procs import stop
+from tests.harness.protocol import load_protocol
+
+protocol = load_protocol()
 
 FIRMWARE = Path(__file__).parents[2] / "firmware" / "esp32"
 SHIM = Path(__file__).parent / "shim"
@@ -60,7 +67,7 @@ def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
         "base": "home",
         "relay": {"pin": 25, "active": 1, "press_ms": 150, "hold_ms": 3500, "max_on_ms": 6000},
         "power_sense": {"pin": 34, "active": 0, "pull": None, "debounce_ms": 100, "poll_ms": 10},
-        "log": {"level": "debug", "buffer_lines": 40, "buffer_bytes": 4096},
+        "log": {"level": "debug", "buffer_lines": 32, "buffer_bytes": 3072},
         "config": {"wait_s": None, "retry_s": 3, "boot_wait_s": 2},
         "mqtt": {"keepalive_s": 6, "backoff_max_s": 2, "broker_tries": 3, "timeout_s": 3},
         "watchdog_s": 600,
@@ -248,3 +255,53 @@ class Board:
     def log_lines(self, pattern: str) -> list[str]:
         """Console lines matching a regular expression."""
         return [line for line in self.output().splitlines() if re.search(pattern, line)]
+
+
+class ConfigServer:
+    """Answers configuration requests like the integration (docs/protocol.md)."""
+
+    def __init__(self, peer: Peer, components: dict[str, Any]) -> None:
+        self.peer = peer
+        self.components = components
+        self.requests: list[Any] = []
+        self.answer = True
+        self._lock = threading.Lock()
+        self._previous = peer.client.on_message
+        peer.client.message_callback_add(protocol.login_request_filter("home"), self._on_request)
+
+    def _on_request(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        node = protocol.parse_login_request("home", msg.topic)
+        request = protocol.parse_login_payload(msg.payload)
+        with self._lock:
+            self.requests.append(request)
+        if not self.answer or node is None:
+            return
+        threading.Thread(target=self._serve, args=(node, request), daemon=True).start()
+
+    def _serve(self, node: str, request: Any) -> None:
+        answer = protocol.login_answer("home", node)
+        if request.wait_s is None:
+            self.peer.client.publish(answer, json.dumps(self.components), qos=1)
+            return
+        self.peer.client.publish(answer, str(len(self.components)), qos=1)
+        for name, value in self.components.items():
+            threading.Event().wait(request.wait_s)
+            self.peer.client.publish(protocol.login_component("home", node, name), json.dumps(value), qos=1)
+
+
+def signed(cmd: str, *, ts: int | None = None, key: str = KEY, node: str = NODE) -> str:
+    """A command signed like the integration signs it."""
+    return str(protocol.sign_command(key, node, cmd, int(time.time()) if ts is None else ts))
+
+
+def payloads(peer: Peer, topic: str) -> list[str]:
+    """Payloads received on a topic, as text."""
+    return [m.payload.decode() for m in peer.received(topic)]
+
+
+def wait_online(peer: Peer, count: int = 1, timeout: float = 20) -> None:
+    """Wait until the node has said ONLINE `count` times."""
+    topic = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
+    peer.wait_for(
+        lambda msgs: sum(m.topic == topic and m.payload == b"ONLINE" for m in msgs) >= count, timeout
+    )

@@ -8,8 +8,7 @@ from typing import Any
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
-from .board import NODE, Board
-from .conftest import ConfigServer, payloads, protocol, signed, wait_online
+from .board import NODE, Board, ConfigServer, payloads, protocol, signed, wait_online
 
 CACHE = "remote_config.json"
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)

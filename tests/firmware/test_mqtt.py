@@ -12,8 +12,7 @@ import pytest
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
-from .board import NODE, Board, secrets_config
-from .conftest import ConfigServer, payloads, protocol, signed, wait_online
+from .board import NODE, Board, ConfigServer, payloads, protocol, secrets_config, signed, wait_online
 
 STATUS = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
 POWER = protocol.node_topic("home", NODE, protocol.NODE_POWER)

@@ -11,8 +11,7 @@ from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
 
-from .board import FIRMWARE, NODE, Board
-from .conftest import protocol, signed
+from .board import FIRMWARE, NODE, Board, protocol, signed
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 MP_SIGN = Path(__file__).with_name("mp_sign.py")
@@ -22,7 +21,14 @@ def test_signature_matches_protocol_module(micropython: MicroPython, tmp_path: P
     cases = [
         ["k", NODE, "PRESS", 1763780000, "9f2c4e1a7b3d5e60", ""],
         ["x" * 64, "srv-1", "HOLD", 1, "00", "arg with spaces"],
-        ["a much longer key than the sha256 block size of sixty four bytes " * 3, NODE, "HOLD", 2**31 + 5, "ff", ""],
+        [
+            "a much longer key than the sha256 block size of sixty four bytes " * 3,
+            NODE,
+            "HOLD",
+            2**31 + 5,
+            "ff",
+            "",
+        ],
         ["schlüssel ✓", "n_2", "PRESS", 0, "abc", "ü"],
     ]
     (tmp_path / "cases.json").write_text(json.dumps(cases))
@@ -85,7 +91,15 @@ def test_refused_commands(make_board: Callable[..., Board], peer: Peer) -> None:
     board.wait_output("button pulsed")
     board.wait_output("refused: replayed")
     out = board.output()
-    for reason in ("retained", "stale", "unsigned", "bad signature", "not JSON", "too large", "unknown command"):
+    for reason in (
+        "retained",
+        "stale",
+        "unsigned",
+        "bad signature",
+        "not JSON",
+        "too large",
+        "unknown command",
+    ):
         assert f"refused: {reason}" in out, reason
     assert out.count("refused: bad signature") == 2  # wrong key, and signed for node2
     time.sleep(0.5)

@@ -11,8 +11,17 @@ from collections.abc import Callable
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
-from .board import NODE, PWRON_RESET, RESET_EXIT, SOFT_RESET, WDT_RESET, Board
-from .conftest import ConfigServer, payloads, protocol
+from .board import (
+    NODE,
+    PWRON_RESET,
+    RESET_EXIT,
+    SOFT_RESET,
+    WDT_RESET,
+    Board,
+    ConfigServer,
+    payloads,
+    protocol,
+)
 
 FAST = {"watchdog_s": 3, "mqtt": {"keepalive_s": 3, "timeout_s": 2, "backoff_max_s": 1}}
 

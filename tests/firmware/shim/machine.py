@@ -1,11 +1,9 @@
 # `machine` for the unix port: the ESP32's pins, timers, watchdog and reset,
 # recorded to the file named by SHIM_EVENTS so tests can measure them.
 # Lines: "<unix time ns> <what> ...". Input levels come from files in SHIM_INPUTS.
+import _thread
 import os
 import time
-
-import _thread
-import ffi
 
 PWRON_RESET = 1
 HARD_RESET = 2
@@ -14,10 +12,20 @@ DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 RESET_EXIT = 77  # exit code of machine.reset(); the harness boots the board again
 
-_libc = ffi.open("libc.so.6")
-_exit = _libc.func("v", "_exit", "i")
-_alarm = _libc.func("I", "alarm", "I")
 _lock = _thread.allocate_lock()
+_libc = None
+
+
+def _c(name, ret, args):
+    # libc through ffi, loaded on first use to keep the shim's heap share small.
+    global _libc
+    if _libc is None:
+        import ffi
+
+        _libc = ffi.open("libc.so.6")
+    return _libc.func(ret, name, args)
+
+
 _events = os.getenv("SHIM_EVENTS") or "shim-events.txt"
 _inputs = os.getenv("SHIM_INPUTS") or "."
 # ESP32 GPIOs; 34-39 are input only.
@@ -41,7 +49,7 @@ def unique_id():
 
 def reset():
     record("reset")
-    _exit(RESET_EXIT)
+    _c("_exit", "v", "i")(RESET_EXIT)
 
 
 def freq(hz=None):
@@ -122,9 +130,10 @@ class WDT:
     # process dies of SIGALRM, like an ESP32 reset by its watchdog.
     def __init__(self, id=0, timeout=5000):
         self._s = max(1, (timeout + 999) // 1000)
+        self._alarm = _c("alarm", "I", "I")
         record("wdt", "start", timeout)
-        _alarm(self._s)
+        self._alarm(self._s)
 
     def feed(self):
         record("wdt", "feed")
-        _alarm(self._s)
+        self._alarm(self._s)

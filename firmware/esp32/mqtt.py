@@ -98,6 +98,12 @@ class MQTT:
         self.log = _print_log
         self._wlan = network.WLAN(network.STA_IF)
         self._stopped = False
+        if not self._plain:
+            # Parse the CA while the heap is young and unfragmented; retried on connect.
+            try:
+                self._tls()
+            except (OSError, ValueError) as err:
+                self.log("error", "CA certificate %s: %r" % (broker.get("ca", "ca.pem"), err))
         self._live_subs = 0
 
     # --- public API ---------------------------------------------------------

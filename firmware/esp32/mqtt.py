@@ -189,11 +189,12 @@ class MQTT:
                 await self._down.wait()
                 if ticks_diff(ticks_ms(), started) > self._keepalive * 1000:
                     delay = 1
-            except (OSError, ValueError, asyncio.TimeoutError) as err:
+            except (OSError, ValueError, MemoryError, asyncio.TimeoutError) as err:
                 # mbedtls reports a certificate that does not verify as ValueError.
+                # Out of heap: retry after a collection; the watchdog is the last resort.
                 fails += 1
                 self._drop(self._gen, None)
-                level = "error" if isinstance(err, (ValueError, MQTTError)) else "warning"
+                level = "error" if isinstance(err, (ValueError, MQTTError, MemoryError)) else "warning"
                 self.log(
                     level,
                     "MQTT connection to %s:%s failed (%d): %r"

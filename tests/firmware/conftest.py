@@ -52,3 +52,21 @@ def peer(mosquitto: Broker) -> Iterator[Peer]:
 def config_server(peer: Peer) -> Callable[[dict[str, Any]], ConfigServer]:
     """Serve a configuration to every node that asks."""
     return lambda components: ConfigServer(peer, components)
+
+
+@pytest.fixture
+def start_board(
+    make_board: Callable[..., Board], config_server: Callable[[dict[str, Any]], ConfigServer]
+) -> Callable[..., Board]:
+    """Boot a board that HA serves an empty configuration; return it once it runs."""
+    config_server({})
+
+    def start(inputs: dict[int, int] | None = None, **board: Any) -> Board:
+        made = make_board(**board)
+        for pin, level in (inputs or {}).items():
+            made.set_input(pin, level)
+        made.boot()
+        made.wait_output("running:")
+        return made
+
+    return start

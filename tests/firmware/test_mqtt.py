@@ -12,7 +12,7 @@ import pytest
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
-from .board import NODE, Board, ConfigServer, payloads, protocol, secrets_config, signed, wait_online
+from .board import NODE, Board, payloads, protocol, secrets_config, signed, wait_online
 
 STATUS = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
 POWER = protocol.node_topic("home", NODE, protocol.NODE_POWER)
@@ -20,17 +20,8 @@ POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)
 
 
-def test_topics_status_and_will(
-    make_board: Callable[..., Board],
-    peer: Peer,
-    mosquitto: Broker,
-    config_server: Callable[..., ConfigServer],
-) -> None:
-    config_server({})
-    board = make_board()
-    board.set_input(34, 1)
-    board.boot()
-    board.wait_output("running: relay, power_sense")
+def test_topics_status_and_will(start_board: Callable[..., Board], peer: Peer, mosquitto: Broker) -> None:
+    board = start_board(inputs={34: 1})
     peer.wait_topic(POWER)
     wait_online(peer)
     for msg in peer.received():
@@ -73,15 +64,9 @@ def retained_status(broker: Broker) -> bytes:
 
 
 def test_broker_restart_reconnects_and_resubscribes(
-    make_board: Callable[..., Board],
-    peer: Peer,
-    mosquitto: Broker,
-    config_server: Callable[..., ConfigServer],
+    start_board: Callable[..., Board], peer: Peer, mosquitto: Broker
 ) -> None:
-    config_server({})
-    board = make_board()
-    board.boot()
-    board.wait_output("running: relay")
+    board = start_board()
     wait_online(peer)
     peer.close()
     mosquitto.restart()
@@ -100,20 +85,14 @@ def test_broker_restart_reconnects_and_resubscribes(
 
 
 def test_logs_buffered_while_offline(
-    make_board: Callable[..., Board],
-    mosquitto: Broker,
-    config_server: Callable[..., ConfigServer],
-    peer: Peer,
+    start_board: Callable[..., Board], mosquitto: Broker, peer: Peer
 ) -> None:
-    config_server({})
-    board = make_board(
+    board = start_board(
+        inputs={34: 1},
         log={"level": "info", "buffer_lines": 12},
         power_sense={"pin": 34, "debounce_ms": 30, "poll_ms": 5},
         mqtt={"broker_tries": 100},
     )
-    board.set_input(34, 1)
-    board.boot()
-    board.wait_output("running: relay, power_sense")
     peer.close()
     mosquitto.stop()
     board.wait_output("MQTT connection lost")

@@ -27,15 +27,9 @@ FAST = {"watchdog_s": 3, "mqtt": {"keepalive_s": 3, "timeout_s": 2, "backoff_max
 
 
 def test_watchdog_starves_when_the_round_trip_fails(
-    make_board: Callable[..., Board],
-    peer: Peer,
-    mosquitto: Broker,
-    config_server: Callable[..., ConfigServer],
+    start_board: Callable[..., Board], peer: Peer, mosquitto: Broker
 ) -> None:
-    config_server({})
-    board = make_board(**FAST)
-    board.boot()
-    board.wait_output("running: relay")
+    board = start_board(**FAST)
     # Fed while the broker answers: no reset for longer than the watchdog's 3 s.
     time.sleep(4.5)
     board.poll()

@@ -87,7 +87,10 @@ def test_cached_configuration_when_the_broker_is_down(
 
 
 def test_changed_configuration_restarts_cleanly(
-    make_board: Callable[..., Board], peer: Peer, config_server: Callable[..., ConfigServer]
+    make_board: Callable[..., Board],
+    peer: Peer,
+    mosquitto: Broker,
+    config_server: Callable[..., ConfigServer],
 ) -> None:
     server = config_server({"relay": {"press_ms": 100}})
     board = make_board()
@@ -103,6 +106,8 @@ def test_changed_configuration_restarts_cleanly(
     wait_online(peer, count=3)
     statuses = payloads(peer, STATUS)
     assert "OFFLINE" in statuses[statuses.index("ONLINE", 1) :]
+    # A clean DISCONNECT (the broker discards the Will): that OFFLINE was the node's own.
+    assert f"Client {NODE} disconnected." in mosquitto.log
     assert board.read_flash(CACHE) == {"relay": {"press_ms": 110}}
     board.wait_output("running: relay", count=3)
 

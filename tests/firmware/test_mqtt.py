@@ -152,3 +152,12 @@ def test_connection_refused_when_unverified(
     board.boot()
     board.wait_output(error, count=2)
     assert "MQTT connected" not in board.output()
+
+
+def test_oversized_messages_are_skipped(start_board: Callable[..., Board], peer: Peer) -> None:
+    board = start_board(mqtt={"max_msg": 2048})
+    peer.publish(POWER_SET, b"\xff" * 50_000)  # not even UTF-8
+    board.wait_output(f"dropped a message of 50000 bytes on {POWER_SET} (limit 2048)")
+    peer.publish(POWER_SET, signed(protocol.PRESS))
+    board.wait(lambda: len(board.pulses(25)) == 1, what="a PRESS after the oversized message")
+    assert board.running

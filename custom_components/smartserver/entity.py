@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from homeassistant.helpers.entity import Entity
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity import Entity, EntityDescription
+
+from .helpers import server_device_info
+from .servers import Server
 
 
 class SmartServerEntity(Entity):
@@ -10,3 +14,22 @@ class SmartServerEntity(Entity):
 
     _attr_has_entity_name = True
     _attr_should_poll = False
+
+
+class ServerEntity(SmartServerEntity):
+    """An entity of one homelab server, on the server's device."""
+
+    def __init__(self, hass: HomeAssistant, server: Server, description: EntityDescription) -> None:
+        """Describe the entity and link it to the server's device."""
+        self.entity_description = description
+        self.server = server
+        config = server.config
+        self._attr_unique_id = f"server_{config.server_id}_{description.key}"
+        self._attr_device_info = server_device_info(
+            hass, server.entry_id, config.server_id, config.name, config.relay_node
+        )
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the server's evidence."""
+        await super().async_added_to_hass()
+        self.async_on_remove(self.server.async_add_listener(self.async_write_ha_state))

@@ -318,13 +318,18 @@ class Server:
             self.state = new
             LOGGER.info("Server %s: %s -> %s", self.config.server_id, old, new)
             self._transition(old, new)
+        # Reaching the state for real (not by a grace running out) solves earlier issues.
+        if (new is PowerState.ON and self.agent_up) or new is PowerState.OFF:
+            for issue in _SOLVED_BY[new]:
+                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
         self._notify()
 
     @callback
     def _transition(self, old: PowerState | None, new: PowerState | None) -> None:
         command = self.command
         if old is PowerState.STOPPING and (
-            new is PowerState.ON or (new is PowerState.STARTING and command is Command.STOP)
+            (new is PowerState.ON and not self._overdue)
+            or (new is PowerState.STARTING and command is Command.STOP)
         ):
             LOGGER.warning("Server %s: %s while stopping", self.config.server_id, new)
             self._raise(Issue.STOP_INTERRUPTED, state=str(new))
@@ -343,9 +348,6 @@ class Server:
             self._end(Command.START)
         elif new is PowerState.OFF:
             self._end(Command.STOP)
-        if new is not None and new in _SOLVED_BY:
-            for issue in _SOLVED_BY[new]:
-                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
 
     @callback
     def _arm(self, kind: Command) -> None:
@@ -372,8 +374,8 @@ class Server:
         if self.state is PowerState.STARTING:
             if self.power == protocol.POWER_ON and not self.agent_up:
                 self._overdue = True
-                self._raise(Issue.START_AGENT_SILENT)
                 self._update()
+                self._raise(Issue.START_AGENT_SILENT)
             else:
                 self._raise(Issue.START_TIMEOUT)
         elif asked and self.state in (PowerState.OFF, None):
@@ -388,8 +390,8 @@ class Server:
         if self.state is PowerState.STOPPING:
             if self.power == protocol.POWER_ON and not self.agent_up:
                 self._overdue = True
-                self._raise(Issue.STOP_STILL_POWERED)
                 self._update()
+                self._raise(Issue.STOP_STILL_POWERED)
             else:
                 self._raise(Issue.STOP_TIMEOUT)
         elif asked and self.state is PowerState.ON:
@@ -586,7 +588,7 @@ class ServerHub:
 
     @callback
     def _schedule_refresh(self) -> None:
-        self.entry.async_create_background_task(self.hass, self._refresh(), "smartserver refresh servers")
+        self.entry.async_create_task(self.hass, self._refresh(), "smartserver refresh servers")
 
     async def _refresh(self) -> None:
         for server in list(self.servers.values()):

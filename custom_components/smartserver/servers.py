@@ -508,12 +508,12 @@ class Server:
             "relay_node": self.config.relay_node,
             "start_grace": self.config.start_grace,
             "stop_grace": self.config.stop_grace,
-            "state": self.state,
+            "state": self.state.value if self.state else None,
             "heartbeat": self.heartbeat,
             "agent_state": self.agent_state,
             "power_sense": self.power,
             "network": self.network,
-            "command": self.command,
+            "command": self.command.value if self.command else None,
         }
 
 

@@ -57,7 +57,7 @@ class ServerPowerSwitch(ServerEntity, SwitchEntity):
         """The fused state and the evidence behind it."""
         server = self.server
         return {
-            "power_state": server.state,
+            "power_state": server.state.value if server.state else None,
             "heartbeat": server.heartbeat,
             "agent_state": server.agent_state,
             "power_sense": server.power,

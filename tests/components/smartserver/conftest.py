@@ -11,7 +11,9 @@ from homeassistant.config_entries import ConfigSubentryData
 from homeassistant.const import CONF_NAME
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient, MqttMockPahoClient
+from syrupy.assertion import SnapshotAssertion
 
 from custom_components.smartserver.const import (
     CONF_BASE_TOPIC,
@@ -167,3 +169,9 @@ def entity_registry_enabled_by_default() -> Generator[None]:
         return_value=True,
     ):
         yield
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Snapshots with Home Assistant's serializer (stable ids and times)."""
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)

@@ -511,7 +511,7 @@ async def test_unload_cancels_grace_timers(
 ) -> None:
     await stopped(hass)
     await switch(hass, "turn_on")
-    entry: MockConfigEntry = hass.config_entries.async_entries(DOMAIN)[0]  # type: ignore[assignment]
+    entry: MockConfigEntry = hass.config_entries.async_entries(DOMAIN)[0]
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
     await elapse(hass, freezer, START_GRACE + 1)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from homeassistant.components import mqtt
+from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.config_entries import (
     SIGNAL_CONFIG_ENTRY_CHANGED,
     ConfigEntry,
@@ -502,12 +503,8 @@ class Server:
         )
 
     def diagnostics(self) -> dict[str, Any]:
-        """Return the server's evidence and state, without its keys."""
+        """Return the server's evidence, state and pending command."""
         return {
-            "server_id": self.config.server_id,
-            "relay_node": self.config.relay_node,
-            "start_grace": self.config.start_grace,
-            "stop_grace": self.config.stop_grace,
             "state": self.state.value if self.state else None,
             "heartbeat": self.heartbeat,
             "agent_state": self.agent_state,
@@ -612,10 +609,6 @@ class ServerHub:
         for server in self.servers.values():
             server.async_stop()
 
-    def diagnostics(self) -> list[dict[str, Any]]:
-        """Every server's diagnostics; keys are never included."""
-        return [server.diagnostics() for server in self.servers.values()]
-
 
 def _text(msg: mqtt.ReceiveMessage) -> str:
     payload = msg.payload
@@ -630,3 +623,20 @@ async def async_setup_servers(hass: HomeAssistant, entry: SmartServerConfigEntry
     entry.runtime_data.servers = hub
     await hub.async_start()
     return hub
+
+
+def servers_diagnostics(entry: SmartServerConfigEntry) -> dict[str, Any]:
+    """Return the servers' section of the diagnostics: settings and evidence, keys redacted."""
+    hub = entry.runtime_data.servers
+    return {
+        "servers": [
+            {
+                "title": subentry.title,
+                "data": async_redact_data(dict(subentry.data), {CONF_COMMAND_KEY, CONF_NODE_KEY}),
+                "runtime": hub.servers[subentry.subentry_id].diagnostics()
+                if hub and subentry.subentry_id in hub.servers
+                else None,
+            }
+            for subentry in server_subentries(entry)
+        ]
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
@@ -19,7 +20,9 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_mqtt_message,
     async_fire_time_changed,
 )
-from pytest_homeassistant_custom_component.typing import MqttMockHAClient
+from pytest_homeassistant_custom_component.components.diagnostics import get_diagnostics_for_config_entry
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator, MqttMockHAClient
+from syrupy.assertion import SnapshotAssertion
 
 from custom_components.smartserver import protocol
 from custom_components.smartserver.const import DOMAIN
@@ -516,3 +519,18 @@ async def test_unload_cancels_grace_timers(
     await hass.async_block_till_done()
     await elapse(hass, freezer, START_GRACE + 1)
     assert issues(issue_registry) == set()
+
+
+async def test_diagnostics_redact_keys(
+    hass: HomeAssistant,
+    hass_client: ClientSessionGenerator,
+    init_server: MockConfigEntry,
+    snapshot: SnapshotAssertion,
+) -> None:
+    await running(hass)
+    await switch(hass, "turn_off")
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, init_server)
+    text = json.dumps(diagnostics)
+    assert COMMAND_KEY not in text
+    assert NODE_KEY not in text
+    assert diagnostics == snapshot

@@ -70,7 +70,9 @@ async def test_switch_off_reaches_the_agent_and_follows_it(
         assert hass.states.get(SENSOR).state == "on"  # type: ignore[union-attr]
 
         # the agent's answer, as the real agent gives it before calling logind
-        await hass.async_add_executor_job(agent.publish, topic(protocol.SERVER_STATE), "SHUTTING_DOWN", 1, True)
+        await hass.async_add_executor_job(
+            agent.publish, topic(protocol.SERVER_STATE), "SHUTTING_DOWN", 1, True
+        )
         await wait_state(hass, SENSOR, "stopping")
         await hass.async_add_executor_job(agent.publish, topic(protocol.SERVER_HEARTBEAT), "DEAD", 1, True)
         await hass.async_add_executor_job(agent.publish, power, "OFF", 1, True)

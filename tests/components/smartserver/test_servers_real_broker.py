@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import paho.mqtt.client as paho
 from homeassistant.const import ATTR_ENTITY_ID
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.event import async_track_state_change_event
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver import protocol
@@ -24,10 +26,23 @@ def topic(leaf: str) -> str:
     return protocol.server_topic("home", SERVER_ID, leaf)
 
 
-async def wait_state(hass: HomeAssistant, entity_id: str, value: str, timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while (state := hass.states.get(entity_id)) is None or state.state != value:
-            await asyncio.sleep(0.05)
+async def wait_state(hass: HomeAssistant, entity_id: str, value: str) -> None:
+    """Wait until the entity has the state `value`; fail after 15 s."""
+    reached = asyncio.Event()
+
+    @callback
+    def check(*_args: Any) -> None:
+        state = hass.states.get(entity_id)
+        if state is not None and state.state == value:
+            reached.set()
+
+    unsubscribe = async_track_state_change_event(hass, [entity_id], check)
+    check()
+    try:
+        async with asyncio.timeout(15):
+            await reached.wait()
+    finally:
+        unsubscribe()
 
 
 async def test_switch_off_reaches_the_agent_and_follows_it(

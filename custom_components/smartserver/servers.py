@@ -176,6 +176,8 @@ class Server:
         # A grace period ran out with the machine powered and the agent silent: the
         # power sense wins from then on, until new evidence arrives.
         self._overdue = False
+        # The agent connected again and has not said its state yet: it is starting.
+        self._new_session = False
         self._forced = False
         self.command: Command | None = None
         self._timers: dict[Command, CALLBACK_TYPE] = {}
@@ -218,6 +220,7 @@ class Server:
             if previous == protocol.DEAD:
                 # A new agent session: what it said before no longer holds.
                 self.agent_state = None
+                self._new_session = True
             if previous == protocol.DEAD or not retained:
                 self._agent_stale = False
                 self._overdue = False
@@ -258,6 +261,7 @@ class Server:
             LOGGER.warning("Server %s: ignoring state %r", self.config.server_id, payload[:64])
             return
         self.agent_state = payload
+        self._new_session = False
         self._update()
 
     @callback
@@ -294,7 +298,7 @@ class Server:
                 return PowerState.STARTING
             if state in _ANNOUNCED_DOWN:
                 return PowerState.STOPPING
-            if state is None and self.state is not PowerState.ON:
+            if state is None and self._new_session:
                 return PowerState.STARTING
             return PowerState.ON
         if self.power == protocol.POWER_OFF:

@@ -1,0 +1,81 @@
+"""The measurement behind benchmarks/servers.py, run by pytest inside HA's test harness."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from homeassistant.const import ATTR_ENTITY_ID
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.smartserver import protocol
+from tests.components.smartserver.conftest import (  # noqa: F401 (fixtures)
+    COMMAND_KEY,
+    SERVER_ID,
+    auto_enable_custom_integrations,
+    mqtt_real,
+    server_config_entry,
+)
+from tests.harness.clients import Peer
+from tests.harness.mosquitto import Broker
+
+RUNS = int(os.environ.get("BENCH_RUNS", "300"))
+WARMUP = 20
+SYSTEM = protocol.server_topic("home", SERVER_ID, protocol.SERVER_SYSTEM)
+
+
+async def test_turn_off_latency(
+    hass: HomeAssistant, mqtt_real: MockConfigEntry, mosquitto: Broker, server_config_entry: MockConfigEntry
+) -> None:
+    arrived: list[float] = []
+    got = threading.Event()
+    agent = await hass.async_add_executor_job(lambda: Peer(mosquitto, client_id="bench-agent").connect())
+
+    def on_message(_client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic == SYSTEM:
+            arrived.append(time.perf_counter())
+            got.set()
+
+    agent.client.on_message = on_message
+    try:
+        await hass.async_add_executor_job(agent.subscribe, SYSTEM)
+        for leaf, payload in ((protocol.SERVER_HEARTBEAT, "ALIVE"), (protocol.SERVER_STATE, "ONLINE")):
+            topic = protocol.server_topic("home", SERVER_ID, leaf)
+            await hass.async_add_executor_job(agent.publish, topic, payload, 1, True)
+        server_config_entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+        async with asyncio.timeout(15):
+            while (state := hass.states.get("switch.nas_power")) is None or state.state != "on":
+                await asyncio.sleep(0.05)
+
+        latencies: list[float] = []
+        for run in range(WARMUP + RUNS):
+            got.clear()
+            start = time.perf_counter()
+            await hass.services.async_call(
+                "switch", "turn_off", {ATTR_ENTITY_ID: "switch.nas_power"}, blocking=True
+            )
+            assert await hass.async_add_executor_job(got.wait, 10), "command did not arrive"
+            if run >= WARMUP:
+                latencies.append((arrived[-1] - start) * 1000)
+        assert len(arrived) == WARMUP + RUNS
+        qs = statistics.quantiles(latencies, n=100)
+        print(
+            f"\nserver switch turn_off -> signed SHUTDOWN at subscriber, {RUNS} runs "
+            f"(real mosquitto over TLS, HA's MQTT client, QoS 1):\n"
+            f"  p50 {statistics.median(latencies):.2f} ms  p99 {qs[98]:.2f} ms  "
+            f"min {min(latencies):.2f} ms  max {max(latencies):.2f} ms"
+        )
+    finally:
+        await hass.async_add_executor_job(agent.close)
+    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    await hass.async_block_till_done()

@@ -1,30 +1,25 @@
-"""The measurement behind benchmarks/servers.py, run by pytest inside HA's test harness."""
+"""The measurement behind benchmarks/servers.py, run by pytest inside HA's test harness.
+
+Fixtures (mqtt_real, server_config_entry) come from the integration tests, through
+benchmarks/conftest.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-import pytest
 from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver import protocol
-from tests.components.smartserver.conftest import (  # noqa: F401 (fixtures)
-    COMMAND_KEY,
-    SERVER_ID,
-    auto_enable_custom_integrations,
-    mqtt_real,
-    server_config_entry,
-)
+from tests.components.smartserver.common import wait_state
+from tests.components.smartserver.conftest import SERVER_ID
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
@@ -53,9 +48,7 @@ async def test_turn_off_latency(
             await hass.async_add_executor_job(agent.publish, topic, payload, 1, True)
         server_config_entry.add_to_hass(hass)
         assert await hass.config_entries.async_setup(server_config_entry.entry_id)
-        async with asyncio.timeout(15):
-            while (state := hass.states.get("switch.nas_power")) is None or state.state != "on":
-                await asyncio.sleep(0.05)
+        await wait_state(hass, "switch.nas_power", "on")
 
         latencies: list[float] = []
         for run in range(WARMUP + RUNS):

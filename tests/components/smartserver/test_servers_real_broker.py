@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import paho.mqtt.client as paho
 from homeassistant.const import ATTR_ENTITY_ID
-from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.event import async_track_state_change_event
+from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver import protocol
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
+from .common import wait_state
 from .conftest import COMMAND_KEY, RELAY_NODE, SERVER_ID
 
 SWITCH = "switch.nas_power"
@@ -24,25 +23,6 @@ SENSOR = "sensor.nas_power_state"
 
 def topic(leaf: str) -> str:
     return protocol.server_topic("home", SERVER_ID, leaf)
-
-
-async def wait_state(hass: HomeAssistant, entity_id: str, value: str) -> None:
-    """Wait until the entity has the state `value`; fail after 15 s."""
-    reached = asyncio.Event()
-
-    @callback
-    def check(*_args: Any) -> None:
-        state = hass.states.get(entity_id)
-        if state is not None and state.state == value:
-            reached.set()
-
-    unsubscribe = async_track_state_change_event(hass, [entity_id], check)
-    check()
-    try:
-        async with asyncio.timeout(15):
-            await reached.wait()
-    finally:
-        unsubscribe()
 
 
 async def test_switch_off_reaches_the_agent_and_follows_it(

@@ -204,12 +204,18 @@ async def test_reconfigure_rejects_a_taken_relay(hass: HomeAssistant, init_serve
     assert result["errors"] == {CONF_RELAY_NODE: "relay_node_in_use"}
 
 
-async def test_removing_a_server_removes_its_entities(
-    hass: HomeAssistant, init_server: MockConfigEntry, entity_registry: er.EntityRegistry
+async def test_removing_a_server_removes_its_device_and_entities(
+    hass: HomeAssistant,
+    init_server: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+    device_registry: dr.DeviceRegistry,
 ) -> None:
     subentry_id = next(iter(init_server.subentries))
     assert entity_registry.async_get("switch.nas_power") is not None
     assert hass.config_entries.async_remove_subentry(init_server, subentry_id)
     await hass.async_block_till_done()
     assert entity_registry.async_get("switch.nas_power") is None
+    assert hass.states.get("switch.nas_power") is None
+    identifier = server_identifier(SERVER_ID)
+    assert device_registry.async_get_device_by_identifier(identifier, init_server.entry_id) is None
     assert init_server.runtime_data.servers.servers == {}

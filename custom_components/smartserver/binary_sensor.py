@@ -12,7 +12,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
-from .entity import ServerEntity
+from .entity import ServerEntity, async_add_server_entities
 from .servers import Server
 
 PARALLEL_UPDATES = 0
@@ -71,13 +71,11 @@ SERVER_BINARY_SENSORS: tuple[ServerBinarySensorEntityDescription, ...] = (
 def _async_setup_servers(
     hass: HomeAssistant, entry: SmartServerConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
 ) -> None:
-    hub = entry.runtime_data.servers
-    assert hub is not None
-    for server in hub.servers.values():
-        async_add_entities(
-            [ServerBinarySensor(hass, server, description) for description in SERVER_BINARY_SENSORS],
-            config_subentry_id=server.config.subentry_id,
-        )
+    async_add_server_entities(
+        entry,
+        async_add_entities,
+        lambda server: [ServerBinarySensor(hass, server, d) for d in SERVER_BINARY_SENSORS],
+    )
 
 
 class ServerBinarySensor(ServerEntity, BinarySensorEntity):

@@ -7,7 +7,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
-from .entity import ServerEntity
+from .entity import ServerEntity, async_add_server_entities
 
 PARALLEL_UPDATES = 1
 
@@ -25,13 +25,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one force-off button per server subentry."""
-    hub = entry.runtime_data.servers
-    assert hub is not None
-    for server in hub.servers.values():
-        async_add_entities(
-            [ServerForceOffButton(hass, server, FORCE_OFF_DESCRIPTION)],
-            config_subentry_id=server.config.subentry_id,
-        )
+    async_add_server_entities(
+        entry, async_add_entities, lambda server: [ServerForceOffButton(hass, server, FORCE_OFF_DESCRIPTION)]
+    )
 
 
 class ServerForceOffButton(ServerEntity, ButtonEntity):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from homeassistant.core import HomeAssistant
-from homeassistant.helpers.entity import Entity, EntityDescription
+from collections.abc import Callable
 
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.entity import Entity, EntityDescription
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .coordinator import SmartServerConfigEntry
 from .helpers import server_device_info
 from .servers import Server
 
@@ -33,3 +37,16 @@ class ServerEntity(SmartServerEntity):
         """Follow the server's evidence."""
         await super().async_added_to_hass()
         self.async_on_remove(self.server.async_add_listener(self.async_write_ha_state))
+
+
+@callback
+def async_add_server_entities(
+    entry: SmartServerConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    build: Callable[[Server], list[Entity]],
+) -> None:
+    """Add each server's entities to its own subentry."""
+    hub = entry.runtime_data.servers
+    assert hub is not None
+    for server in hub.servers.values():
+        async_add_entities(build(server), config_subentry_id=server.config.subentry_id)

@@ -108,6 +108,35 @@ class Command(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class _Grace:
+    """What a grace period expects and which issue each way of failing it raises."""
+
+    moving: PowerState
+    unmoved: tuple[PowerState | None, ...]
+    powered_silent: Issue
+    stuck: Issue
+    no_response: Issue
+
+
+_GRACE: Mapping[Command, _Grace] = {
+    Command.START: _Grace(
+        PowerState.STARTING,
+        (PowerState.OFF, None),
+        Issue.START_AGENT_SILENT,
+        Issue.START_TIMEOUT,
+        Issue.START_NO_RESPONSE,
+    ),
+    Command.STOP: _Grace(
+        PowerState.STOPPING,
+        (PowerState.ON,),
+        Issue.STOP_STILL_POWERED,
+        Issue.STOP_TIMEOUT,
+        Issue.STOP_NO_RESPONSE,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """One server subentry."""
 
@@ -359,7 +388,11 @@ class Server:
         if cancel := self._timers.pop(kind, None):
             cancel()
         delay = self.config.start_grace if kind is Command.START else self.config.stop_grace
-        expired = self._start_expired if kind is Command.START else self._stop_expired
+
+        @callback
+        def expired(_now: datetime) -> None:
+            self._expired(kind)
+
         self._timers[kind] = async_call_later(self.hass, delay, HassJob(expired, cancel_on_shutdown=True))
 
     @callback
@@ -371,36 +404,22 @@ class Server:
             self.command = None
 
     @callback
-    def _start_expired(self, _now: datetime) -> None:
-        self._timers.pop(Command.START, None)
-        asked = self.command is Command.START
+    def _expired(self, kind: Command) -> None:
+        """End a grace period: let the evidence decide and say what happened."""
+        self._timers.pop(kind, None)
+        asked = self.command is kind
         if asked:
             self.command = None
-        if self.state is PowerState.STARTING:
+        grace = _GRACE[kind]
+        if self.state is grace.moving:
             if self.power == protocol.POWER_ON and not self.agent_up:
                 self._overdue = True
                 self._update()
-                self._raise(Issue.START_AGENT_SILENT)
+                self._raise(grace.powered_silent)
             else:
-                self._raise(Issue.START_TIMEOUT)
-        elif asked and self.state in (PowerState.OFF, None):
-            self._raise(Issue.START_NO_RESPONSE)
-
-    @callback
-    def _stop_expired(self, _now: datetime) -> None:
-        self._timers.pop(Command.STOP, None)
-        asked = self.command is Command.STOP
-        if asked:
-            self.command = None
-        if self.state is PowerState.STOPPING:
-            if self.power == protocol.POWER_ON and not self.agent_up:
-                self._overdue = True
-                self._update()
-                self._raise(Issue.STOP_STILL_POWERED)
-            else:
-                self._raise(Issue.STOP_TIMEOUT)
-        elif asked and self.state is PowerState.ON:
-            self._raise(Issue.STOP_NO_RESPONSE)
+                self._raise(grace.stuck)
+        elif asked and self.state in grace.unmoved:
+            self._raise(grace.no_response)
 
     @callback
     def async_stop(self) -> None:

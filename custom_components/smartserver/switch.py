@@ -10,7 +10,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
-from .entity import ServerEntity
+from .entity import ServerEntity, async_add_server_entities
 from .servers import PowerState
 
 # Commands are serialized per platform: one button press at a time.
@@ -29,13 +29,9 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one power switch per server subentry."""
-    hub = entry.runtime_data.servers
-    assert hub is not None
-    for server in hub.servers.values():
-        async_add_entities(
-            [ServerPowerSwitch(hass, server, POWER_DESCRIPTION)],
-            config_subentry_id=server.config.subentry_id,
-        )
+    async_add_server_entities(
+        entry, async_add_entities, lambda server: [ServerPowerSwitch(hass, server, POWER_DESCRIPTION)]
+    )
 
 
 class ServerPowerSwitch(ServerEntity, SwitchEntity):

@@ -52,6 +52,14 @@ def power_state(hass: HomeAssistant) -> str:
     return state.state
 
 
+async def report(hass: HomeAssistant, *messages: tuple[str, str]) -> str:
+    """Deliver live messages (topic, payload) and return the power state after them."""
+    for topic, payload in messages:
+        fire(hass, topic, payload)
+    await hass.async_block_till_done()
+    return power_state(hass)
+
+
 def published(mqtt_mock: MqttMockHAClient, topic: str) -> list[tuple[str, str, int, bool]]:
     return [call.args[:4] for call in mqtt_mock.async_publish.call_args_list if call.args[0] == topic]
 
@@ -135,21 +143,13 @@ async def test_start_with_power_sense(
     assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
     # not optimistic: the press alone changes nothing
     assert power_state(hass) == "off"
-    fire(hass, POWER, "ON")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "starting"
+    assert await report(hass, (POWER, "ON")) == "starting"
     assert hass.states.get(SWITCH).state == STATE_ON  # type: ignore[union-attr]
     # the agent connects; its retained SHUTTING_DOWN belongs to the last boot
-    fire(hass, HEARTBEAT, "ALIVE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "starting"
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
     assert hass.states.get(AGENT).state == STATE_ON  # type: ignore[union-attr]
-    fire(hass, STATE, "STARTING")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "starting"
-    fire(hass, STATE, "ONLINE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert await report(hass, (STATE, "STARTING")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
     assert issues(issue_registry) == set()
     attributes = hass.states.get(SWITCH).attributes  # type: ignore[union-attr]
     assert attributes["power_state"] == "on"
@@ -163,13 +163,8 @@ async def test_start_without_power_sense(
     await switch(hass, "turn_on")
     assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
     assert power_state(hass) == "off"
-    fire(hass, HEARTBEAT, "ALIVE")
-    fire(hass, STATE, "STARTING")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "starting"
-    fire(hass, STATE, "ONLINE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "STARTING")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
 
 
 @pytest.mark.parametrize("agent_state", ["ONLINE", "STARTING"])
@@ -186,9 +181,7 @@ async def test_turn_on_when_on_or_starting_publishes_nothing(
 
 async def test_turn_on_while_stopping_is_refused(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
     await running(hass)
-    fire(hass, STATE, "SHUTTING_DOWN")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "stopping"
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
     assert hass.states.get(SWITCH).state == STATE_OFF  # type: ignore[union-attr]
     with pytest.raises(HomeAssistantError) as err:
         await switch(hass, "turn_on")
@@ -203,16 +196,10 @@ async def test_stop_with_power_sense(
     await switch(hass, "turn_off")
     assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
     assert power_state(hass) == "on"
-    fire(hass, STATE, "SHUTTING_DOWN")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "stopping"
-    fire(hass, HEARTBEAT, "DEAD")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "stopping"
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "stopping"
     assert hass.states.get(AGENT).state == STATE_OFF  # type: ignore[union-attr]
-    fire(hass, POWER, "OFF")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    assert await report(hass, (POWER, "OFF")) == "off"
     assert issues(issue_registry) == set()
     # off already: nothing more is sent
     await switch(hass, "turn_off")
@@ -225,21 +212,15 @@ async def test_stop_without_power_sense(
     await running(hass, power=None)
     await switch(hass, "turn_off")
     assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
-    fire(hass, STATE, "SHUTTING_DOWN")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "stopping"
-    fire(hass, HEARTBEAT, "DEAD")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
     assert issues(issue_registry) == set()
 
 
 async def test_turn_off_needs_the_agent(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
     """Powered, agent dead and not shutting down: on, and SHUTDOWN would reach no one."""
     await running(hass)
-    fire(hass, HEARTBEAT, "DEAD")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "on"
     with pytest.raises(HomeAssistantError) as err:
         await switch(hass, "turn_off")
     assert err.value.translation_key == "agent_not_connected"
@@ -270,17 +251,12 @@ async def test_start_powered_but_agent_silent(
 ) -> None:
     await stopped(hass)
     await switch(hass, "turn_on")
-    fire(hass, POWER, "ON")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "starting"
+    assert await report(hass, (POWER, "ON")) == "starting"
     await elapse(hass, freezer, START_GRACE + 1)
     # past the grace the power sense wins, and an issue says why
     assert power_state(hass) == "on"
     assert issues(issue_registry) == {f"{SERVER_ID}_start_agent_silent"}
-    fire(hass, HEARTBEAT, "ALIVE")
-    fire(hass, STATE, "ONLINE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "ONLINE")) == "on"
     assert issues(issue_registry) == set()
 
 
@@ -302,9 +278,7 @@ async def test_power_button_pressed_by_hand(
 ) -> None:
     """A start HA did not ask for still gets its grace period."""
     await stopped(hass)
-    fire(hass, POWER, "ON")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "starting"
+    assert await report(hass, (POWER, "ON")) == "starting"
     await elapse(hass, freezer, START_GRACE + 1)
     assert power_state(hass) == "on"
     assert issues(issue_registry) == {f"{SERVER_ID}_start_agent_silent"}
@@ -315,9 +289,7 @@ async def test_start_interrupted(hass: HomeAssistant, issue_registry: ir.IssueRe
     await switch(hass, "turn_on")
     fire(hass, POWER, "ON")
     await hass.async_block_till_done()
-    fire(hass, POWER, "OFF")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    assert await report(hass, (POWER, "OFF")) == "off"
     assert issues(issue_registry) == {f"{SERVER_ID}_start_interrupted"}
 
 
@@ -336,16 +308,11 @@ async def test_stop_still_powered(
 ) -> None:
     await running(hass)
     await switch(hass, "turn_off")
-    fire(hass, STATE, "SHUTTING_DOWN")
-    fire(hass, HEARTBEAT, "DEAD")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "stopping"
+    assert await report(hass, (STATE, "SHUTTING_DOWN"), (HEARTBEAT, "DEAD")) == "stopping"
     await elapse(hass, freezer, STOP_GRACE + 1)
     assert power_state(hass) == "on"
     assert issues(issue_registry) == {f"{SERVER_ID}_stop_still_powered"}
-    fire(hass, POWER, "OFF")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    assert await report(hass, (POWER, "OFF")) == "off"
     assert issues(issue_registry) == set()
 
 
@@ -367,12 +334,8 @@ async def test_back_online_while_stopping(
     """logind refused: the agent restores ONLINE; the switch follows and says so."""
     await running(hass)
     await switch(hass, "turn_off")
-    fire(hass, STATE, "SHUTTING_DOWN")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "stopping"
-    fire(hass, STATE, "ONLINE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
     assert issues(issue_registry) == {f"{SERVER_ID}_stop_interrupted"}
     # the stop grace no longer runs
     await elapse(hass, freezer, STOP_GRACE + 1)
@@ -384,16 +347,9 @@ async def test_reboot_while_stopping_without_command(
 ) -> None:
     """A reboot from the shell: stopping, then a new agent session, no issue."""
     await running(hass)
-    fire(hass, STATE, "OFFLINE")
-    fire(hass, HEARTBEAT, "DEAD")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "stopping"
-    fire(hass, HEARTBEAT, "ALIVE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "starting"
-    fire(hass, STATE, "ONLINE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert await report(hass, (STATE, "OFFLINE"), (HEARTBEAT, "DEAD")) == "stopping"
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
     assert issues(issue_registry) == set()
 
 
@@ -401,30 +357,22 @@ async def test_power_sense_contradicts_live_agent(
     hass: HomeAssistant, issue_registry: ir.IssueRegistry
 ) -> None:
     await running(hass)
-    fire(hass, POWER, "OFF")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    assert await report(hass, (POWER, "OFF")) == "off"
     # a retained ALIVE from before the power cut is history...
     fire(hass, HEARTBEAT, "ALIVE", retain=True)
     await hass.async_block_till_done()
     assert power_state(hass) == "off"
     assert issues(issue_registry) == set()
     # ...a live one means the agent runs: the sense is wrong
-    fire(hass, HEARTBEAT, "ALIVE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "on"
     assert issues(issue_registry) == {f"{SERVER_ID}_power_sense_mismatch"}
 
 
 async def test_agent_lost_without_power_sense(hass: HomeAssistant, issue_registry: ir.IssueRegistry) -> None:
     await running(hass, power=None)
-    fire(hass, HEARTBEAT, "DEAD")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
     assert issues(issue_registry) == {f"{SERVER_ID}_agent_lost"}
-    fire(hass, HEARTBEAT, "ALIVE")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "starting"
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
     fire(hass, STATE, "ONLINE")
     await hass.async_block_till_done()
     assert issues(issue_registry) == set()
@@ -447,9 +395,7 @@ async def test_force_off(
     await hass.services.async_call("button", "press", {ATTR_ENTITY_ID: "button.nas_force_off"}, blocking=True)
     assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["HOLD"]
     # the broker notices the dead agent: off, and no "agent lost" for a forced off
-    fire(hass, HEARTBEAT, "DEAD")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
     assert issues(issue_registry) == set()
 
 
@@ -472,11 +418,15 @@ async def test_bad_payloads_are_ignored(hass: HomeAssistant, caplog: pytest.LogC
     fire(hass, NETWORK, "[1, 2]")
     fire(hass, NETWORK, '{"link": true, "pad": "' + "x" * 5000 + '"}')
     # other servers and nodes, and hostile ids, reach nobody
-    fire(hass, "home/server/other/heartbeat", "DEAD")
-    fire(hass, "home/node/other/power", "OFF")
-    fire(hass, "home/server/+/heartbeat", "DEAD")
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert (
+        await report(
+            hass,
+            ("home/server/other/heartbeat", "DEAD"),
+            ("home/node/other/power", "OFF"),
+            ("home/server/+/heartbeat", "DEAD"),
+        )
+        == "on"
+    )
     assert "ignoring heartbeat 'MAYBE'" in caplog.text
     assert "ignoring state 'DANCING'" in caplog.text
     assert "ignoring power sense '50%'" in caplog.text

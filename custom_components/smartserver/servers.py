@@ -378,9 +378,11 @@ class Server:
             self._arm(Command.START)
         if new is PowerState.STOPPING and Command.STOP not in self._timers:
             self._arm(Command.STOP)
-        if new is PowerState.ON:
+        # A start ends when the server is on or heads down; a stop, when it is off or
+        # comes back (a stop sent while starting keeps waiting through starting -> on).
+        if new in (PowerState.ON, PowerState.STOPPING, PowerState.OFF):
             self._end(Command.START)
-        elif new is PowerState.OFF:
+        if new is PowerState.OFF or old is PowerState.STOPPING:
             self._end(Command.STOP)
 
     @callback

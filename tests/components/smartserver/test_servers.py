@@ -343,14 +343,30 @@ async def test_back_online_while_stopping(
 
 
 async def test_reboot_while_stopping_without_command(
-    hass: HomeAssistant, issue_registry: ir.IssueRegistry
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
 ) -> None:
     """A reboot from the shell: stopping, then a new agent session, no issue."""
     await running(hass)
     assert await report(hass, (STATE, "OFFLINE"), (HEARTBEAT, "DEAD")) == "stopping"
     assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
     assert await report(hass, (STATE, "ONLINE")) == "on"
+    await elapse(hass, freezer, max(START_GRACE, STOP_GRACE) + 1)
     assert issues(issue_registry) == set()
+
+
+async def test_turn_off_while_starting_waits_through_on(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """A shutdown sent while the agent still starts is still expected once it is online."""
+    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "STARTING")) == "starting"
+    await switch(hass, "turn_off")
+    assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_no_response"}
 
 
 async def test_power_sense_contradicts_live_agent(

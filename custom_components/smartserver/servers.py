@@ -198,6 +198,7 @@ class Server:
         self.heartbeat: str | None = None
         self.agent_state: str | None = None
         self.power: str | None = None
+        self.node_status: str | None = None
         self.network: dict[str, bool | None] = {}
         # After the power sense reads OFF, the agent's retained messages belong to the
         # previous power cycle until it shows life again.
@@ -306,6 +307,15 @@ class Server:
             self._agent_stale = True
             ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(Issue.POWER_SENSE_MISMATCH))
         self._update()
+
+    @callback
+    def async_node_status(self, payload: str) -> None:
+        """Take the relay node's availability: ONLINE or OFFLINE."""
+        if payload not in (protocol.ONLINE, protocol.OFFLINE):
+            LOGGER.warning("Server %s: ignoring relay node status %r", self.config.server_id, payload[:64])
+            return
+        self.node_status = payload
+        self._notify()
 
     @callback
     def async_network(self, payload: str) -> None:
@@ -479,6 +489,9 @@ class Server:
 
     async def _power_button(self, cmd: str) -> None:
         node = self.config.relay_node
+        if self.node_status == protocol.OFFLINE:
+            # A command to an offline node is lost (never retained): say so now.
+            raise self._error("relay_node_offline", relay_node=node)
         payload = protocol.sign_command(self.config.node_key, node, cmd, int(time.time()))
         await self._publish(protocol.node_topic(self.base, node, protocol.NODE_POWER_SET), payload)
 
@@ -534,6 +547,7 @@ class Server:
             "heartbeat": self.heartbeat,
             "agent_state": self.agent_state,
             "power_sense": self.power,
+            "relay_node_status": self.node_status,
             "network": self.network,
             "command": self.command.value if self.command else None,
         }
@@ -578,11 +592,16 @@ class ServerHub:
                     self.hass, protocol.server_filter(self.base, leaf), self._server_message(leaf, handle), 1
                 )
             )
-        entry.async_on_unload(
-            await mqtt.async_subscribe(
-                self.hass, protocol.node_filter(self.base, protocol.NODE_POWER), self._power_message, 1
+        node_handlers: dict[str, Callable[[Server, str], None]] = {
+            protocol.NODE_POWER: Server.async_power,
+            protocol.NODE_STATUS: Server.async_node_status,
+        }
+        for leaf, handle_node in node_handlers.items():
+            entry.async_on_unload(
+                await mqtt.async_subscribe(
+                    self.hass, protocol.node_filter(self.base, leaf), self._node_message(leaf, handle_node), 1
+                )
             )
-        )
         entry.async_on_unload(mqtt.async_subscribe_connection_status(self.hass, self._connection_changed))
         self._schedule_refresh()
 
@@ -597,11 +616,16 @@ class ServerHub:
 
         return message
 
-    @callback
-    def _power_message(self, msg: mqtt.ReceiveMessage) -> None:
-        node = protocol.parse_node_topic(self.base, msg.topic, protocol.NODE_POWER)
-        if node is not None and (server := self._by_node.get(node)):
-            server.async_power(_text(msg))
+    def _node_message(
+        self, leaf: str, handle: Callable[[Server, str], None]
+    ) -> Callable[[mqtt.ReceiveMessage], None]:
+        @callback
+        def message(msg: mqtt.ReceiveMessage) -> None:
+            node = protocol.parse_node_topic(self.base, msg.topic, leaf)
+            if node is not None and (server := self._by_node.get(node)):
+                handle(server, _text(msg))
+
+        return message
 
     @callback
     def _connection_changed(self, connected: bool) -> None:

@@ -500,3 +500,18 @@ async def test_diagnostics_redact_keys(
     assert COMMAND_KEY not in text
     assert NODE_KEY not in text
     assert diagnostics == snapshot
+
+
+async def test_offline_relay_node_is_not_pressed(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
+    await stopped(hass)
+    status = f"home/node/{RELAY_NODE}/status"
+    fire(hass, status, "OFFLINE", retain=True)
+    await hass.async_block_till_done()
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_on")
+    assert err.value.translation_key == "relay_node_offline"
+    assert published(mqtt_mock, POWER_SET) == []
+    fire(hass, status, "ONLINE")
+    await hass.async_block_till_done()
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]

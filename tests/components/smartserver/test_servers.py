@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from freezegun.api import FrozenDateTimeFactory
@@ -26,6 +28,7 @@ from syrupy.assertion import SnapshotAssertion
 
 from custom_components.smartserver import protocol
 from custom_components.smartserver.const import DOMAIN
+from custom_components.smartserver.servers import Issue
 
 from .conftest import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID, START_GRACE, STOP_GRACE
 
@@ -515,3 +518,22 @@ async def test_offline_relay_node_is_not_pressed(hass: HomeAssistant, mqtt_mock:
     await hass.async_block_till_done()
     await switch(hass, "turn_on")
     assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
+
+
+async def test_issues_and_errors_are_translated(hass: HomeAssistant) -> None:
+    """Every issue and error has its text, using only placeholders the code fills in."""
+    strings_file = Path(__file__).parents[3] / "custom_components" / "smartserver" / "strings.json"
+    strings = json.loads(await hass.async_add_executor_job(strings_file.read_text))
+    for issue in Issue:
+        text = strings["issues"][issue]
+        used = set(re.findall(r"{(\w+)}", text["title"] + text["description"]))
+        assert used <= {"name", "server_id", "relay_node", "grace", "state"}, issue
+    errors = {
+        "publish_failed": {"name", "error"},
+        "server_stopping": {"name"},
+        "server_state_unknown": {"name"},
+        "agent_not_connected": {"name"},
+        "relay_node_offline": {"name", "relay_node"},
+    }
+    for key, placeholders in errors.items():
+        assert set(re.findall(r"{(\w+)}", strings["exceptions"][key]["message"])) <= placeholders, key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from unittest.mock import patch
 
 import paho.mqtt.client as paho
 from homeassistant.const import ATTR_ENTITY_ID
@@ -83,5 +84,33 @@ async def test_switch_off_reaches_the_agent_and_follows_it(
             await hass.async_add_executor_job(late.close)
     finally:
         await hass.async_add_executor_job(agent.close)
+    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+
+async def test_refresh_after_broker_restart(
+    hass: HomeAssistant,
+    mqtt_real: MockConfigEntry,
+    mosquitto: Broker,
+    server_config_entry: MockConfigEntry,
+) -> None:
+    """HA's MQTT client reconnects after a broker restart and asks for fresh state again."""
+    refresh = topic(protocol.SERVER_REFRESH)
+    node_refresh = protocol.node_topic("home", RELAY_NODE, protocol.NODE_REFRESH)
+    with patch("homeassistant.components.mqtt.client.RECONNECT_INTERVAL_SECONDS", 2):
+        server_config_entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+        await hass.async_block_till_done()
+        await hass.async_add_executor_job(mosquitto.restart)
+        # the broker forgot everything: a new peer listens before HA's client is back
+        peer = await hass.async_add_executor_job(lambda: Peer(mosquitto).connect())
+        try:
+            await hass.async_add_executor_job(peer.subscribe, refresh)
+            await hass.async_add_executor_job(peer.subscribe, node_refresh)
+            message = await hass.async_add_executor_job(peer.wait_topic, refresh, 30)
+            assert not message.retain
+            await hass.async_add_executor_job(peer.wait_topic, node_refresh, 10)
+        finally:
+            await hass.async_add_executor_job(peer.close)
     assert await hass.config_entries.async_unload(server_config_entry.entry_id)
     await hass.async_block_till_done()

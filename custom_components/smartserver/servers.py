@@ -82,6 +82,9 @@ class Issue(StrEnum):
     AGENT_LOST = "agent_lost"
 
 
+# Issues with a fix flow (repairs.py): cut the power of a server that hangs powered.
+_FIXABLE = (Issue.STOP_STILL_POWERED,)
+
 # Issues a reached state makes moot.
 _SOLVED_BY: Mapping[PowerState, tuple[Issue, ...]] = {
     PowerState.ON: (
@@ -449,11 +452,13 @@ class Server:
     @callback
     def _raise(self, issue: Issue, **placeholders: str) -> None:
         grace = self.config.start_grace if issue.startswith("start") else self.config.stop_grace
+        fixable = issue in _FIXABLE
         ir.async_create_issue(
             self.hass,
             DOMAIN,
             self._issue_id(issue),
-            is_fixable=False,
+            is_fixable=fixable,
+            data={"entry_id": self.entry_id, "subentry_id": self.config.subentry_id} if fixable else None,
             severity=ir.IssueSeverity.WARNING,
             translation_key=issue,
             translation_placeholders={
@@ -467,9 +472,10 @@ class Server:
         )
 
     @callback
-    def _clear_issues(self) -> None:
+    def async_clear_issues(self, keep: tuple[Issue, ...] = ()) -> None:
+        """Delete the server's repair issues (a new command, or the server was removed)."""
         for issue in Issue:
-            if issue is not Issue.POWER_SENSE_MISMATCH:
+            if issue not in keep:
                 ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
 
     # Commands -------------------------------------------------------------------------
@@ -497,7 +503,8 @@ class Server:
 
     @callback
     def _begin(self, kind: Command) -> None:
-        self._clear_issues()
+        # The power sense disagreeing with the agent is not the command's business.
+        self.async_clear_issues(keep=(Issue.POWER_SENSE_MISMATCH,))
         self.command = kind
         self._arm(kind)
 
@@ -650,6 +657,9 @@ class ServerHub:
             return
         if _snapshot(entry) != self._loaded:
             self._loaded = _snapshot(entry)
+            for subentry_id, server in self.servers.items():
+                if subentry_id not in self._loaded:
+                    server.async_clear_issues()
             self.hass.config_entries.async_schedule_reload(entry.entry_id)
 
     @callback

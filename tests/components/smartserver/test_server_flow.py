@@ -11,7 +11,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from homeassistant.helpers import issue_registry as ir
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 
 from custom_components.smartserver.const import (
     CONF_COMMAND_KEY,
@@ -21,6 +22,7 @@ from custom_components.smartserver.const import (
     CONF_SERVER_ID,
     CONF_START_GRACE,
     CONF_STOP_GRACE,
+    DOMAIN,
     SUBENTRY_SERVER,
 )
 from custom_components.smartserver.helpers import node_identifier, server_identifier
@@ -209,13 +211,20 @@ async def test_removing_a_server_removes_its_device_and_entities(
     init_server: MockConfigEntry,
     entity_registry: er.EntityRegistry,
     device_registry: dr.DeviceRegistry,
+    issue_registry: ir.IssueRegistry,
 ) -> None:
     subentry_id = next(iter(init_server.subentries))
     assert entity_registry.async_get("switch.nas_power") is not None
+    # an issue of the server goes with it
+    async_fire_mqtt_message(hass, f"home/server/{SERVER_ID}/heartbeat", "ALIVE", retain=True)
+    async_fire_mqtt_message(hass, f"home/server/{SERVER_ID}/heartbeat", "DEAD")
+    await hass.async_block_till_done()
+    assert issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_agent_lost") is not None
     assert hass.config_entries.async_remove_subentry(init_server, subentry_id)
     await hass.async_block_till_done()
     assert entity_registry.async_get("switch.nas_power") is None
     assert hass.states.get("switch.nas_power") is None
     identifier = server_identifier(SERVER_ID)
     assert device_registry.async_get_device_by_identifier(identifier, init_server.entry_id) is None
+    assert issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_agent_lost") is None
     assert init_server.runtime_data.servers.servers == {}

@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.mqtt.const import MQTT_CONNECTION_STATE
+from homeassistant.components.repairs import repairs_flow_manager
 from homeassistant.const import ATTR_ENTITY_ID, STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
 from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_mqtt_message,
@@ -537,3 +540,33 @@ async def test_issues_and_errors_are_translated(hass: HomeAssistant) -> None:
     }
     for key, placeholders in errors.items():
         assert set(re.findall(r"{(\w+)}", strings["exceptions"][key]["message"])) <= placeholders, key
+
+
+async def test_still_powered_can_be_forced_off_from_the_issue(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    assert await async_setup_component(hass, "repairs", {})
+    await running(hass)
+    await switch(hass, "turn_off")
+    assert await report(hass, (STATE, "SHUTTING_DOWN"), (HEARTBEAT, "DEAD")) == "stopping"
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    issue_id = f"{SERVER_ID}_stop_still_powered"
+    issue = issue_registry.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.is_fixable
+
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_init(DOMAIN, context={"issue_id": issue_id})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "confirm"
+    assert result["description_placeholders"] == {"name": "NAS", "relay_node": RELAY_NODE}
+    assert published(mqtt_mock, POWER_SET) == []
+    result = await manager.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["HOLD"]
+    assert issues(issue_registry) == set()
+    assert await report(hass, (POWER, "OFF")) == "off"

@@ -28,6 +28,7 @@ AGENT_ENV: Final = (
     "SMARTSERVER_BROKER_PORT={port}",
     "SMARTSERVER_USERNAME=<the agent's broker user>",
     "SMARTSERVER_PASSWORD=<its password>",
+    "# SMARTSERVER_CA=<the broker's CA certificate, path or PEM, unless the system trusts it>",
     "SMARTSERVER_SERVER_ID={server_id}",
     "SMARTSERVER_BASE_TOPIC={base}",
     "SMARTSERVER_KEY={key}",

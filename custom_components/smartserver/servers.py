@@ -241,11 +241,17 @@ class Server:
 
     # Evidence ----------------------------------------------------------------------
 
+    def _valid(self, what: str, payload: str, allowed: tuple[str, ...]) -> bool:
+        """Return whether `payload` is one of `allowed`; log what is ignored."""
+        if payload in allowed:
+            return True
+        LOGGER.warning("Server %s: ignoring %s %r", self.config.server_id, what, payload[:64])
+        return False
+
     @callback
     def async_heartbeat(self, payload: str, retained: bool) -> None:
         """Take the agent's heartbeat: ALIVE, or DEAD (its Will, or before powering off)."""
-        if payload not in (protocol.ALIVE, protocol.DEAD):
-            LOGGER.warning("Server %s: ignoring heartbeat %r", self.config.server_id, payload[:64])
+        if not self._valid("heartbeat", payload, (protocol.ALIVE, protocol.DEAD)):
             return
         previous = self.heartbeat
         self.heartbeat = payload
@@ -290,8 +296,7 @@ class Server:
     @callback
     def async_agent_state(self, payload: str) -> None:
         """Take the agent's own state: STARTING, ONLINE, SHUTTING_DOWN or OFFLINE."""
-        if payload not in protocol.ServerState.ALL:
-            LOGGER.warning("Server %s: ignoring state %r", self.config.server_id, payload[:64])
+        if not self._valid("state", payload, protocol.ServerState.ALL):
             return
         self.agent_state = payload
         self._new_session = False
@@ -300,8 +305,7 @@ class Server:
     @callback
     def async_power(self, payload: str) -> None:
         """Take the relay node's power sense: ON or OFF."""
-        if payload not in (protocol.POWER_ON, protocol.POWER_OFF):
-            LOGGER.warning("Server %s: ignoring power sense %r", self.config.server_id, payload[:64])
+        if not self._valid("power sense", payload, (protocol.POWER_ON, protocol.POWER_OFF)):
             return
         if payload != self.power:
             self._overdue = False
@@ -314,8 +318,7 @@ class Server:
     @callback
     def async_node_status(self, payload: str) -> None:
         """Take the relay node's availability: ONLINE or OFFLINE."""
-        if payload not in (protocol.ONLINE, protocol.OFFLINE):
-            LOGGER.warning("Server %s: ignoring relay node status %r", self.config.server_id, payload[:64])
+        if not self._valid("relay node status", payload, (protocol.ONLINE, protocol.OFFLINE)):
             return
         self.node_status = payload
         self._notify()

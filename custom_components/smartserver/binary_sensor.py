@@ -86,7 +86,7 @@ class ServerBinarySensor(ServerEntity, BinarySensorEntity):
     @property
     def available(self) -> bool:
         """Network results are unavailable while the agent is not reporting."""
-        return self.server.agent_up or not self.entity_description.needs_agent
+        return super().available and (self.server.agent_up or not self.entity_description.needs_agent)
 
     @property
     def is_on(self) -> bool | None:

@@ -33,6 +33,11 @@ class ServerEntity(SmartServerEntity):
             hass, server.entry_id, config.server_id, config.name, config.relay_node
         )
 
+    @property
+    def available(self) -> bool:
+        """Unavailable while HA's MQTT client is disconnected."""
+        return self.server.mqtt_connected
+
     async def async_added_to_hass(self) -> None:
         """Follow the server's evidence."""
         await super().async_added_to_hass()

@@ -202,6 +202,9 @@ class Server:
         self.agent_state: str | None = None
         self.power: str | None = None
         self.node_status: str | None = None
+        # While HA's MQTT client is disconnected the evidence may be stale and commands
+        # cannot leave: the entities are unavailable.
+        self.mqtt_connected = True
         self.network: dict[str, bool | None] = {}
         # After the power sense reads OFF, the agent's retained messages belong to the
         # previous power cycle until it shows life again.
@@ -321,6 +324,12 @@ class Server:
         if not self._valid("relay node status", payload, (protocol.ONLINE, protocol.OFFLINE)):
             return
         self.node_status = payload
+        self._notify()
+
+    @callback
+    def async_mqtt_connected(self, connected: bool) -> None:
+        """Follow HA's MQTT connection."""
+        self.mqtt_connected = connected
         self._notify()
 
     @callback
@@ -578,6 +587,9 @@ class ServerHub:
         for subentry in server_subentries(entry):
             config = ServerConfig.from_subentry(subentry)
             self.servers[subentry.subentry_id] = Server(hass, entry.entry_id, base, config)
+        connected = mqtt.is_connected(hass)
+        for server in self.servers.values():
+            server.mqtt_connected = connected
         self._by_id = {s.config.server_id: s for s in self.servers.values()}
         self._by_node = {s.config.relay_node: s for s in self.servers.values()}
         self._loaded = _snapshot(entry)
@@ -639,6 +651,8 @@ class ServerHub:
 
     @callback
     def _connection_changed(self, connected: bool) -> None:
+        for server in self.servers.values():
+            server.async_mqtt_connected(connected)
         if connected:
             self._schedule_refresh()
 

@@ -130,11 +130,16 @@ async def test_refresh_after_start_and_reconnect(hass: HomeAssistant, mqtt_mock:
     node_refresh = f"home/node/{RELAY_NODE}/refresh"
     assert len(published(mqtt_mock, server_refresh)) == 1
     assert len(published(mqtt_mock, node_refresh)) == 1
+    await running(hass)
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
     await hass.async_block_till_done()
     assert len(published(mqtt_mock, server_refresh)) == 1
+    # nothing can be sent and the evidence may be stale: unavailable
+    for entity_id in (SWITCH, SENSOR, AGENT):
+        assert hass.states.get(entity_id).state == STATE_UNAVAILABLE  # type: ignore[union-attr]
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
     await hass.async_block_till_done()
+    assert hass.states.get(SWITCH).state == STATE_ON  # type: ignore[union-attr]
     assert len(published(mqtt_mock, server_refresh)) == 2
     assert len(published(mqtt_mock, node_refresh)) == 2
     assert all(not retain for *_x, retain in published(mqtt_mock, server_refresh))

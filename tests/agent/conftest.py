@@ -49,7 +49,7 @@ def start_agent(
 
     def start(**settings: str | None) -> AgentProcess:
         directory = tmp_path / f"agent{len(agents)}"
-        settings = {"heartbeat": "1"} | settings
+        settings.setdefault("heartbeat", "1")
         agent = AgentProcess(agent_env(directory, mosquitto, system_bus, **settings), directory)
         agents.append(agent)
         return agent.start()

@@ -21,7 +21,6 @@ def agent_env(
     directory: Path,
     broker: Broker | None = None,
     bus: SystemBus | None = None,
-    server_id: str = "srv1",
     **settings: str | None,
 ) -> dict[str, str]:
     """A clean environment for the agent; `settings` override SMARTSERVER_<NAME>."""
@@ -30,7 +29,7 @@ def agent_env(
         "HOME": str(directory),
         "PYTHONPATH": str(AGENT_SOURCE),
         "PYTHONUNBUFFERED": "1",
-        "SMARTSERVER_SERVER_ID": server_id,
+        "SMARTSERVER_SERVER_ID": "srv1",
         "SMARTSERVER_KEY": TEST_KEY,
         "SMARTSERVER_DATA_DIR": str(directory / "data"),
     }

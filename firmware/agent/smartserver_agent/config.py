@@ -236,7 +236,7 @@ def _ca(reader: _Reader) -> str | None:
     except (ssl.SSLError, ValueError) as err:
         reader.problems.append(f"SMARTSERVER_CA: not a PEM CA certificate ({err})")
         return None
-    return pem
+    return pem.strip() + "\n"
 
 
 def _default_data_dir(env: Mapping[str, str]) -> str:

@@ -66,7 +66,8 @@ def test_unit_verifies(tmp_path: Path) -> None:
     assert analyze, "systemd-analyze is part of systemd on every Debian server"
     unit = tmp_path / UNIT.name
     # the real ExecStart is where docs/agent.md installs the agent
-    unit.write_text(re.sub(r"(?m)^ExecStart=.*$", f"ExecStart={sys.executable} -m smartserver_agent", UNIT.read_text()))
+    exec_start = f"ExecStart={sys.executable} -m smartserver_agent"
+    unit.write_text(re.sub(r"(?m)^ExecStart=.*$", exec_start, UNIT.read_text()))
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""

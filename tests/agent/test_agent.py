@@ -33,6 +33,20 @@ def online(peer: Peer, count: int = 1) -> None:
     wait_payload(peer, topic(p.SERVER_STATE), b"ONLINE", count)
 
 
+def assert_retained_online(broker: Broker) -> None:
+    """A client arriving now reads ALIVE, ONLINE and a network report, all retained."""
+    late = Peer(broker).connect()
+    try:
+        late.subscribe("home/server/#")
+        late.wait_for(lambda msgs: len({m.topic for m in msgs if m.retain}) >= 3)
+        retained = {m.topic: m.payload for m in late.received() if m.retain}
+        assert retained[topic(p.SERVER_HEARTBEAT)] == b"ALIVE"
+        assert retained[topic(p.SERVER_STATE)] == b"ONLINE"
+        assert json.loads(retained[topic(p.SERVER_NETWORK)])["reachable"] is True
+    finally:
+        late.close()
+
+
 def test_start_heartbeat_network_and_retained(
     start_agent: Callable[..., AgentProcess], watcher: Peer, mosquitto: Broker
 ) -> None:
@@ -47,16 +61,7 @@ def test_start_heartbeat_network_and_retained(
     assert {"link", "default_route", "interfaces", "routes", "problems"} <= report.keys()
     wait_log(watcher, LOG_INFO, "connected to 127.0.0.1")
 
-    late = Peer(mosquitto).connect()
-    try:
-        late.subscribe("home/server/#")
-        late.wait_for(lambda msgs: len({m.topic for m in msgs}) >= 3)
-        retained = {m.topic: m.payload for m in late.received() if m.retain}
-        assert retained[topic(p.SERVER_HEARTBEAT)] == b"ALIVE"
-        assert retained[topic(p.SERVER_STATE)] == b"ONLINE"
-        assert json.loads(retained[topic(p.SERVER_NETWORK)])["reachable"] is True
-    finally:
-        late.close()
+    assert_retained_online(mosquitto)
 
 
 def test_valid_shutdown_powers_off_exactly_once(
@@ -181,6 +186,27 @@ def test_refused_power_off_restores_online(
     assert len(system_bus.calls("PowerOff")) == power_off_calls + 1
 
 
+def test_command_flood_is_refused_without_a_log_flood(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, system_bus: SystemBus
+) -> None:
+    agent = start_agent()
+    online(watcher)
+    for number in range(200):
+        watcher.publish(topic(p.SERVER_SYSTEM), signed(age=120 + number), qos=0)
+    agent.wait_output("refused command", count=200)
+    watcher.publish(topic(p.SERVER_SYSTEM), signed())
+    agent.wait_output("logind accepted PowerOff")
+    assert len(system_bus.calls("PowerOff")) == 1
+    lines = [m for m in watcher.received() if m.topic.startswith("home/log/")]
+    assert len(lines) <= 20  # the journal has every line, MQTT at most 20 per 10 s
+
+
+def test_refused_login_is_logged_and_retried(start_agent: Callable[..., AgentProcess], watcher: Peer) -> None:
+    agent = start_agent(password="wrong")
+    agent.wait_output("the broker refused the connection: Not authorized", count=2)
+    assert watcher.received(topic(p.SERVER_STATE)) == []
+
+
 def test_will_published_when_killed(
     start_agent: Callable[..., AgentProcess], watcher: Peer, mosquitto: Broker
 ) -> None:
@@ -216,16 +242,7 @@ def test_broker_restart_reconnects_and_republishes(
     watcher.close()
     mosquitto.restart()  # no persistence: every retained message is gone
     agent.wait_output("reconnected to the broker")
-    late = Peer(mosquitto).connect()
-    try:
-        late.subscribe("home/server/#")
-        late.wait_for(lambda msgs: len({m.topic for m in msgs if m.retain}) >= 3)
-        retained = {m.topic: m.payload for m in late.received() if m.retain}
-        assert retained[topic(p.SERVER_STATE)] == b"ONLINE"
-        assert retained[topic(p.SERVER_HEARTBEAT)] == b"ALIVE"
-        assert json.loads(retained[topic(p.SERVER_NETWORK)])["reachable"] is True
-    finally:
-        late.close()
+    assert_retained_online(mosquitto)
     assert "lost the broker connection" in agent.output
 
 

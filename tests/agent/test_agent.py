@@ -70,7 +70,10 @@ def test_valid_shutdown_powers_off_exactly_once(
     agent = start_agent()
     online(watcher)
     command = signed()
-    watcher.publish(topic(p.SERVER_SYSTEM), command)
+    # two valid commands back to back: one shutdown
+    watcher.client.publish(topic(p.SERVER_SYSTEM), command, qos=1)
+    watcher.client.publish(topic(p.SERVER_SYSTEM), signed(), qos=1)
+    wait_log(watcher, LOG_WARNING, "already in progress")
     wait_payload(watcher, topic(p.SERVER_STATE), b"SHUTTING_DOWN")
     wait_payload(watcher, topic(p.SERVER_HEARTBEAT), b"DEAD")
     agent.wait_output("logind accepted PowerOff")
@@ -81,7 +84,7 @@ def test_valid_shutdown_powers_off_exactly_once(
     watcher.publish(topic(p.SERVER_SYSTEM), command)
     wait_log(watcher, LOG_WARNING, "replayed")
     watcher.publish(topic(p.SERVER_SYSTEM), signed())
-    wait_log(watcher, LOG_WARNING, "already in progress")
+    wait_log(watcher, LOG_WARNING, "already in progress", count=2)
     assert len(system_bus.calls("PowerOff")) == 1
 
     assert agent.terminate() == 0

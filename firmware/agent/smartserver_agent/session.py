@@ -176,7 +176,7 @@ class Agent:
         self.publish(log_topic(self.config.base, level, self.config.server_id), text, retain=False, qos=0)
 
     def publish_status(self) -> list[paho.MQTTMessageInfo]:
-        """Heartbeat, state and the last network report, retained."""
+        """Publish heartbeat, state and the last network report, retained."""
         beat = DEAD if self.state == SHUTTING_DOWN else ALIVE
         infos = [self.publish(self.topic(HEARTBEAT), beat), self.publish(self.topic(STATE), self.state)]
         if self.report is not None:
@@ -302,6 +302,7 @@ class Agent:
         elif self.state == SHUTTING_DOWN:
             _LOGGER.warning("refused command on %s: a shutdown is already in progress", topic)
         else:
+            self.state = SHUTTING_DOWN  # now: a second command in this loop turn is refused
             self._spawn(self._power_off())
 
     async def _power_off(self) -> None:

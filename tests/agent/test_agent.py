@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.harness.agent import AgentProcess
+from tests.harness.agent import AgentProcess, agent_env
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 from tests.harness.system_bus import SystemBus
@@ -285,3 +286,41 @@ def test_insecure_only_when_named(
     online(watcher)
     wait_log(watcher, LOG_WARNING, "TLS certificate verification is OFF")
     assert "TLS certificate verification is OFF" in agent.output
+
+
+def test_works_with_the_documented_acl(
+    mosquitto_factory: Callable[..., Broker], system_bus: SystemBus, tmp_path: Path
+) -> None:
+    """docs/agent.md's ACL (own topics only) is all the agent needs."""
+    acl = tmp_path / "acl"
+    acl.write_text("")  # mosquitto needs it at start; filled in once the users are known
+    broker = mosquitto_factory(extra_config=f"acl_file {acl}")
+    acl.write_text(
+        f"user {broker.username}\ntopic readwrite #\n\n"
+        f"user smartserver-agent-{SERVER}\n"
+        f"topic readwrite home/server/{SERVER}/#\ntopic write home/log/+/{SERVER}\n"
+    )
+    broker.restart()
+    broker.add_user(f"smartserver-agent-{SERVER}", "agent-password")
+    watcher = Peer(broker).connect()
+    env = agent_env(
+        tmp_path / "agent",
+        broker,
+        system_bus,
+        username=f"smartserver-agent-{SERVER}",
+        password="agent-password",
+    )
+    agent = AgentProcess(env, tmp_path / "agent")
+    try:
+        watcher.subscribe("home/#")
+        agent.start()
+        online(watcher)
+        watcher.wait_topic(topic(p.SERVER_NETWORK))
+        wait_log(watcher, LOG_INFO, "connected to")
+        watcher.publish(topic(p.SERVER_SYSTEM), signed())
+        agent.wait_output("logind accepted PowerOff")
+        wait_log(watcher, LOG_WARNING, "SHUTDOWN accepted")
+        assert len(system_bus.calls("PowerOff")) == 1
+    finally:
+        agent.stop()
+        watcher.close()

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .coordinator import SmartServerConfigEntry
 
 # Network results are small; anything larger is not from our agent.
-MAX_NETWORK_PAYLOAD = 4096
+MAX_NETWORK_PAYLOAD = 16384
 # Check name -> the keys the agent may use for it, first found wins.
 NETWORK_CHECKS: Mapping[str, tuple[str, ...]] = {
     "link": ("link",),

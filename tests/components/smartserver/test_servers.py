@@ -443,7 +443,7 @@ async def test_bad_payloads_are_ignored(hass: HomeAssistant, caplog: pytest.LogC
     fire(hass, POWER, "50%")
     fire(hass, NETWORK, "{not json")
     fire(hass, NETWORK, "[1, 2]")
-    fire(hass, NETWORK, '{"link": true, "pad": "' + "x" * 5000 + '"}')
+    fire(hass, NETWORK, '{"link": true, "pad": "' + "x" * 17000 + '"}')
     # other servers and nodes, and hostile ids, reach nobody
     assert (
         await report(

@@ -113,7 +113,10 @@ STOP_GRACE = 60
 
 
 def server_subentry(
-    server_id: str = SERVER_ID, name: str = "NAS", relay_node: str = RELAY_NODE
+    server_id: str = SERVER_ID,
+    name: str = "NAS",
+    relay_node: str = RELAY_NODE,
+    command_key: str = COMMAND_KEY,
 ) -> ConfigSubentryData:
     """A server subentry as the flow stores it."""
     return ConfigSubentryData(
@@ -123,7 +126,7 @@ def server_subentry(
             CONF_RELAY_NODE: relay_node,
             CONF_START_GRACE: START_GRACE,
             CONF_STOP_GRACE: STOP_GRACE,
-            CONF_COMMAND_KEY: COMMAND_KEY,
+            CONF_COMMAND_KEY: command_key,
             CONF_NODE_KEY: NODE_KEY,
         },
         subentry_type=SUBENTRY_SERVER,

@@ -1,8 +1,10 @@
-"""Latency from HA's switch turn_off to the signed SHUTDOWN at a broker subscriber.
+"""Latency from HA's switch turn_off to the signed SHUTDOWN, and on to logind's PowerOff.
 
 Real mosquitto (TLS), Home Assistant's real MQTT client, the integration loaded with one
-server; a paho subscriber stands where the agent would be. Prints p50/p99 over sequential
-commands. Run: .venv/bin/python benchmarks/servers.py [runs]   (default 300)
+server. First a paho subscriber stands where the agent would be (sequential commands);
+then the real agent runs against the private system bus with the fake logind, restarted
+for each run. Prints p50/p99 of both.
+Run: .venv/bin/python benchmarks/servers.py [runs] [path_runs]   (defaults 300 and 30)
 
 The measurement lives in servers_ha.py and runs under pytest: Home Assistant's test
 plugin must load before Home Assistant itself, which a fresh `python -m pytest` ensures.
@@ -17,8 +19,8 @@ from pathlib import Path
 
 if __name__ == "__main__":
     env = dict(os.environ)
-    if len(sys.argv) > 1:
-        env["BENCH_RUNS"] = str(int(sys.argv[1]))
+    for name, value in zip(("BENCH_RUNS", "BENCH_PATH_RUNS"), sys.argv[1:], strict=False):
+        env[name] = str(int(value))
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "pytest", "benchmarks/servers_ha.py", "-q", "-s"]
     command += ["-p", "tests.harness.plugin", "-p", "no:logging"]

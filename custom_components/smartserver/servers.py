@@ -93,6 +93,8 @@ _SOLVED_BY: Mapping[PowerState, tuple[Issue, ...]] = {
         Issue.START_TIMEOUT,
         Issue.START_INTERRUPTED,
         Issue.AGENT_LOST,
+        # the server booted again: whatever hung at the last shutdown is over
+        Issue.STOP_STILL_POWERED,
     ),
     PowerState.OFF: (
         Issue.STOP_NO_RESPONSE,

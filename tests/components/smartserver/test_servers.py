@@ -575,3 +575,19 @@ async def test_still_powered_can_be_forced_off_from_the_issue(
     assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["HOLD"]
     assert issues(issue_registry) == set()
     assert await report(hass, (POWER, "OFF")) == "off"
+
+
+async def test_ha_starts_while_the_server_boots(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    """Retained SHUTTING_DOWN/DEAD from the last shutdown, power ON: looks like stopping."""
+    fire(hass, STATE, "SHUTTING_DOWN", retain=True)
+    fire(hass, HEARTBEAT, "DEAD", retain=True)
+    assert await report(hass, (POWER, "ON")) == "stopping"
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    assert power_state(hass) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_still_powered"}
+    # the agent comes up: a new session, starting, then on, and the issue is moot
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+    assert issues(issue_registry) == set()

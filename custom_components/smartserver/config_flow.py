@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import probatio as vol
 from homeassistant.components import mqtt
 from homeassistant.config_entries import (
+    SOURCE_USER,
     ConfigEntry,
     ConfigFlow,
     ConfigFlowResult,
+    ConfigSubentryFlow,
     OptionsFlowWithReload,
+    SubentryFlowResult,
 )
+from homeassistant.const import CONF_NAME
 from homeassistant.core import callback
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    TextSelector,
+)
 
 from . import protocol
-from .const import CONF_BASE_TOPIC, DOMAIN
+from .const import (
+    AGENT_ENV,
+    CONF_BASE_TOPIC,
+    CONF_COMMAND_KEY,
+    CONF_NODE_KEY,
+    CONF_RELAY_NODE,
+    CONF_ROTATE_KEYS,
+    CONF_SERVER_ID,
+    CONF_START_GRACE,
+    CONF_STOP_GRACE,
+    DEFAULT_START_GRACE,
+    DEFAULT_STOP_GRACE,
+    DOMAIN,
+    SUBENTRY_SERVER,
+)
 
 
 def _base_schema(default: str) -> vol.Schema:
@@ -50,6 +76,14 @@ class SmartServerConfigFlow(ConfigFlow, domain=DOMAIN):
             errors=errors,
         )
 
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Homelab servers are subentries of the hub."""
+        return {SUBENTRY_SERVER: ServerSubentryFlow}
+
     @staticmethod
     @callback
     def async_get_options_flow(config_entry: ConfigEntry) -> SmartServerOptionsFlow:
@@ -72,3 +106,137 @@ class SmartServerOptionsFlow(OptionsFlowWithReload):
             ),
             errors=errors,
         )
+
+
+# Homelab servers -------------------------------------------------------------------------
+
+_GRACE = NumberSelector(
+    NumberSelectorConfig(min=10, max=3600, step=1, unit_of_measurement="s", mode=NumberSelectorMode.BOX)
+)
+
+
+def _server_schema(*, new: bool) -> vol.Schema:
+    fields: dict[Any, Any] = {vol.Required(CONF_NAME): TextSelector()}
+    if new:
+        fields[vol.Required(CONF_SERVER_ID)] = TextSelector()
+    fields[vol.Required(CONF_RELAY_NODE)] = TextSelector()
+    fields[vol.Required(CONF_START_GRACE, default=DEFAULT_START_GRACE)] = _GRACE
+    fields[vol.Required(CONF_STOP_GRACE, default=DEFAULT_STOP_GRACE)] = _GRACE
+    if not new:
+        fields[vol.Required(CONF_ROTATE_KEYS, default=False)] = BooleanSelector()
+    return vol.Schema(fields)
+
+
+def _new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ServerSubentryFlow(ConfigSubentryFlow):
+    """Add or reconfigure a homelab server; shows the agent's settings to copy."""
+
+    def __init__(self) -> None:
+        """Start with nothing entered."""
+        self._data: dict[str, Any] = {}
+
+    def _check(self, user_input: dict[str, Any], own: str | None) -> dict[str, str]:
+        """Validate ids; `own` is the subentry being reconfigured (its ids may stay)."""
+        errors: dict[str, str] = {}
+        others = [
+            sub.data
+            for sub in self._get_entry().get_subentries_of_type(SUBENTRY_SERVER)
+            if sub.subentry_id != own
+        ]
+        server_id = user_input.get(CONF_SERVER_ID)
+        if server_id is not None:
+            if not protocol.valid_id(server_id):
+                errors[CONF_SERVER_ID] = "invalid_id"
+            elif any(data[CONF_SERVER_ID] == server_id for data in others):
+                errors[CONF_SERVER_ID] = "server_id_in_use"
+        relay = user_input[CONF_RELAY_NODE]
+        if not protocol.valid_id(relay):
+            errors[CONF_RELAY_NODE] = "invalid_id"
+        elif any(data[CONF_RELAY_NODE] == relay for data in others):
+            errors[CONF_RELAY_NODE] = "relay_node_in_use"
+        if not user_input[CONF_NAME].strip():
+            errors[CONF_NAME] = "name_required"
+        return errors
+
+    def _take(self, user_input: dict[str, Any]) -> None:
+        self._data.update(
+            {
+                CONF_NAME: user_input[CONF_NAME].strip(),
+                CONF_RELAY_NODE: user_input[CONF_RELAY_NODE],
+                CONF_START_GRACE: int(user_input[CONF_START_GRACE]),
+                CONF_STOP_GRACE: int(user_input[CONF_STOP_GRACE]),
+            }
+        )
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Ask for the server's name, ids and grace periods; generate its keys."""
+        errors: dict[str, str] = {}
+        if user_input is not None and not (errors := self._check(user_input, None)):
+            self._take(user_input)
+            self._data[CONF_SERVER_ID] = user_input[CONF_SERVER_ID]
+            self._data[CONF_COMMAND_KEY] = _new_key()
+            self._data[CONF_NODE_KEY] = _new_key()
+            return await self.async_step_agent()
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(_server_schema(new=True), user_input),
+            errors=errors,
+        )
+
+    async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Change name, relay node or grace periods; optionally rotate both keys."""
+        subentry = self._get_reconfigure_subentry()
+        errors: dict[str, str] = {}
+        if user_input is not None and not (errors := self._check(user_input, subentry.subentry_id)):
+            self._data = dict(subentry.data)
+            self._take(user_input)
+            if user_input[CONF_ROTATE_KEYS]:
+                self._data[CONF_COMMAND_KEY] = _new_key()
+                self._data[CONF_NODE_KEY] = _new_key()
+            return await self.async_step_agent()
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                _server_schema(new=False), user_input or dict(subentry.data)
+            ),
+            errors=errors,
+            description_placeholders={"server_id": subentry.data[CONF_SERVER_ID]},
+        )
+
+    async def async_step_agent(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Show the agent's settings and the relay node's key; saving happens on submit."""
+        data = self._data
+        if user_input is not None:
+            title = data[CONF_NAME]
+            if self.source == SOURCE_USER:
+                return self.async_create_entry(title=title, data=data, unique_id=data[CONF_SERVER_ID])
+            return self.async_update_and_abort(
+                self._get_entry(), self._get_reconfigure_subentry(), title=title, data=data
+            )
+        return self.async_show_form(
+            step_id="agent",
+            data_schema=vol.Schema({}),
+            description_placeholders={
+                "name": data[CONF_NAME],
+                "agent_settings": self._agent_settings(),
+                "relay_node": data[CONF_RELAY_NODE],
+                "node_key": data[CONF_NODE_KEY],
+            },
+        )
+
+    def _agent_settings(self) -> str:
+        """Return the agent's environment lines; the broker is the one HA's MQTT uses."""
+        broker: dict[str, Any] = {}
+        if mqtt_entries := self.hass.config_entries.async_entries(mqtt.DOMAIN):
+            broker = dict(mqtt_entries[0].data)
+        values = {
+            "host": broker.get("broker", "<broker host>"),
+            "port": broker.get("port", 8883),
+            "server_id": self._data[CONF_SERVER_ID],
+            "base": self._get_entry().options.get(CONF_BASE_TOPIC, protocol.DEFAULT_BASE),
+            "key": self._data[CONF_COMMAND_KEY],
+        }
+        return "\n".join(line.format(**values) for line in AGENT_ENV)

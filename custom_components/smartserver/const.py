@@ -9,3 +9,27 @@ DOMAIN: Final = "smartserver"
 LOGGER = logging.getLogger(__package__)
 
 CONF_BASE_TOPIC: Final = "base_topic"
+
+# Homelab servers: one config subentry each
+SUBENTRY_SERVER: Final = "server"
+CONF_SERVER_ID: Final = "server_id"
+CONF_RELAY_NODE: Final = "relay_node"
+CONF_START_GRACE: Final = "start_grace"
+CONF_STOP_GRACE: Final = "stop_grace"
+CONF_COMMAND_KEY: Final = "command_key"
+CONF_NODE_KEY: Final = "node_key"
+CONF_ROTATE_KEYS: Final = "rotate_keys"
+DEFAULT_START_GRACE: Final = 300
+DEFAULT_STOP_GRACE: Final = 180
+
+# The agent's environment (firmware/agent), shown by the server subentry flow to copy.
+AGENT_ENV: Final = (
+    "SMARTSERVER_BROKER_HOST={host}",
+    "SMARTSERVER_BROKER_PORT={port}",
+    "SMARTSERVER_USERNAME=<the agent's broker user>",
+    "SMARTSERVER_PASSWORD=<its password>",
+    "# SMARTSERVER_CA=<the broker's CA certificate, path or PEM, unless the system trusts it>",
+    "SMARTSERVER_SERVER_ID={server_id}",
+    "SMARTSERVER_BASE_TOPIC={base}",
+    "SMARTSERVER_KEY={key}",
+)

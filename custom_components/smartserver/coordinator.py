@@ -8,6 +8,7 @@ from homeassistant.config_entries import ConfigEntry
 
 from . import protocol
 from .const import CONF_BASE_TOPIC
+from .servers import ServerHub
 
 
 @dataclass(slots=True)
@@ -15,6 +16,8 @@ class SmartServerData:
     """What one hub entry holds while it is loaded."""
 
     base_topic: str
+    # Homelab servers (servers.py), set up by async_setup_servers
+    servers: ServerHub | None = None
 
     @classmethod
     def from_entry(cls, entry: ConfigEntry[SmartServerData]) -> SmartServerData:

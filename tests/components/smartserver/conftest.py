@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, PropertyMock, patch
 
 import pytest
 from homeassistant.components import mqtt
+from homeassistant.config_entries import ConfigSubentryData
+from homeassistant.const import CONF_NAME
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient, MqttMockPahoClient
+from syrupy.assertion import SnapshotAssertion
 
-from custom_components.smartserver.const import CONF_BASE_TOPIC, DOMAIN
+from custom_components.smartserver.const import (
+    CONF_BASE_TOPIC,
+    CONF_COMMAND_KEY,
+    CONF_NODE_KEY,
+    CONF_RELAY_NODE,
+    CONF_SERVER_ID,
+    CONF_START_GRACE,
+    CONF_STOP_GRACE,
+    DOMAIN,
+    SUBENTRY_SERVER,
+)
 from tests.harness.mosquitto import Broker
 
 
@@ -86,3 +100,81 @@ async def mqtt_real(
     yield entry
     await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
+
+
+# Homelab servers ---------------------------------------------------------------------
+
+SERVER_ID = "nas"
+RELAY_NODE = "relay1"
+COMMAND_KEY = "test-command-key-for-nas"
+NODE_KEY = "test-node-key-for-relay1"
+START_GRACE = 120
+STOP_GRACE = 60
+
+
+def server_subentry(
+    server_id: str = SERVER_ID,
+    name: str = "NAS",
+    relay_node: str = RELAY_NODE,
+    command_key: str = COMMAND_KEY,
+) -> ConfigSubentryData:
+    """A server subentry as the flow stores it."""
+    return ConfigSubentryData(
+        data={
+            CONF_NAME: name,
+            CONF_SERVER_ID: server_id,
+            CONF_RELAY_NODE: relay_node,
+            CONF_START_GRACE: START_GRACE,
+            CONF_STOP_GRACE: STOP_GRACE,
+            CONF_COMMAND_KEY: command_key,
+            CONF_NODE_KEY: NODE_KEY,
+        },
+        subentry_type=SUBENTRY_SERVER,
+        title=name,
+        unique_id=server_id,
+    )
+
+
+@pytest.fixture
+def server_config_entry() -> MockConfigEntry:
+    """The hub entry with one server, NAS, switched by relay1."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="SmartServer",
+        data={},
+        options={CONF_BASE_TOPIC: "home"},
+        subentries_data=[server_subentry()],
+    )
+
+
+@pytest.fixture
+async def init_server(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    server_config_entry: MockConfigEntry,
+) -> AsyncGenerator[MockConfigEntry]:
+    """The hub with its server set up on the mocked MQTT client."""
+    server_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+    await hass.async_block_till_done()
+    yield server_config_entry
+    await hass.config_entries.async_unload(server_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+
+@pytest.fixture
+def entity_registry_enabled_by_default() -> Generator[None]:
+    """Enable the entities that are disabled by default (the force-off button)."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        new_callable=PropertyMock,
+        return_value=True,
+    ):
+        yield
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Snapshots with Home Assistant's serializer (stable ids and times)."""
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)

@@ -1,0 +1,94 @@
+"""Binary sensor platform."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from homeassistant.components.binary_sensor import BinarySensorEntity, BinarySensorEntityDescription
+from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .coordinator import SmartServerConfigEntry
+from .entity import ServerEntity, async_add_server_entities
+from .servers import Server
+
+PARALLEL_UPDATES = 0
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: SmartServerConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the binary sensors."""
+    _async_setup_servers(hass, entry, async_add_entities)
+
+
+# Servers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerBinarySensorEntityDescription(BinarySensorEntityDescription):
+    """A binary sensor of a server."""
+
+    value_fn: Callable[[Server], bool | None]
+    # The network results are retained: once the agent is gone they are history.
+    needs_agent: bool = True
+
+
+def _network_check(check: str) -> ServerBinarySensorEntityDescription:
+    return ServerBinarySensorEntityDescription(
+        key=check,
+        translation_key=check,
+        device_class=BinarySensorDeviceClass.CONNECTIVITY,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda server: server.network.get(check),
+    )
+
+
+def _agent_connected(server: Server) -> bool | None:
+    return None if server.heartbeat is None else server.agent_up
+
+
+SERVER_BINARY_SENSORS: tuple[ServerBinarySensorEntityDescription, ...] = (
+    ServerBinarySensorEntityDescription(
+        key="agent",
+        translation_key="agent",
+        device_class=BinarySensorDeviceClass.CONNECTIVITY,
+        value_fn=_agent_connected,
+        needs_agent=False,
+    ),
+    _network_check("link"),
+    _network_check("default_route"),
+    _network_check("internet"),
+)
+
+
+@callback
+def _async_setup_servers(
+    hass: HomeAssistant, entry: SmartServerConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+) -> None:
+    async_add_server_entities(
+        entry,
+        async_add_entities,
+        lambda server: [ServerBinarySensor(hass, server, d) for d in SERVER_BINARY_SENSORS],
+    )
+
+
+class ServerBinarySensor(ServerEntity, BinarySensorEntity):
+    """A server's binary sensor."""
+
+    entity_description: ServerBinarySensorEntityDescription
+
+    @property
+    def available(self) -> bool:
+        """Network results are unavailable while the agent is not reporting."""
+        return super().available and (self.server.agent_up or not self.entity_description.needs_agent)
+
+    @property
+    def is_on(self) -> bool | None:
+        """Return the described value."""
+        return self.entity_description.value_fn(self.server)

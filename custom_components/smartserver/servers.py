@@ -1,0 +1,720 @@
+"""Homelab servers: the fused power state, the evidence it follows and the signed commands.
+
+docs/servers.md describes the state machine; this module is its only implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from homeassistant.components import mqtt
+from homeassistant.components.diagnostics import async_redact_data
+from homeassistant.config_entries import (
+    SIGNAL_CONFIG_ENTRY_CHANGED,
+    ConfigEntry,
+    ConfigEntryChange,
+    ConfigSubentry,
+)
+from homeassistant.const import CONF_NAME
+from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.event import async_call_later
+
+from . import protocol
+from .const import (
+    CONF_COMMAND_KEY,
+    CONF_NODE_KEY,
+    CONF_RELAY_NODE,
+    CONF_SERVER_ID,
+    CONF_START_GRACE,
+    CONF_STOP_GRACE,
+    DEFAULT_START_GRACE,
+    DEFAULT_STOP_GRACE,
+    DOMAIN,
+    LOGGER,
+    SUBENTRY_SERVER,
+)
+
+if TYPE_CHECKING:
+    from .coordinator import SmartServerConfigEntry
+
+# Network results are small; anything larger is not from our agent.
+MAX_NETWORK_PAYLOAD = 16384
+# Check name -> the keys the agent may use for it, first found wins.
+NETWORK_CHECKS: Mapping[str, tuple[str, ...]] = {
+    "link": ("link",),
+    "default_route": ("default_route",),
+    "internet": ("reachable", "internet"),
+}
+REFRESH_PAYLOAD = "refresh"
+_ANNOUNCED_DOWN = (protocol.ServerState.SHUTTING_DOWN, protocol.ServerState.OFFLINE)
+
+
+class PowerState(StrEnum):
+    """The fused power state of a server."""
+
+    OFF = "off"
+    STARTING = "starting"
+    ON = "on"
+    STOPPING = "stopping"
+
+
+class Issue(StrEnum):
+    """Repair issues a server can raise; the values are translation keys."""
+
+    START_NO_RESPONSE = "start_no_response"
+    START_AGENT_SILENT = "start_agent_silent"
+    START_TIMEOUT = "start_timeout"
+    START_INTERRUPTED = "start_interrupted"
+    STOP_NO_RESPONSE = "stop_no_response"
+    STOP_STILL_POWERED = "stop_still_powered"
+    STOP_TIMEOUT = "stop_timeout"
+    STOP_INTERRUPTED = "stop_interrupted"
+    POWER_SENSE_MISMATCH = "power_sense_mismatch"
+    AGENT_LOST = "agent_lost"
+
+
+# Issues with a fix flow (repairs.py): cut the power of a server that hangs powered.
+_FIXABLE = (Issue.STOP_STILL_POWERED,)
+
+# Issues a reached state makes moot.
+_SOLVED_BY: Mapping[PowerState, tuple[Issue, ...]] = {
+    PowerState.ON: (
+        Issue.START_NO_RESPONSE,
+        Issue.START_AGENT_SILENT,
+        Issue.START_TIMEOUT,
+        Issue.START_INTERRUPTED,
+        Issue.AGENT_LOST,
+        # the server booted again: whatever hung at the last shutdown is over
+        Issue.STOP_STILL_POWERED,
+    ),
+    PowerState.OFF: (
+        Issue.STOP_NO_RESPONSE,
+        Issue.STOP_STILL_POWERED,
+        Issue.STOP_TIMEOUT,
+        Issue.STOP_INTERRUPTED,
+    ),
+}
+
+
+class Command(StrEnum):
+    """What the user last asked for, until the state reaches it or its grace ends."""
+
+    START = "start"
+    STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class _Grace:
+    """What a grace period expects and which issue each way of failing it raises."""
+
+    moving: PowerState
+    unmoved: tuple[PowerState | None, ...]
+    powered_silent: Issue
+    stuck: Issue
+    no_response: Issue
+
+
+_GRACE: Mapping[Command, _Grace] = {
+    Command.START: _Grace(
+        PowerState.STARTING,
+        (PowerState.OFF, None),
+        Issue.START_AGENT_SILENT,
+        Issue.START_TIMEOUT,
+        Issue.START_NO_RESPONSE,
+    ),
+    Command.STOP: _Grace(
+        PowerState.STOPPING,
+        (PowerState.ON,),
+        Issue.STOP_STILL_POWERED,
+        Issue.STOP_TIMEOUT,
+        Issue.STOP_NO_RESPONSE,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """One server subentry."""
+
+    subentry_id: str
+    server_id: str
+    name: str
+    relay_node: str
+    start_grace: float
+    stop_grace: float
+    command_key: str = field(repr=False)
+    node_key: str = field(repr=False)
+
+    @classmethod
+    def from_subentry(cls, subentry: ConfigSubentry) -> ServerConfig:
+        """Read a server subentry's data."""
+        data = subentry.data
+        return cls(
+            subentry_id=subentry.subentry_id,
+            server_id=data[CONF_SERVER_ID],
+            name=data.get(CONF_NAME, subentry.title),
+            relay_node=data[CONF_RELAY_NODE],
+            start_grace=float(data.get(CONF_START_GRACE, DEFAULT_START_GRACE)),
+            stop_grace=float(data.get(CONF_STOP_GRACE, DEFAULT_STOP_GRACE)),
+            command_key=data[CONF_COMMAND_KEY],
+            node_key=data[CONF_NODE_KEY],
+        )
+
+
+def server_subentries(entry: ConfigEntry[Any]) -> list[ConfigSubentry]:
+    """Return the hub's server subentries."""
+    return list(entry.get_subentries_of_type(SUBENTRY_SERVER))
+
+
+def parse_network(payload: str) -> dict[str, bool | None]:
+    """Read the agent's network JSON; a check is a bool or `{"ok": bool, ...}`."""
+    if len(payload) > MAX_NETWORK_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} characters is too large")
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    result: dict[str, bool | None] = {}
+    for check, keys in NETWORK_CHECKS.items():
+        value = next((data[key] for key in keys if key in data), None)
+        if isinstance(value, dict):
+            value = value.get("ok")
+        result[check] = value if isinstance(value, bool) else None
+    return result
+
+
+class Server:
+    """One homelab server: its evidence, the fused state and its commands."""
+
+    def __init__(self, hass: HomeAssistant, entry_id: str, base: str, config: ServerConfig) -> None:
+        self.hass = hass
+        self.entry_id = entry_id
+        self.base = base
+        self.config = config
+        self.state: PowerState | None = None
+        self.heartbeat: str | None = None
+        self.agent_state: str | None = None
+        self.power: str | None = None
+        self.node_status: str | None = None
+        # While HA's MQTT client is disconnected the evidence may be stale and commands
+        # cannot leave: the entities are unavailable.
+        self.mqtt_connected = True
+        self.network: dict[str, bool | None] = {}
+        # After the power sense reads OFF, the agent's retained messages belong to the
+        # previous power cycle until it shows life again.
+        self._agent_stale = False
+        # A grace period ran out with the machine powered and the agent silent: the
+        # power sense wins from then on, until new evidence arrives.
+        self._overdue = False
+        # The agent connected again and has not said its state yet: it is starting.
+        self._new_session = False
+        self._forced = False
+        self.command: Command | None = None
+        self._timers: dict[Command, CALLBACK_TYPE] = {}
+        self._listeners: list[CALLBACK_TYPE] = []
+
+    # Listeners ------------------------------------------------------------------
+
+    @callback
+    def async_add_listener(self, update: CALLBACK_TYPE) -> CALLBACK_TYPE:
+        """Call `update` whenever the server's evidence or state changes."""
+        self._listeners.append(update)
+
+        @callback
+        def remove() -> None:
+            self._listeners.remove(update)
+
+        return remove
+
+    @callback
+    def _notify(self) -> None:
+        for update in list(self._listeners):
+            update()
+
+    @property
+    def agent_up(self) -> bool:
+        """Whether the agent reports life in the current power cycle."""
+        return self.heartbeat == protocol.ALIVE and not self._agent_stale
+
+    # Evidence ----------------------------------------------------------------------
+
+    def _valid(self, what: str, payload: str, allowed: tuple[str, ...]) -> bool:
+        """Return whether `payload` is one of `allowed`; log what is ignored."""
+        if payload in allowed:
+            return True
+        LOGGER.warning("Server %s: ignoring %s %r", self.config.server_id, what, payload[:64])
+        return False
+
+    @callback
+    def async_heartbeat(self, payload: str, retained: bool) -> None:
+        """Take the agent's heartbeat: ALIVE, or DEAD (its Will, or before powering off)."""
+        if not self._valid("heartbeat", payload, (protocol.ALIVE, protocol.DEAD)):
+            return
+        previous = self.heartbeat
+        self.heartbeat = payload
+        if payload == protocol.ALIVE:
+            if previous == protocol.DEAD:
+                # A new agent session: what it said before no longer holds.
+                self.agent_state = None
+                self._new_session = True
+            if previous == protocol.DEAD or not retained:
+                self._agent_stale = False
+                self._overdue = False
+            if not retained and self.power == protocol.POWER_OFF:
+                LOGGER.warning(
+                    "Server %s: the agent is alive but node %s's power sense reads OFF",
+                    self.config.server_id,
+                    self.config.relay_node,
+                )
+                self._raise(Issue.POWER_SENSE_MISMATCH)
+            self._forced = False
+        elif previous == protocol.ALIVE:
+            self._agent_died()
+        self._update()
+
+    @callback
+    def _agent_died(self) -> None:
+        if self.agent_state in _ANNOUNCED_DOWN or self._forced:
+            return
+        if self.power == protocol.POWER_ON:
+            LOGGER.warning(
+                "Server %s: the agent stopped reporting without announcing a shutdown; "
+                "the power sense still reads ON, so the server stays on",
+                self.config.server_id,
+            )
+        elif self.power is None:
+            LOGGER.warning(
+                "Server %s: the agent stopped reporting without announcing a shutdown; "
+                "without a power sense the server is shown off",
+                self.config.server_id,
+            )
+            self._raise(Issue.AGENT_LOST)
+
+    @callback
+    def async_agent_state(self, payload: str) -> None:
+        """Take the agent's own state: STARTING, ONLINE, SHUTTING_DOWN or OFFLINE."""
+        if not self._valid("state", payload, protocol.ServerState.ALL):
+            return
+        self.agent_state = payload
+        self._new_session = False
+        self._update()
+
+    @callback
+    def async_power(self, payload: str) -> None:
+        """Take the relay node's power sense: ON or OFF."""
+        if not self._valid("power sense", payload, (protocol.POWER_ON, protocol.POWER_OFF)):
+            return
+        if payload != self.power:
+            self._overdue = False
+        self.power = payload
+        if payload == protocol.POWER_OFF:
+            self._agent_stale = True
+            ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(Issue.POWER_SENSE_MISMATCH))
+        self._update()
+
+    @callback
+    def async_node_status(self, payload: str) -> None:
+        """Take the relay node's availability: ONLINE or OFFLINE."""
+        if not self._valid("relay node status", payload, (protocol.ONLINE, protocol.OFFLINE)):
+            return
+        self.node_status = payload
+        self._notify()
+
+    @callback
+    def async_mqtt_connected(self, connected: bool) -> None:
+        """Follow HA's MQTT connection."""
+        self.mqtt_connected = connected
+        self._notify()
+
+    @callback
+    def async_network(self, payload: str) -> None:
+        """Take the agent's network check results."""
+        try:
+            self.network = parse_network(payload)
+        except ValueError as err:
+            LOGGER.warning("Server %s: ignoring network report: %s", self.config.server_id, err)
+            return
+        self._notify()
+
+    # The state machine ---------------------------------------------------------------
+
+    def _evidence(self) -> PowerState | None:
+        """Return what the evidence says, given where the server was."""
+        state = None if self._agent_stale else self.agent_state
+        if self.agent_up:
+            if state == protocol.ServerState.STARTING:
+                return PowerState.STARTING
+            if state in _ANNOUNCED_DOWN:
+                return PowerState.STOPPING
+            if state is None and self._new_session:
+                return PowerState.STARTING
+            return PowerState.ON
+        if self.power == protocol.POWER_OFF:
+            return PowerState.OFF
+        if self.power == protocol.POWER_ON:
+            if self._overdue:
+                return PowerState.ON
+            if state in _ANNOUNCED_DOWN:
+                return PowerState.STOPPING
+            if self.state in (PowerState.ON, PowerState.STOPPING):
+                return self.state
+            return PowerState.STARTING
+        if self.heartbeat == protocol.DEAD:
+            return PowerState.OFF
+        return None
+
+    @callback
+    def _update(self) -> None:
+        new = self._evidence()
+        old = self.state
+        if new is not old:
+            self.state = new
+            LOGGER.info("Server %s: %s -> %s", self.config.server_id, old, new)
+            self._transition(old, new)
+        # Reaching the state for real (not by a grace running out) solves earlier issues.
+        if (new is PowerState.ON and self.agent_up) or new is PowerState.OFF:
+            for issue in _SOLVED_BY[new]:
+                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
+        self._notify()
+
+    @callback
+    def _transition(self, old: PowerState | None, new: PowerState | None) -> None:
+        command = self.command
+        if old is PowerState.STOPPING and (
+            (new is PowerState.ON and not self._overdue)
+            or (new is PowerState.STARTING and command is Command.STOP)
+        ):
+            LOGGER.warning("Server %s: %s while stopping", self.config.server_id, new)
+            self._raise(Issue.STOP_INTERRUPTED, state=str(new))
+            self._end(Command.STOP)
+        if (old is PowerState.STARTING and new is PowerState.OFF) or (
+            command is Command.START and new is PowerState.STOPPING
+        ):
+            LOGGER.warning("Server %s: %s while starting", self.config.server_id, new)
+            self._raise(Issue.START_INTERRUPTED, state=str(new))
+            self._end(Command.START)
+        if new is PowerState.STARTING and Command.START not in self._timers:
+            self._arm(Command.START)
+        if new is PowerState.STOPPING and Command.STOP not in self._timers:
+            self._arm(Command.STOP)
+        # A start ends when the server is on or heads down; a stop, when it is off or
+        # comes back (a stop sent while starting keeps waiting through starting -> on).
+        if new in (PowerState.ON, PowerState.STOPPING, PowerState.OFF):
+            self._end(Command.START)
+        if new is PowerState.OFF or old is PowerState.STOPPING:
+            self._end(Command.STOP)
+
+    @callback
+    def _arm(self, kind: Command) -> None:
+        if cancel := self._timers.pop(kind, None):
+            cancel()
+        delay = self.config.start_grace if kind is Command.START else self.config.stop_grace
+
+        @callback
+        def expired(_now: datetime) -> None:
+            self._expired(kind)
+
+        self._timers[kind] = async_call_later(self.hass, delay, HassJob(expired, cancel_on_shutdown=True))
+
+    @callback
+    def _end(self, kind: Command) -> None:
+        """Stop waiting for `kind`: its target was reached or contradicted."""
+        if cancel := self._timers.pop(kind, None):
+            cancel()
+        if self.command is kind:
+            self.command = None
+
+    @callback
+    def _expired(self, kind: Command) -> None:
+        """End a grace period: let the evidence decide and say what happened."""
+        self._timers.pop(kind, None)
+        asked = self.command is kind
+        if asked:
+            self.command = None
+        grace = _GRACE[kind]
+        if self.state is grace.moving:
+            if self.power == protocol.POWER_ON and not self.agent_up:
+                self._overdue = True
+                self._update()
+                self._raise(grace.powered_silent)
+            else:
+                self._raise(grace.stuck)
+        elif asked and self.state in grace.unmoved:
+            self._raise(grace.no_response)
+
+    @callback
+    def async_stop(self) -> None:
+        """Cancel the grace timers (the entry unloads)."""
+        for cancel in self._timers.values():
+            cancel()
+        self._timers.clear()
+        self.command = None
+
+    # Repair issues ------------------------------------------------------------------
+
+    def _issue_id(self, issue: Issue) -> str:
+        return f"{self.config.server_id}_{issue}"
+
+    @callback
+    def _raise(self, issue: Issue, **placeholders: str) -> None:
+        grace = self.config.start_grace if issue.startswith("start") else self.config.stop_grace
+        fixable = issue in _FIXABLE
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            self._issue_id(issue),
+            is_fixable=fixable,
+            data={"entry_id": self.entry_id, "subentry_id": self.config.subentry_id} if fixable else None,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=issue,
+            translation_placeholders={
+                "name": self.config.name,
+                "server_id": self.config.server_id,
+                "relay_node": self.config.relay_node,
+                "grace": f"{grace:g}",
+                "state": str(self.state),
+                **placeholders,
+            },
+        )
+
+    @callback
+    def async_clear_issues(self, keep: tuple[Issue, ...] = ()) -> None:
+        """Delete the server's repair issues (a new command, or the server was removed)."""
+        for issue in Issue:
+            if issue not in keep:
+                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
+
+    # Commands -------------------------------------------------------------------------
+
+    def _error(self, key: str, **placeholders: str) -> HomeAssistantError:
+        return HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key=key,
+            translation_placeholders={"name": self.config.name, **placeholders},
+        )
+
+    async def _publish(self, topic: str, payload: str) -> None:
+        try:
+            await mqtt.async_publish(self.hass, topic, payload, qos=1, retain=False)
+        except HomeAssistantError as err:
+            raise self._error("publish_failed", error=str(err)) from err
+
+    async def _power_button(self, cmd: str) -> None:
+        node = self.config.relay_node
+        if self.node_status == protocol.OFFLINE:
+            # A command to an offline node is lost (never retained): say so now.
+            raise self._error("relay_node_offline", relay_node=node)
+        payload = protocol.sign_command(self.config.node_key, node, cmd, int(time.time()))
+        await self._publish(protocol.node_topic(self.base, node, protocol.NODE_POWER_SET), payload)
+
+    @callback
+    def _begin(self, kind: Command) -> None:
+        # The power sense disagreeing with the agent is not the command's business.
+        self.async_clear_issues(keep=(Issue.POWER_SENSE_MISMATCH,))
+        self.command = kind
+        self._arm(kind)
+
+    async def async_turn_on(self) -> None:
+        """Press the power button, unless the server is on or starting."""
+        if self.state in (PowerState.ON, PowerState.STARTING):
+            LOGGER.debug("Server %s is %s: not pressing its power button", self.config.server_id, self.state)
+            return
+        if self.state is PowerState.STOPPING:
+            raise self._error("server_stopping")
+        if self.state is None:
+            raise self._error("server_state_unknown")
+        await self._power_button(protocol.PRESS)
+        self._begin(Command.START)
+
+    async def async_turn_off(self) -> None:
+        """Ask the agent to shut the server down cleanly."""
+        if self.state in (PowerState.OFF, PowerState.STOPPING):
+            LOGGER.debug("Server %s is %s: no shutdown sent", self.config.server_id, self.state)
+            return
+        if not self.agent_up:
+            raise self._error("agent_not_connected")
+        server = self.config.server_id
+        payload = protocol.sign_command(self.config.command_key, server, protocol.SHUTDOWN, int(time.time()))
+        await self._publish(protocol.server_topic(self.base, server, protocol.SERVER_SYSTEM), payload)
+        self._begin(Command.STOP)
+
+    async def async_force_off(self) -> None:
+        """Hold the power button: the server loses power without shutting down."""
+        await self._power_button(protocol.HOLD)
+        self._forced = True
+        self._begin(Command.STOP)
+
+    async def async_refresh(self) -> None:
+        """Ask the agent and the relay node to republish their state."""
+        await self._publish(
+            protocol.server_topic(self.base, self.config.server_id, protocol.SERVER_REFRESH), REFRESH_PAYLOAD
+        )
+        await self._publish(
+            protocol.node_topic(self.base, self.config.relay_node, protocol.NODE_REFRESH), REFRESH_PAYLOAD
+        )
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Return the server's evidence, state and pending command."""
+        return {
+            "state": self.state.value if self.state else None,
+            "heartbeat": self.heartbeat,
+            "agent_state": self.agent_state,
+            "power_sense": self.power,
+            "relay_node_status": self.node_status,
+            "network": self.network,
+            "command": self.command.value if self.command else None,
+        }
+
+
+def _snapshot(entry: ConfigEntry[Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    return {sub.subentry_id: (sub.title, dict(sub.data)) for sub in server_subentries(entry)}
+
+
+class ServerHub:
+    """Every server of the hub entry: one subscription per topic kind, dispatched by id."""
+
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry[Any], base: str) -> None:
+        self.hass = hass
+        self.entry = entry
+        self.base = base
+        self.servers: dict[str, Server] = {}
+        for subentry in server_subentries(entry):
+            config = ServerConfig.from_subentry(subentry)
+            self.servers[subentry.subentry_id] = Server(hass, entry.entry_id, base, config)
+        connected = mqtt.is_connected(hass)
+        for server in self.servers.values():
+            server.mqtt_connected = connected
+        self._by_id = {s.config.server_id: s for s in self.servers.values()}
+        self._by_node = {s.config.relay_node: s for s in self.servers.values()}
+        self._loaded = _snapshot(entry)
+
+    async def async_start(self) -> None:
+        """Subscribe, follow MQTT reconnects and subentry changes, ask for fresh state."""
+        entry = self.entry
+        entry.async_on_unload(self.async_stop)
+        entry.async_on_unload(
+            async_dispatcher_connect(self.hass, SIGNAL_CONFIG_ENTRY_CHANGED, self._entry_changed)
+        )
+        if not self.servers:
+            return
+        handlers: dict[str, Callable[[Server, mqtt.ReceiveMessage], None]] = {
+            protocol.SERVER_HEARTBEAT: lambda s, msg: s.async_heartbeat(_text(msg), msg.retain),
+            protocol.SERVER_STATE: lambda s, msg: s.async_agent_state(_text(msg)),
+            protocol.SERVER_NETWORK: lambda s, msg: s.async_network(_text(msg)),
+        }
+        for leaf, handle in handlers.items():
+            entry.async_on_unload(
+                await mqtt.async_subscribe(
+                    self.hass, protocol.server_filter(self.base, leaf), self._server_message(leaf, handle), 1
+                )
+            )
+        node_handlers: dict[str, Callable[[Server, str], None]] = {
+            protocol.NODE_POWER: Server.async_power,
+            protocol.NODE_STATUS: Server.async_node_status,
+        }
+        for leaf, handle_node in node_handlers.items():
+            entry.async_on_unload(
+                await mqtt.async_subscribe(
+                    self.hass, protocol.node_filter(self.base, leaf), self._node_message(leaf, handle_node), 1
+                )
+            )
+        entry.async_on_unload(mqtt.async_subscribe_connection_status(self.hass, self._connection_changed))
+        self._schedule_refresh()
+
+    def _server_message(
+        self, leaf: str, handle: Callable[[Server, mqtt.ReceiveMessage], None]
+    ) -> Callable[[mqtt.ReceiveMessage], None]:
+        @callback
+        def message(msg: mqtt.ReceiveMessage) -> None:
+            server_id = protocol.parse_server_topic(self.base, msg.topic, leaf)
+            if server_id is not None and (server := self._by_id.get(server_id)):
+                handle(server, msg)
+
+        return message
+
+    def _node_message(
+        self, leaf: str, handle: Callable[[Server, str], None]
+    ) -> Callable[[mqtt.ReceiveMessage], None]:
+        @callback
+        def message(msg: mqtt.ReceiveMessage) -> None:
+            node = protocol.parse_node_topic(self.base, msg.topic, leaf)
+            if node is not None and (server := self._by_node.get(node)):
+                handle(server, _text(msg))
+
+        return message
+
+    @callback
+    def _connection_changed(self, connected: bool) -> None:
+        for server in self.servers.values():
+            server.async_mqtt_connected(connected)
+        if connected:
+            self._schedule_refresh()
+
+    @callback
+    def _schedule_refresh(self) -> None:
+        self.entry.async_create_task(self.hass, self._refresh(), "smartserver refresh servers")
+
+    async def _refresh(self) -> None:
+        for server in list(self.servers.values()):
+            try:
+                await server.async_refresh()
+            except HomeAssistantError as err:
+                LOGGER.warning("Server %s: could not ask for a refresh: %s", server.config.server_id, err)
+
+    @callback
+    def _entry_changed(self, change: ConfigEntryChange, entry: ConfigEntry[Any]) -> None:
+        """Reload when a server subentry was added, changed or removed."""
+        if entry.entry_id != self.entry.entry_id or change is not ConfigEntryChange.UPDATED:
+            return
+        if _snapshot(entry) != self._loaded:
+            self._loaded = _snapshot(entry)
+            for subentry_id, server in self.servers.items():
+                if subentry_id not in self._loaded:
+                    server.async_clear_issues()
+            self.hass.config_entries.async_schedule_reload(entry.entry_id)
+
+    @callback
+    def async_stop(self) -> None:
+        """Cancel every server's timers."""
+        for server in self.servers.values():
+            server.async_stop()
+
+
+def _text(msg: mqtt.ReceiveMessage) -> str:
+    payload = msg.payload
+    if isinstance(payload, bytes):
+        return payload.decode(errors="replace").strip()
+    return str(payload).strip()
+
+
+async def async_setup_servers(hass: HomeAssistant, entry: SmartServerConfigEntry) -> ServerHub:
+    """Create the hub entry's servers and start following them."""
+    hub = ServerHub(hass, entry, entry.runtime_data.base_topic)
+    entry.runtime_data.servers = hub
+    await hub.async_start()
+    return hub
+
+
+def servers_diagnostics(entry: SmartServerConfigEntry) -> dict[str, Any]:
+    """Return the servers' section of the diagnostics: settings and evidence, keys redacted."""
+    hub = entry.runtime_data.servers
+    return {
+        "servers": [
+            {
+                "title": subentry.title,
+                "data": async_redact_data(dict(subentry.data), {CONF_COMMAND_KEY, CONF_NODE_KEY}),
+                "runtime": hub.servers[subentry.subentry_id].diagnostics()
+                if hub and subentry.subentry_id in hub.servers
+                else None,
+            }
+            for subentry in server_subentries(entry)
+        ]
+    }

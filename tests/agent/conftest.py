@@ -1,0 +1,59 @@
+"""Fixtures for the agent's tests: agents as subprocesses, a peer watching the broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.agent import TEST_KEY, AgentProcess, agent_env
+from tests.harness.clients import Peer
+from tests.harness.mosquitto import Broker
+from tests.harness.protocol import load_protocol
+from tests.harness.system_bus import SystemBus
+
+p = load_protocol()
+SERVER = "srv1"
+
+
+def topic(leaf: str, server: str = SERVER) -> str:
+    return str(p.server_topic("home", server, leaf))
+
+
+def signed(cmd: str = "SHUTDOWN", key: str = TEST_KEY, server: str = SERVER, age: float = 0) -> str:
+    """A command signed by the integration's protocol module."""
+    return str(p.sign_command(key, server, cmd, int(time.time() - age)))
+
+
+def payloads(peer: Peer, leaf: str) -> list[bytes]:
+    return [m.payload for m in peer.received(topic(leaf))]
+
+
+@pytest.fixture
+def watcher(mosquitto: Broker) -> Iterator[Peer]:
+    """A client subscribed to everything under `home/` before any agent starts."""
+    peer = Peer(mosquitto).connect()
+    peer.subscribe("home/#")
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def start_agent(
+    mosquitto: Broker, system_bus: SystemBus, tmp_path: Path
+) -> Iterator[Callable[..., AgentProcess]]:
+    """Start agents against the broker and the fake logind; all stopped at teardown."""
+    agents: list[AgentProcess] = []
+
+    def start(**settings: str | None) -> AgentProcess:
+        directory = tmp_path / f"agent{len(agents)}"
+        settings.setdefault("heartbeat", "1")
+        agent = AgentProcess(agent_env(directory, mosquitto, system_bus, **settings), directory)
+        agents.append(agent)
+        return agent.start()
+
+    yield start
+    for agent in agents:
+        agent.stop()

@@ -1,0 +1,326 @@
+"""The real agent against a real mosquitto (TLS) and the fake logind on a private bus."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness.agent import AgentProcess, agent_env
+from tests.harness.clients import Peer
+from tests.harness.mosquitto import Broker
+from tests.harness.system_bus import SystemBus
+
+from .conftest import SERVER, p, payloads, signed, topic
+
+LOG_WARNING = p.log_topic("home", "warning", SERVER)
+LOG_ERROR = p.log_topic("home", "error", SERVER)
+LOG_INFO = p.log_topic("home", "info", SERVER)
+
+
+def wait_payload(peer: Peer, topic_: str, payload: bytes, count: int = 1, timeout: float = 20) -> None:
+    peer.wait_for(
+        lambda msgs: sum(m.topic == topic_ and m.payload == payload for m in msgs) >= count, timeout
+    )
+
+
+def wait_log(peer: Peer, topic_: str, text: str, count: int = 1) -> None:
+    peer.wait_for(lambda msgs: sum(m.topic == topic_ and text.encode() in m.payload for m in msgs) >= count)
+
+
+def online(peer: Peer, count: int = 1) -> None:
+    wait_payload(peer, topic(p.SERVER_STATE), b"ONLINE", count)
+
+
+def assert_retained_online(broker: Broker) -> None:
+    """A client arriving now reads ALIVE, ONLINE and a network report, all retained."""
+    late = Peer(broker).connect()
+    try:
+        late.subscribe("home/server/#")
+        late.wait_for(lambda msgs: len({m.topic for m in msgs if m.retain}) >= 3)
+        retained = {m.topic: m.payload for m in late.received() if m.retain}
+        assert retained[topic(p.SERVER_HEARTBEAT)] == b"ALIVE"
+        assert retained[topic(p.SERVER_STATE)] == b"ONLINE"
+        assert json.loads(retained[topic(p.SERVER_NETWORK)])["reachable"] is True
+    finally:
+        late.close()
+
+
+def test_start_heartbeat_network_and_retained(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, mosquitto: Broker
+) -> None:
+    start_agent()
+    online(watcher)
+    assert payloads(watcher, p.SERVER_STATE) == [b"STARTING", b"ONLINE"]
+    wait_payload(watcher, topic(p.SERVER_HEARTBEAT), b"ALIVE", count=3)  # every second
+    assert set(payloads(watcher, p.SERVER_HEARTBEAT)) == {b"ALIVE"}
+    report = json.loads(watcher.wait_topic(topic(p.SERVER_NETWORK)).payload)
+    assert report["reachable"] is True
+    assert report["target"] == f"127.0.0.1:{mosquitto.port}"
+    assert {"link", "default_route", "interfaces", "routes", "problems"} <= report.keys()
+    wait_log(watcher, LOG_INFO, "connected to 127.0.0.1")
+
+    assert_retained_online(mosquitto)
+
+
+def test_valid_shutdown_powers_off_exactly_once(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, system_bus: SystemBus
+) -> None:
+    agent = start_agent()
+    online(watcher)
+    command = signed()
+    # two valid commands back to back: one shutdown
+    watcher.client.publish(topic(p.SERVER_SYSTEM), command, qos=1)
+    watcher.client.publish(topic(p.SERVER_SYSTEM), signed(), qos=1)
+    wait_log(watcher, LOG_WARNING, "already in progress")
+    wait_payload(watcher, topic(p.SERVER_STATE), b"SHUTTING_DOWN")
+    wait_payload(watcher, topic(p.SERVER_HEARTBEAT), b"DEAD")
+    agent.wait_output("logind accepted PowerOff")
+    assert [c["method"] for c in system_bus.calls()] == ["CanPowerOff", "PowerOff"]
+    assert system_bus.calls("PowerOff")[0]["args"] == [False]
+
+    # the same command again, and a fresh one while shutting down: nothing more
+    watcher.publish(topic(p.SERVER_SYSTEM), command)
+    wait_log(watcher, LOG_WARNING, "replayed")
+    watcher.publish(topic(p.SERVER_SYSTEM), signed())
+    wait_log(watcher, LOG_WARNING, "already in progress", count=2)
+    assert len(system_bus.calls("PowerOff")) == 1
+
+    assert agent.terminate() == 0
+    assert payloads(watcher, p.SERVER_STATE)[-1] == b"OFFLINE"
+    assert payloads(watcher, p.SERVER_HEARTBEAT)[-1] == b"DEAD"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        pytest.param(
+            lambda: json.dumps({"cmd": "SHUTDOWN", "ts": 1, "nonce": "ab"}), "unsigned", id="unsigned"
+        ),
+        pytest.param(
+            lambda: json.dumps(json.loads(signed()) | {"sig": "0" * 64}), "bad signature", id="bad-sig"
+        ),
+        pytest.param(lambda: signed(age=120), "stale", id="stale"),
+        pytest.param(lambda: signed(age=-120), "stale", id="future"),
+        pytest.param(lambda: signed(key="another-key-0123456789"), "bad signature", id="wrong-key"),
+        pytest.param(lambda: signed(server="srv2"), "bad signature", id="other-server"),
+        pytest.param(lambda: "SHUTDOWN", "not JSON", id="plain-text"),
+        pytest.param(lambda: "[1, 2]", "not a JSON object", id="not-object"),
+        pytest.param(
+            lambda: '{"cmd": "SHUTDOWN", "ts": "now", "nonce": "x", "sig": "ab"}', "malformed", id="ts"
+        ),
+        pytest.param(lambda: "x" * 5000, "too large", id="too-large"),
+    ],
+)
+def test_refused_commands_never_power_off(
+    start_agent: Callable[..., AgentProcess],
+    watcher: Peer,
+    system_bus: SystemBus,
+    payload: Callable[[], str],
+    reason: str,
+) -> None:
+    agent = start_agent()
+    online(watcher)
+    watcher.publish(topic(p.SERVER_SYSTEM), payload())
+    wait_log(watcher, LOG_WARNING, f"refused command on {topic(p.SERVER_SYSTEM)}: {reason}")
+    agent.wait_output(reason)
+    # a valid command right after is served: the refused one was really refused
+    watcher.publish(topic(p.SERVER_SYSTEM), signed())
+    agent.wait_output("logind accepted PowerOff")
+    assert len(system_bus.calls("PowerOff")) == 1
+
+
+def test_retained_and_unknown_commands_refused(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, system_bus: SystemBus
+) -> None:
+    watcher.publish(topic(p.SERVER_SYSTEM), signed(), retain=True)
+    agent = start_agent()
+    wait_log(watcher, LOG_WARNING, "retained")
+    online(watcher)
+    watcher.publish(topic(p.SERVER_SYSTEM), signed("REBOOT"))
+    wait_log(watcher, LOG_WARNING, "unknown command 'REBOOT'")
+    assert system_bus.calls("PowerOff") == []
+    agent.wait_output("retained")
+
+
+@pytest.mark.parametrize(
+    ("control", "error", "power_off_calls"),
+    [
+        ({"can_power_off": "no"}, "CanPowerOff answered 'no'", 0),
+        ({"can_power_off": "challenge"}, "is the polkit rule installed?", 0),
+        (
+            {"power_off_error": "Interactive authentication required."},
+            "Interactive authentication required",
+            1,
+        ),
+    ],
+)
+def test_refused_power_off_restores_online(
+    start_agent: Callable[..., AgentProcess],
+    watcher: Peer,
+    system_bus: SystemBus,
+    control: dict[str, str],
+    error: str,
+    power_off_calls: int,
+) -> None:
+    system_bus.set_control(**control)
+    agent = start_agent()
+    online(watcher)
+    command = signed()
+    watcher.publish(topic(p.SERVER_SYSTEM), command)
+    wait_log(watcher, LOG_ERROR, error)
+    online(watcher, count=2)
+    wait_payload(watcher, topic(p.SERVER_HEARTBEAT), b"ALIVE", count=2)
+    assert payloads(watcher, p.SERVER_STATE) == [b"STARTING", b"ONLINE", b"SHUTTING_DOWN", b"ONLINE"]
+    beats = payloads(watcher, p.SERVER_HEARTBEAT)
+    assert beats.index(b"DEAD") < len(beats) - 1
+    assert beats[beats.index(b"DEAD") + 1 :] == [b"ALIVE"] * (len(beats) - beats.index(b"DEAD") - 1)
+    assert len(system_bus.calls("CanPowerOff")) == 1
+    assert len(system_bus.calls("PowerOff")) == power_off_calls
+    agent.wait_output("power off failed: ")
+
+    # a replay of the failed command stays refused; a fresh one is tried again
+    watcher.publish(topic(p.SERVER_SYSTEM), command)
+    wait_log(watcher, LOG_WARNING, "replayed")
+    system_bus.set_control()
+    watcher.publish(topic(p.SERVER_SYSTEM), signed())
+    agent.wait_output("logind accepted PowerOff")
+    assert len(system_bus.calls("PowerOff")) == power_off_calls + 1
+
+
+def test_command_flood_is_refused_without_a_log_flood(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, system_bus: SystemBus
+) -> None:
+    agent = start_agent()
+    online(watcher)
+    for number in range(200):
+        watcher.publish(topic(p.SERVER_SYSTEM), signed(age=120 + number), qos=0)
+    agent.wait_output("refused command", count=200)
+    watcher.publish(topic(p.SERVER_SYSTEM), signed())
+    agent.wait_output("logind accepted PowerOff")
+    assert len(system_bus.calls("PowerOff")) == 1
+    lines = [m for m in watcher.received() if m.topic.startswith("home/log/")]
+    assert len(lines) <= 20  # the journal has every line, MQTT at most 20 per 10 s
+
+
+def test_refused_login_is_logged_and_retried(start_agent: Callable[..., AgentProcess], watcher: Peer) -> None:
+    agent = start_agent(password="wrong")
+    agent.wait_output("the broker refused the connection: Not authorized", count=2)
+    assert watcher.received(topic(p.SERVER_STATE)) == []
+
+
+def test_will_published_when_killed(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, mosquitto: Broker
+) -> None:
+    agent = start_agent()
+    online(watcher)
+    assert b"DEAD" not in payloads(watcher, p.SERVER_HEARTBEAT)
+    agent.kill()
+    wait_payload(watcher, topic(p.SERVER_HEARTBEAT), b"DEAD")
+    assert payloads(watcher, p.SERVER_STATE)[-1] == b"ONLINE"  # only the Will speaks
+    # the Will is retained: a client arriving later still reads DEAD
+    late = Peer(mosquitto).connect()
+    try:
+        late.subscribe(topic(p.SERVER_HEARTBEAT))
+        assert late.wait_topic(topic(p.SERVER_HEARTBEAT)).payload == b"DEAD"
+    finally:
+        late.close()
+
+
+def test_stop_publishes_offline_and_dead(start_agent: Callable[..., AgentProcess], watcher: Peer) -> None:
+    agent = start_agent()
+    online(watcher)
+    assert agent.terminate() == 0
+    assert payloads(watcher, p.SERVER_STATE)[-1] == b"OFFLINE"
+    assert payloads(watcher, p.SERVER_HEARTBEAT)[-1] == b"DEAD"
+    assert "stopping: state OFFLINE" in agent.output
+
+
+def test_broker_restart_reconnects_and_republishes(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, mosquitto: Broker
+) -> None:
+    agent = start_agent()
+    online(watcher)
+    watcher.close()
+    mosquitto.restart()  # no persistence: every retained message is gone
+    agent.wait_output("reconnected to the broker")
+    assert_retained_online(mosquitto)
+    assert "lost the broker connection" in agent.output
+
+
+def test_refresh_republishes(start_agent: Callable[..., AgentProcess], watcher: Peer) -> None:
+    start_agent(heartbeat="3600")
+    online(watcher)
+    watcher.wait_topic(topic(p.SERVER_NETWORK))
+    for _ in range(5):  # a burst is answered once
+        watcher.publish(topic(p.SERVER_REFRESH), b"")
+    online(watcher, count=2)
+    wait_payload(watcher, topic(p.SERVER_HEARTBEAT), b"ALIVE", count=2)
+    watcher.wait_for(lambda msgs: sum(m.topic == topic(p.SERVER_NETWORK) for m in msgs) >= 3)
+
+
+def test_wrong_ca_is_refused_without_fallback(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, mosquitto: Broker
+) -> None:
+    agent = start_agent(ca=str(mosquitto.certs.wrong_ca))
+    agent.wait_output("certificate verify failed", count=2)
+    assert "retrying" in agent.output
+    assert watcher.received(topic(p.SERVER_STATE)) == []
+    assert watcher.received(topic(p.SERVER_HEARTBEAT)) == []
+
+
+def test_system_trust_store_does_not_know_the_test_ca(
+    start_agent: Callable[..., AgentProcess], watcher: Peer
+) -> None:
+    agent = start_agent(ca=None)
+    agent.wait_output("certificate verify failed", count=2)
+    assert watcher.received(topic(p.SERVER_STATE)) == []
+
+
+def test_insecure_only_when_named(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, mosquitto: Broker
+) -> None:
+    agent = start_agent(ca=str(mosquitto.certs.wrong_ca), tls_insecure="1")
+    online(watcher)
+    wait_log(watcher, LOG_WARNING, "TLS certificate verification is OFF")
+    assert "TLS certificate verification is OFF" in agent.output
+
+
+def test_works_with_the_documented_acl(
+    mosquitto_factory: Callable[..., Broker], system_bus: SystemBus, tmp_path: Path
+) -> None:
+    """docs/agent.md's ACL (own topics only) is all the agent needs."""
+    acl = tmp_path / "acl"
+    acl.write_text("")  # mosquitto needs it at start; filled in once the users are known
+    broker = mosquitto_factory(extra_config=f"acl_file {acl}")
+    acl.write_text(
+        f"user {broker.username}\ntopic readwrite #\n\n"
+        f"user smartserver-agent-{SERVER}\n"
+        f"topic readwrite home/server/{SERVER}/#\ntopic write home/log/+/{SERVER}\n"
+    )
+    broker.restart()
+    broker.add_user(f"smartserver-agent-{SERVER}", "agent-password")
+    watcher = Peer(broker).connect()
+    env = agent_env(
+        tmp_path / "agent",
+        broker,
+        system_bus,
+        username=f"smartserver-agent-{SERVER}",
+        password="agent-password",
+    )
+    agent = AgentProcess(env, tmp_path / "agent")
+    try:
+        watcher.subscribe("home/#")
+        agent.start()
+        online(watcher)
+        watcher.wait_topic(topic(p.SERVER_NETWORK))
+        wait_log(watcher, LOG_INFO, "connected to")
+        watcher.publish(topic(p.SERVER_SYSTEM), signed())
+        agent.wait_output("logind accepted PowerOff")
+        wait_log(watcher, LOG_WARNING, "SHUTDOWN accepted")
+        assert len(system_bus.calls("PowerOff")) == 1
+    finally:
+        agent.stop()
+        watcher.close()

@@ -1,0 +1,230 @@
+"""The server subentry flow: add, validate, show the agent's settings, reconfigure, rotate keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
+from homeassistant.const import CONF_NAME
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import issue_registry as ir
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
+
+from custom_components.smartserver.const import (
+    CONF_COMMAND_KEY,
+    CONF_NODE_KEY,
+    CONF_RELAY_NODE,
+    CONF_ROTATE_KEYS,
+    CONF_SERVER_ID,
+    CONF_START_GRACE,
+    CONF_STOP_GRACE,
+    DOMAIN,
+    SUBENTRY_SERVER,
+)
+from custom_components.smartserver.helpers import node_identifier, server_identifier
+
+from .conftest import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID
+
+NEW_SERVER = {
+    CONF_NAME: "Backup box",
+    CONF_SERVER_ID: "backup",
+    CONF_RELAY_NODE: "relay2",
+    CONF_START_GRACE: 200,
+    CONF_STOP_GRACE: 90,
+}
+
+
+async def start_add(hass: HomeAssistant, entry: MockConfigEntry) -> dict[str, Any]:
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_SERVER), context={"source": SOURCE_USER}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    return dict(result)
+
+
+async def test_add_server(
+    hass: HomeAssistant,
+    init_server: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    entry = init_server
+    result = await start_add(hass, entry)
+    result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], NEW_SERVER))
+    # the settings to copy, before anything is saved
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "agent"
+    placeholders = result["description_placeholders"]
+    settings = placeholders["agent_settings"].splitlines()
+    assert "SMARTSERVER_SERVER_ID=backup" in settings
+    assert "SMARTSERVER_BASE_TOPIC=home" in settings
+    assert any(line.startswith("SMARTSERVER_BROKER_HOST=") for line in settings)
+    assert len(entry.subentries) == 1
+    result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], {}))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "Backup box"
+    await hass.async_block_till_done()
+
+    subentry = next(s for s in entry.subentries.values() if s.unique_id == "backup")
+    data = subentry.data
+    assert {k: data[k] for k in NEW_SERVER} == NEW_SERVER
+    # fresh keys, shown in the flow, different from each other and from other servers'
+    assert len(data[CONF_COMMAND_KEY]) >= 40
+    assert len(data[CONF_NODE_KEY]) >= 40
+    assert data[CONF_COMMAND_KEY] != data[CONF_NODE_KEY]
+    assert data[CONF_COMMAND_KEY] not in (COMMAND_KEY, NODE_KEY)
+    assert f"SMARTSERVER_KEY={data[CONF_COMMAND_KEY]}" in settings
+    assert placeholders["node_key"] == data[CONF_NODE_KEY]
+
+    # the hub reloaded: the new server has its device (via its relay node) and entities
+    switch = entity_registry.async_get("switch.backup_box_power")
+    assert switch is not None
+    assert switch.config_subentry_id == subentry.subentry_id
+    device = device_registry.async_get_device_by_identifier(server_identifier("backup"), entry.entry_id)
+    assert device is not None
+    relay = device_registry.async_get_device_by_identifier(node_identifier("relay2"), entry.entry_id)
+    assert relay is not None
+    assert device.via_device_id == relay.id
+    assert hass.states.get("switch.backup_box_power") is not None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        (CONF_SERVER_ID, "../x", "invalid_id"),
+        (CONF_SERVER_ID, "+", "invalid_id"),
+        (CONF_SERVER_ID, "#", "invalid_id"),
+        (CONF_SERVER_ID, "a/b", "invalid_id"),
+        (CONF_SERVER_ID, "x" * 65, "invalid_id"),
+        (CONF_SERVER_ID, SERVER_ID, "server_id_in_use"),
+        (CONF_RELAY_NODE, "re lay", "invalid_id"),
+        (CONF_RELAY_NODE, RELAY_NODE, "relay_node_in_use"),
+        (CONF_NAME, "  ", "name_required"),
+    ],
+)
+async def test_add_server_rejects(
+    hass: HomeAssistant, init_server: MockConfigEntry, field: str, value: str, error: str
+) -> None:
+    result = await start_add(hass, init_server)
+    result = dict(
+        await hass.config_entries.subentries.async_configure(result["flow_id"], {**NEW_SERVER, field: value})
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    assert result["errors"] == {field: error}
+    # the form recovers
+    result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], NEW_SERVER))
+    assert result["step_id"] == "agent"
+
+
+async def reconfigure(hass: HomeAssistant, entry: MockConfigEntry, rotate: bool) -> dict[str, Any]:
+    subentry_id = next(iter(entry.subentries))
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_SERVER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry_id},
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "reconfigure"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_NAME: "Big NAS",
+            CONF_RELAY_NODE: RELAY_NODE,
+            CONF_START_GRACE: 150,
+            CONF_STOP_GRACE: 70,
+            CONF_ROTATE_KEYS: rotate,
+        },
+    )
+    assert result["step_id"] == "agent"
+    shown = dict(result["description_placeholders"] or {})
+    result = await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    return shown
+
+
+async def test_reconfigure_keeps_keys_and_shows_them(
+    hass: HomeAssistant, init_server: MockConfigEntry
+) -> None:
+    shown = await reconfigure(hass, init_server, rotate=False)
+    subentry = next(iter(init_server.subentries.values()))
+    assert subentry.title == "Big NAS"
+    assert subentry.data[CONF_SERVER_ID] == SERVER_ID
+    assert subentry.data[CONF_START_GRACE] == 150
+    assert subentry.data[CONF_COMMAND_KEY] == COMMAND_KEY
+    assert subentry.data[CONF_NODE_KEY] == NODE_KEY
+    assert f"SMARTSERVER_KEY={COMMAND_KEY}" in shown["agent_settings"]
+    assert shown["node_key"] == NODE_KEY
+    # reloaded with the new settings
+    server = init_server.runtime_data.servers.servers[subentry.subentry_id]
+    assert server.config.start_grace == 150
+    assert server.config.name == "Big NAS"
+
+
+async def test_reconfigure_rotates_keys(hass: HomeAssistant, init_server: MockConfigEntry) -> None:
+    shown = await reconfigure(hass, init_server, rotate=True)
+    subentry = next(iter(init_server.subentries.values()))
+    new_command, new_node = subentry.data[CONF_COMMAND_KEY], subentry.data[CONF_NODE_KEY]
+    assert new_command not in (COMMAND_KEY, NODE_KEY)
+    assert new_node not in (COMMAND_KEY, NODE_KEY, new_command)
+    assert f"SMARTSERVER_KEY={new_command}" in shown["agent_settings"]
+    assert shown["node_key"] == new_node
+    server = init_server.runtime_data.servers.servers[subentry.subentry_id]
+    assert server.config.command_key == new_command
+
+
+async def test_reconfigure_rejects_a_taken_relay(hass: HomeAssistant, init_server: MockConfigEntry) -> None:
+    result = await start_add(hass, init_server)
+    result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], NEW_SERVER))
+    await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    await hass.async_block_till_done()
+    nas = next(s for s in init_server.subentries.values() if s.unique_id == SERVER_ID)
+    result = dict(
+        await hass.config_entries.subentries.async_init(
+            (init_server.entry_id, SUBENTRY_SERVER),
+            context={"source": SOURCE_RECONFIGURE, "subentry_id": nas.subentry_id},
+        )
+    )
+    result = dict(
+        await hass.config_entries.subentries.async_configure(
+            result["flow_id"],
+            {
+                CONF_NAME: "NAS",
+                CONF_RELAY_NODE: "relay2",
+                CONF_START_GRACE: 150,
+                CONF_STOP_GRACE: 70,
+                CONF_ROTATE_KEYS: False,
+            },
+        )
+    )
+    assert result["errors"] == {CONF_RELAY_NODE: "relay_node_in_use"}
+
+
+async def test_removing_a_server_removes_its_device_and_entities(
+    hass: HomeAssistant,
+    init_server: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+    device_registry: dr.DeviceRegistry,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    subentry_id = next(iter(init_server.subentries))
+    assert entity_registry.async_get("switch.nas_power") is not None
+    # an issue of the server goes with it
+    async_fire_mqtt_message(hass, f"home/server/{SERVER_ID}/heartbeat", "ALIVE", retain=True)
+    async_fire_mqtt_message(hass, f"home/server/{SERVER_ID}/heartbeat", "DEAD")
+    await hass.async_block_till_done()
+    assert issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_agent_lost") is not None
+    assert hass.config_entries.async_remove_subentry(init_server, subentry_id)
+    await hass.async_block_till_done()
+    assert entity_registry.async_get("switch.nas_power") is None
+    assert hass.states.get("switch.nas_power") is None
+    identifier = server_identifier(SERVER_ID)
+    assert device_registry.async_get_device_by_identifier(identifier, init_server.entry_id) is None
+    assert issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_agent_lost") is None
+    assert init_server.runtime_data.servers.servers == {}

@@ -1,0 +1,593 @@
+"""The servers' fused power state: evidence, commands, grace periods and repair issues."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.components.mqtt.const import MQTT_CONNECTION_STATE
+from homeassistant.components.repairs import repairs_flow_manager
+from homeassistant.const import ATTR_ENTITY_ID, STATE_OFF, STATE_ON, STATE_UNAVAILABLE, STATE_UNKNOWN
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_mqtt_message,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.components.diagnostics import get_diagnostics_for_config_entry
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator, MqttMockHAClient
+from syrupy.assertion import SnapshotAssertion
+
+from custom_components.smartserver import protocol
+from custom_components.smartserver.const import DOMAIN
+from custom_components.smartserver.servers import Issue
+
+from .conftest import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID, START_GRACE, STOP_GRACE
+
+SWITCH = "switch.nas_power"
+SENSOR = "sensor.nas_power_state"
+AGENT = "binary_sensor.nas_agent"
+HEARTBEAT = f"home/server/{SERVER_ID}/heartbeat"
+STATE = f"home/server/{SERVER_ID}/state"
+NETWORK = f"home/server/{SERVER_ID}/network"
+SYSTEM = f"home/server/{SERVER_ID}/system"
+POWER = f"home/node/{RELAY_NODE}/power"
+POWER_SET = f"home/node/{RELAY_NODE}/power/set"
+
+pytestmark = pytest.mark.usefixtures("init_server")
+
+
+def fire(hass: HomeAssistant, topic: str, payload: str, retain: bool = False) -> None:
+    async_fire_mqtt_message(hass, topic, payload, retain=retain)
+
+
+def power_state(hass: HomeAssistant) -> str:
+    state = hass.states.get(SENSOR)
+    assert state is not None
+    return state.state
+
+
+async def report(hass: HomeAssistant, *messages: tuple[str, str]) -> str:
+    """Deliver live messages (topic, payload) and return the power state after them."""
+    for topic, payload in messages:
+        fire(hass, topic, payload)
+    await hass.async_block_till_done()
+    return power_state(hass)
+
+
+def published(mqtt_mock: MqttMockHAClient, topic: str) -> list[tuple[str, str, int, bool]]:
+    return [call.args[:4] for call in mqtt_mock.async_publish.call_args_list if call.args[0] == topic]
+
+
+def verified(mqtt_mock: MqttMockHAClient, topic: str, key: str, target: str) -> list[str]:
+    """Check every command sent on `topic`: signed for `target`, QoS 1, never retained."""
+    commands = []
+    for _topic, payload, qos, retain in published(mqtt_mock, topic):
+        assert qos == 1
+        assert retain is False
+        commands.append(protocol.verify_command(key, target, payload, time.time(), {}).cmd)
+    return commands
+
+
+def issues(issue_registry: ir.IssueRegistry) -> set[str]:
+    return {issue_id for (domain, issue_id) in issue_registry.issues if domain == DOMAIN}
+
+
+async def switch(hass: HomeAssistant, service: str) -> None:
+    await hass.services.async_call("switch", service, {ATTR_ENTITY_ID: SWITCH}, blocking=True)
+    await hass.async_block_till_done()
+
+
+async def elapse(hass: HomeAssistant, freezer: FrozenDateTimeFactory, seconds: float) -> None:
+    freezer.tick(timedelta(seconds=seconds))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+
+async def running(hass: HomeAssistant, power: str | None = protocol.POWER_ON) -> None:
+    """Retained evidence of a running server, as after a restart of HA."""
+    if power:
+        fire(hass, POWER, power, retain=True)
+    fire(hass, HEARTBEAT, "ALIVE", retain=True)
+    fire(hass, STATE, "ONLINE", retain=True)
+    await hass.async_block_till_done()
+    assert power_state(hass) == "on"
+
+
+async def stopped(hass: HomeAssistant, power: str | None = protocol.POWER_OFF) -> None:
+    """Retained evidence of a server shut down through its agent."""
+    if power:
+        fire(hass, POWER, power, retain=True)
+    fire(hass, STATE, "SHUTTING_DOWN", retain=True)
+    fire(hass, HEARTBEAT, "DEAD", retain=True)
+    await hass.async_block_till_done()
+    assert power_state(hass) == "off"
+
+
+async def test_unknown_until_evidence(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
+    assert power_state(hass) == STATE_UNKNOWN
+    assert hass.states.get(SWITCH).state == STATE_UNKNOWN  # type: ignore[union-attr]
+    assert hass.states.get(AGENT).state == STATE_UNKNOWN  # type: ignore[union-attr]
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_on")
+    assert err.value.translation_key == "server_state_unknown"
+    assert published(mqtt_mock, POWER_SET) == []
+
+
+async def test_refresh_after_start_and_reconnect(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
+    server_refresh = f"home/server/{SERVER_ID}/refresh"
+    node_refresh = f"home/node/{RELAY_NODE}/refresh"
+    assert len(published(mqtt_mock, server_refresh)) == 1
+    assert len(published(mqtt_mock, node_refresh)) == 1
+    await running(hass)
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
+    await hass.async_block_till_done()
+    assert len(published(mqtt_mock, server_refresh)) == 1
+    # nothing can be sent and the evidence may be stale: unavailable
+    for entity_id in (SWITCH, SENSOR, AGENT):
+        assert hass.states.get(entity_id).state == STATE_UNAVAILABLE  # type: ignore[union-attr]
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
+    await hass.async_block_till_done()
+    assert hass.states.get(SWITCH).state == STATE_ON  # type: ignore[union-attr]
+    assert len(published(mqtt_mock, server_refresh)) == 2
+    assert len(published(mqtt_mock, node_refresh)) == 2
+    assert all(not retain for *_x, retain in published(mqtt_mock, server_refresh))
+
+
+async def test_start_with_power_sense(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, issue_registry: ir.IssueRegistry
+) -> None:
+    await stopped(hass)
+    assert hass.states.get(SWITCH).state == STATE_OFF  # type: ignore[union-attr]
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
+    # not optimistic: the press alone changes nothing
+    assert power_state(hass) == "off"
+    assert await report(hass, (POWER, "ON")) == "starting"
+    assert hass.states.get(SWITCH).state == STATE_ON  # type: ignore[union-attr]
+    # the agent connects; its retained SHUTTING_DOWN belongs to the last boot
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
+    assert hass.states.get(AGENT).state == STATE_ON  # type: ignore[union-attr]
+    assert await report(hass, (STATE, "STARTING")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+    assert issues(issue_registry) == set()
+    attributes = hass.states.get(SWITCH).attributes  # type: ignore[union-attr]
+    assert attributes["power_state"] == "on"
+    assert attributes["power_sense"] == "ON"
+
+
+async def test_start_without_power_sense(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, freezer: FrozenDateTimeFactory
+) -> None:
+    await stopped(hass, power=None)
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
+    assert power_state(hass) == "off"
+    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "STARTING")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+
+
+@pytest.mark.parametrize("agent_state", ["ONLINE", "STARTING"])
+async def test_turn_on_when_on_or_starting_publishes_nothing(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, agent_state: str
+) -> None:
+    fire(hass, HEARTBEAT, "ALIVE", retain=True)
+    fire(hass, STATE, agent_state, retain=True)
+    await hass.async_block_till_done()
+    mqtt_mock.async_publish.reset_mock()
+    await switch(hass, "turn_on")
+    assert mqtt_mock.async_publish.call_count == 0
+
+
+async def test_turn_on_while_stopping_is_refused(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
+    await running(hass)
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    assert hass.states.get(SWITCH).state == STATE_OFF  # type: ignore[union-attr]
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_on")
+    assert err.value.translation_key == "server_stopping"
+    assert published(mqtt_mock, POWER_SET) == []
+
+
+async def test_stop_with_power_sense(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, issue_registry: ir.IssueRegistry
+) -> None:
+    await running(hass)
+    await switch(hass, "turn_off")
+    assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
+    assert power_state(hass) == "on"
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "stopping"
+    assert hass.states.get(AGENT).state == STATE_OFF  # type: ignore[union-attr]
+    assert await report(hass, (POWER, "OFF")) == "off"
+    assert issues(issue_registry) == set()
+    # off already: nothing more is sent
+    await switch(hass, "turn_off")
+    assert len(published(mqtt_mock, SYSTEM)) == 1
+
+
+async def test_stop_without_power_sense(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, issue_registry: ir.IssueRegistry
+) -> None:
+    await running(hass, power=None)
+    await switch(hass, "turn_off")
+    assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
+    assert issues(issue_registry) == set()
+
+
+async def test_turn_off_needs_the_agent(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
+    """Powered, agent dead and not shutting down: on, and SHUTDOWN would reach no one."""
+    await running(hass)
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "on"
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_off")
+    assert err.value.translation_key == "agent_not_connected"
+    assert published(mqtt_mock, SYSTEM) == []
+
+
+async def test_start_without_any_response(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    await stopped(hass)
+    await switch(hass, "turn_on")
+    await elapse(hass, freezer, START_GRACE - 1)
+    assert issues(issue_registry) == set()
+    await elapse(hass, freezer, 2)
+    assert power_state(hass) == "off"
+    assert issues(issue_registry) == {f"{SERVER_ID}_start_no_response"}
+    issue = issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_start_no_response")
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["grace"] == str(START_GRACE)
+    # a new command clears it
+    await switch(hass, "turn_on")
+    assert issues(issue_registry) == set()
+
+
+async def test_start_powered_but_agent_silent(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    await stopped(hass)
+    await switch(hass, "turn_on")
+    assert await report(hass, (POWER, "ON")) == "starting"
+    await elapse(hass, freezer, START_GRACE + 1)
+    # past the grace the power sense wins, and an issue says why
+    assert power_state(hass) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_start_agent_silent"}
+    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "ONLINE")) == "on"
+    assert issues(issue_registry) == set()
+
+
+async def test_start_stuck_in_starting(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    await stopped(hass, power=None)
+    await switch(hass, "turn_on")
+    fire(hass, HEARTBEAT, "ALIVE")
+    fire(hass, STATE, "STARTING")
+    await hass.async_block_till_done()
+    await elapse(hass, freezer, START_GRACE + 1)
+    assert power_state(hass) == "starting"
+    assert issues(issue_registry) == {f"{SERVER_ID}_start_timeout"}
+
+
+async def test_power_button_pressed_by_hand(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    """A start HA did not ask for still gets its grace period."""
+    await stopped(hass)
+    assert await report(hass, (POWER, "ON")) == "starting"
+    await elapse(hass, freezer, START_GRACE + 1)
+    assert power_state(hass) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_start_agent_silent"}
+
+
+async def test_start_interrupted(hass: HomeAssistant, issue_registry: ir.IssueRegistry) -> None:
+    await stopped(hass)
+    await switch(hass, "turn_on")
+    fire(hass, POWER, "ON")
+    await hass.async_block_till_done()
+    assert await report(hass, (POWER, "OFF")) == "off"
+    assert issues(issue_registry) == {f"{SERVER_ID}_start_interrupted"}
+
+
+async def test_stop_without_response(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    await running(hass)
+    await switch(hass, "turn_off")
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    assert power_state(hass) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_no_response"}
+
+
+async def test_stop_still_powered(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    await running(hass)
+    await switch(hass, "turn_off")
+    assert await report(hass, (STATE, "SHUTTING_DOWN"), (HEARTBEAT, "DEAD")) == "stopping"
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    assert power_state(hass) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_still_powered"}
+    assert await report(hass, (POWER, "OFF")) == "off"
+    assert issues(issue_registry) == set()
+
+
+async def test_stop_stuck_in_shutting_down(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    await running(hass, power=None)
+    await switch(hass, "turn_off")
+    fire(hass, STATE, "SHUTTING_DOWN")
+    await hass.async_block_till_done()
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    assert power_state(hass) == "stopping"
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_timeout"}
+
+
+async def test_back_online_while_stopping(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    """logind refused: the agent restores ONLINE; the switch follows and says so."""
+    await running(hass)
+    await switch(hass, "turn_off")
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_interrupted"}
+    # the stop grace no longer runs
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_interrupted"}
+
+
+async def test_reboot_while_stopping_without_command(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    """A reboot from the shell: stopping, then a new agent session, no issue."""
+    await running(hass)
+    assert await report(hass, (STATE, "OFFLINE"), (HEARTBEAT, "DEAD")) == "stopping"
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+    await elapse(hass, freezer, max(START_GRACE, STOP_GRACE) + 1)
+    assert issues(issue_registry) == set()
+
+
+async def test_turn_off_while_starting_waits_through_on(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """A shutdown sent while the agent still starts is still expected once it is online."""
+    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "STARTING")) == "starting"
+    await switch(hass, "turn_off")
+    assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_no_response"}
+
+
+async def test_power_sense_contradicts_live_agent(
+    hass: HomeAssistant, issue_registry: ir.IssueRegistry
+) -> None:
+    await running(hass)
+    assert await report(hass, (POWER, "OFF")) == "off"
+    # a retained ALIVE from before the power cut is history...
+    fire(hass, HEARTBEAT, "ALIVE", retain=True)
+    await hass.async_block_till_done()
+    assert power_state(hass) == "off"
+    assert issues(issue_registry) == set()
+    # ...a live one means the agent runs: the sense is wrong
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_power_sense_mismatch"}
+
+
+async def test_agent_lost_without_power_sense(hass: HomeAssistant, issue_registry: ir.IssueRegistry) -> None:
+    await running(hass, power=None)
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
+    assert issues(issue_registry) == {f"{SERVER_ID}_agent_lost"}
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
+    fire(hass, STATE, "ONLINE")
+    await hass.async_block_till_done()
+    assert issues(issue_registry) == set()
+
+
+async def test_force_off(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    entity_registry: er.EntityRegistry,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    button = entity_registry.async_get("button.nas_force_off")
+    assert button is not None
+    assert button.disabled_by is er.RegistryEntryDisabler.INTEGRATION
+    entity_registry.async_update_entity(button.entity_id, disabled_by=None)
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    await running(hass, power=None)
+    await hass.services.async_call("button", "press", {ATTR_ENTITY_ID: "button.nas_force_off"}, blocking=True)
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["HOLD"]
+    # the broker notices the dead agent: off, and no "agent lost" for a forced off
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
+    assert issues(issue_registry) == set()
+
+
+async def test_publish_failure(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
+    await running(hass)
+    mqtt_mock.async_publish.side_effect = HomeAssistantError("broker gone")
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_off")
+    assert err.value.translation_key == "publish_failed"
+    assert err.value.translation_placeholders == {"name": "NAS", "error": "broker gone"}
+    mqtt_mock.async_publish.side_effect = None
+
+
+async def test_bad_payloads_are_ignored(hass: HomeAssistant, caplog: pytest.LogCaptureFixture) -> None:
+    await running(hass)
+    fire(hass, HEARTBEAT, "MAYBE")
+    fire(hass, STATE, "DANCING")
+    fire(hass, POWER, "50%")
+    fire(hass, NETWORK, "{not json")
+    fire(hass, NETWORK, "[1, 2]")
+    fire(hass, NETWORK, '{"link": true, "pad": "' + "x" * 17000 + '"}')
+    # other servers and nodes, and hostile ids, reach nobody
+    assert (
+        await report(
+            hass,
+            ("home/server/other/heartbeat", "DEAD"),
+            ("home/node/other/power", "OFF"),
+            ("home/server/+/heartbeat", "DEAD"),
+        )
+        == "on"
+    )
+    assert "ignoring heartbeat 'MAYBE'" in caplog.text
+    assert "ignoring state 'DANCING'" in caplog.text
+    assert "ignoring power sense '50%'" in caplog.text
+    assert "ignoring network report: not a JSON object" in caplog.text
+    assert "too large" in caplog.text
+    assert hass.states.get("binary_sensor.nas_network_link").state == STATE_UNKNOWN  # type: ignore[union-attr]
+
+
+async def test_network_sensors(hass: HomeAssistant) -> None:
+    await running(hass)
+    fire(
+        hass,
+        NETWORK,
+        '{"ok":false,"link":true,"default_route":true,"reachable":false,'
+        '"interfaces":{"eth0":{"up":true}},"problems":["1.1.1.1:53 not reachable"]}',
+    )
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.nas_network_link").state == STATE_ON  # type: ignore[union-attr]
+    assert hass.states.get("binary_sensor.nas_default_route").state == STATE_ON  # type: ignore[union-attr]
+    assert hass.states.get("binary_sensor.nas_internet").state == STATE_OFF  # type: ignore[union-attr]
+    fire(hass, NETWORK, '{"link": {"ok": false}, "internet": {"ok": true}}')
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.nas_network_link").state == STATE_OFF  # type: ignore[union-attr]
+    assert hass.states.get("binary_sensor.nas_default_route").state == STATE_UNKNOWN  # type: ignore[union-attr]
+    assert hass.states.get("binary_sensor.nas_internet").state == STATE_ON  # type: ignore[union-attr]
+    # retained results are history once the agent is gone
+    fire(hass, HEARTBEAT, "DEAD")
+    await hass.async_block_till_done()
+    assert hass.states.get("binary_sensor.nas_internet").state == STATE_UNAVAILABLE  # type: ignore[union-attr]
+    assert hass.states.get(AGENT).state == STATE_OFF  # type: ignore[union-attr]
+
+
+async def test_unload_cancels_grace_timers(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    await stopped(hass)
+    await switch(hass, "turn_on")
+    entry: MockConfigEntry = hass.config_entries.async_entries(DOMAIN)[0]
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+    await elapse(hass, freezer, START_GRACE + 1)
+    assert issues(issue_registry) == set()
+
+
+async def test_diagnostics_redact_keys(
+    hass: HomeAssistant,
+    hass_client: ClientSessionGenerator,
+    init_server: MockConfigEntry,
+    snapshot: SnapshotAssertion,
+) -> None:
+    await running(hass)
+    await switch(hass, "turn_off")
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, init_server)
+    text = json.dumps(diagnostics)
+    assert COMMAND_KEY not in text
+    assert NODE_KEY not in text
+    assert diagnostics == snapshot
+
+
+async def test_offline_relay_node_is_not_pressed(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
+    await stopped(hass)
+    status = f"home/node/{RELAY_NODE}/status"
+    fire(hass, status, "OFFLINE", retain=True)
+    await hass.async_block_till_done()
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_on")
+    assert err.value.translation_key == "relay_node_offline"
+    assert published(mqtt_mock, POWER_SET) == []
+    fire(hass, status, "ONLINE")
+    await hass.async_block_till_done()
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
+
+
+async def test_issues_and_errors_are_translated(hass: HomeAssistant) -> None:
+    """Every issue and error has its text, using only placeholders the code fills in."""
+    strings_file = Path(__file__).parents[3] / "custom_components" / "smartserver" / "strings.json"
+    strings = json.loads(await hass.async_add_executor_job(strings_file.read_text))
+    for issue in Issue:
+        text = strings["issues"][issue]
+        used = set(re.findall(r"{(\w+)}", text["title"] + text["description"]))
+        assert used <= {"name", "server_id", "relay_node", "grace", "state"}, issue
+    errors = {
+        "publish_failed": {"name", "error"},
+        "server_stopping": {"name"},
+        "server_state_unknown": {"name"},
+        "agent_not_connected": {"name"},
+        "relay_node_offline": {"name", "relay_node"},
+    }
+    for key, placeholders in errors.items():
+        assert set(re.findall(r"{(\w+)}", strings["exceptions"][key]["message"])) <= placeholders, key
+
+
+async def test_still_powered_can_be_forced_off_from_the_issue(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    assert await async_setup_component(hass, "repairs", {})
+    await running(hass)
+    await switch(hass, "turn_off")
+    assert await report(hass, (STATE, "SHUTTING_DOWN"), (HEARTBEAT, "DEAD")) == "stopping"
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    issue_id = f"{SERVER_ID}_stop_still_powered"
+    issue = issue_registry.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.is_fixable
+
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_init(DOMAIN, context={"issue_id": issue_id})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "confirm"
+    assert result["description_placeholders"] == {"name": "NAS", "relay_node": RELAY_NODE}
+    assert published(mqtt_mock, POWER_SET) == []
+    result = await manager.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["HOLD"]
+    assert issues(issue_registry) == set()
+    assert await report(hass, (POWER, "OFF")) == "off"
+
+
+async def test_ha_starts_while_the_server_boots(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
+) -> None:
+    """Retained SHUTTING_DOWN/DEAD from the last shutdown, power ON: looks like stopping."""
+    fire(hass, STATE, "SHUTTING_DOWN", retain=True)
+    fire(hass, HEARTBEAT, "DEAD", retain=True)
+    assert await report(hass, (POWER, "ON")) == "stopping"
+    await elapse(hass, freezer, STOP_GRACE + 1)
+    assert power_state(hass) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_stop_still_powered"}
+    # the agent comes up: a new session, starting, then on, and the issue is moot
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+    assert issues(issue_registry) == set()

@@ -1,0 +1,481 @@
+# An asyncio MQTT 3.1.1 client in the spirit of mqtt_as, for ESP32 without PSRAM.
+# TLS with CA verification and the server's hostname; Will OFFLINE retained on the
+# status topic; ONLINE on every connect; QoS 0 and 1 (retransmitted with DUP);
+# reconnect with backoff, broker first, then WiFi; resubscribe after reconnect.
+# Memory is bounded: fixed subscriptions, at most MAX_INFLIGHT QoS 1 messages in
+# flight, incoming messages above max_msg bytes are skipped, not buffered.
+import asyncio
+import gc
+import random
+import struct
+from time import ticks_diff, ticks_ms
+
+import network
+
+MAX_INFLIGHT = 4
+ONLINE = b"ONLINE"
+OFFLINE = b"OFFLINE"
+_CONNACK_ERRORS = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+
+class MQTTError(OSError):
+    pass
+
+
+def _vlen(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return out
+
+
+def _field(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def _packet(kind, body):
+    return bytes([kind]) + _vlen(len(body)) + body
+
+
+def topic_matches(pattern, topic):
+    """Whole-level MQTT filter match ('+' one level, '#' the rest)."""
+    p = pattern.split("/")
+    t = topic.split("/")
+    for i, level in enumerate(p):
+        if level == "#":
+            return True
+        if i >= len(t) or (level != "+" and level != t[i]):
+            return False
+    return len(p) == len(t)
+
+
+def _print_log(level, msg):
+    print("[%s] %s" % (level, msg))
+
+
+class MQTT:
+    def __init__(self, config, client_id, status_topic):
+        broker = config["broker"]
+        opts = config["mqtt"]
+        self._broker = broker
+        self._wifi = config.get("wifi") or {}
+        self._client_id = client_id
+        self.status_topic = status_topic
+        self._keepalive = max(3, int(opts.get("keepalive_s", 30)))
+        self._ping_ms = self._keepalive * 1000 // 3
+        self._resp_ms = max(500, self._ping_ms // 2)
+        self._backoff_max = int(opts.get("backoff_max_s", 60))
+        self._broker_tries = max(1, int(opts.get("broker_tries", 3)))
+        self._timeout_ms = int(opts.get("timeout_s", 10)) * 1000
+        self.max_msg = int(opts.get("max_msg", 4096))
+        self._plain = bool(broker.get("insecure_plain_mqtt"))
+        self._ctx = None
+        self._subs = []  # [filter, qos, [callbacks]]
+        self.on_connect = []  # functions run after every (re)connect
+        self.up = asyncio.Event()  # connected, subscribed, ONLINE published
+        self._down = asyncio.Event()
+        self._stream = None
+        self._gen = 0  # connection generation: stale tasks notice a reconnect
+        self._wlock = asyncio.Lock()
+        self._pid = 0
+        self._waiting = {}  # pid -> Event, for PUBACK / SUBACK
+        self._acked = set()
+        self._recent = []  # ids of QoS 1 messages received, to drop DUP repeats
+        self._ping_at = None
+        self.rtt_at = ticks_ms()  # last answer from the broker to one of our packets
+        self.connected_at = None
+        self.connects = 0
+        self.log = _print_log
+        self._wlan = network.WLAN(network.STA_IF)
+        self._stopped = False
+        if not self._plain:
+            # Parse the CA while the heap is young and unfragmented; retried on connect.
+            try:
+                self._tls()
+            except (OSError, ValueError) as err:
+                self.log("error", "CA certificate %s: %r" % (broker.get("ca", "ca.pem"), err))
+        self._live_subs = 0
+
+    # --- public API ---------------------------------------------------------
+
+    def subscribe(self, topic, callback, qos=0):
+        """Register a callback(topic, payload, retained); kept across reconnects."""
+        for sub in self._subs:
+            if sub[0] == topic:
+                sub[1] = max(sub[1], qos)
+                sub[2].append(callback)
+                return
+        self._subs.append([topic, qos, [callback]])
+        if self.up.is_set():
+            self._live_subs += 1
+            asyncio.create_task(self._subscribe_live(topic, qos))
+
+    async def subscribed(self):
+        """Wait until subscriptions made while connected are confirmed."""
+        while self._live_subs:
+            await asyncio.sleep_ms(20)
+
+    async def publish(self, topic, msg, retain=False, qos=0):
+        """Publish once connected; QoS 1 returns when the broker acknowledged it."""
+        if isinstance(msg, str):
+            msg = msg.encode()
+        if qos == 0:
+            while True:
+                await self.up.wait()
+                gen = self._gen
+                try:
+                    await self._send(self._publish_packet(topic, msg, retain, 0, 0, False))
+                    return
+                except OSError as err:
+                    self._drop(gen, "publish failed: %r" % err)
+        while len(self._waiting) >= MAX_INFLIGHT:
+            await asyncio.sleep_ms(20)
+        pid = self._next_pid()
+        dup = False
+        tries = 0
+        while True:
+            await self.up.wait()
+            gen = self._gen
+            try:
+                await self._request(self._publish_packet(topic, msg, retain, 1, pid, dup), pid)
+                return
+            except OSError as err:
+                dup = True
+                tries += 1
+                # Retransmit with DUP; a broker that keeps ignoring us is dropped.
+                if tries >= 3:
+                    tries = 0
+                    self._drop(gen, "no PUBACK: %r" % err)
+
+    def healthy(self):
+        """True while the broker answers our packets (the watchdog feeds on this)."""
+        return (
+            self.up.is_set() and ticks_diff(ticks_ms(), self.rtt_at) <= self._ping_ms + self._resp_ms + 1000
+        )
+
+    async def disconnect(self):
+        """Planned disconnect: OFFLINE first (a clean DISCONNECT discards the Will)."""
+        self._stopped = True
+        if self.up.is_set():
+            gen = self._gen
+            try:
+                await self._status(OFFLINE)
+                await self._send(b"\xe0\x00")
+            except (OSError, asyncio.TimeoutError) as err:
+                self.log("warning", "planned disconnect: %r" % err)
+            self._drop(gen, None)
+
+    async def run(self):
+        """Keep the connection up forever: broker first, then WiFi."""
+        fails = 0
+        delay = 1
+        while not self._stopped:
+            try:
+                if not self._wlan.isconnected():
+                    await self._wifi_connect()
+                await self._connect()
+                fails = 0
+                started = ticks_ms()
+                await self._down.wait()
+                if ticks_diff(ticks_ms(), started) > self._keepalive * 1000:
+                    delay = 1
+            except (OSError, ValueError, MemoryError, asyncio.TimeoutError) as err:
+                # mbedtls reports a certificate that does not verify as ValueError.
+                # Out of heap: retry after a collection; the watchdog is the last resort.
+                fails += 1
+                self._drop(self._gen, None)
+                level = "error" if isinstance(err, (ValueError, MQTTError, MemoryError)) else "warning"
+                self.log(
+                    level,
+                    "MQTT connection to %s:%s failed (%d): %r"
+                    % (self._broker["host"], self._broker.get("port", 8883), fails, err),
+                )
+                if fails % self._broker_tries == 0:
+                    await self._wifi_reconnect()
+            if self._stopped:
+                break
+            gc.collect()
+            await asyncio.sleep_ms(delay * 1000 + random.getrandbits(8))
+            delay = min(delay * 2, self._backoff_max)
+
+    # --- WiFi ---------------------------------------------------------------
+
+    async def _wifi_connect(self):
+        wlan = self._wlan
+        wlan.active(True)
+        self.log("info", "WiFi: connecting to %s" % self._wifi.get("ssid"))
+        wlan.connect(self._wifi.get("ssid"), self._wifi.get("password"))
+        start = ticks_ms()
+        while not wlan.isconnected():
+            if ticks_diff(ticks_ms(), start) > self._timeout_ms * 2:
+                raise OSError("WiFi did not connect")
+            await asyncio.sleep_ms(200)
+        self.log("info", "WiFi: connected, %s" % (wlan.ifconfig()[0],))
+
+    async def _wifi_reconnect(self):
+        self.log("warning", "broker unreachable %d times: reconnecting WiFi" % self._broker_tries)
+        try:
+            self._wlan.disconnect()
+            await asyncio.sleep_ms(500)
+            await self._wifi_connect()
+        except OSError as err:
+            self.log("warning", "WiFi: %r" % err)
+
+    # --- connection ---------------------------------------------------------
+
+    def _tls(self):
+        if self._ctx is None:
+            import tls
+
+            ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = tls.CERT_REQUIRED
+            with open(self._broker.get("ca", "ca.pem")) as f:
+                ctx.load_verify_locations(f.read())
+            self._ctx = ctx
+            gc.collect()
+        return self._ctx
+
+    async def _connect(self):
+        b = self._broker
+        host = b["host"]
+        port = int(b.get("port", 1883 if self._plain else 8883))
+        gc.collect()
+        if self._plain:
+            self.log(
+                "warning",
+                "MQTT without TLS (insecure_plain_mqtt): passwords and commands travel in clear text",
+            )
+            ssl = hostname = None
+        else:
+            ssl = self._tls()
+            hostname = b.get("server_hostname") or host
+        reader, writer = await asyncio.wait_for_ms(
+            asyncio.open_connection(host, port, ssl=ssl, server_hostname=hostname), self._timeout_ms
+        )
+        self._stream = writer
+        gc.collect()
+        flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, Will, Will QoS 1, Will retained
+        body = b"\x00\x04MQTT\x04" + bytes([0]) + struct.pack("!H", self._keepalive) + _field(self._client_id)
+        body += _field(self.status_topic) + _field(OFFLINE)
+        if b.get("user"):
+            flags |= 0x80
+            body += _field(b["user"])
+            if b.get("password") is not None:
+                flags |= 0x40
+                body += _field(b["password"])
+        body = body[:7] + bytes([flags]) + body[8:]
+        await self._write(writer, _packet(0x10, body))
+        ack = await asyncio.wait_for_ms(reader.readexactly(4), self._timeout_ms)
+        if ack[0] != 0x20:
+            raise MQTTError("no CONNACK")
+        if ack[3]:
+            raise MQTTError("broker refused: %s" % _CONNACK_ERRORS.get(ack[3], ack[3]))
+        self._gen += 1
+        gen = self._gen
+        self._down = asyncio.Event()
+        self.rtt_at = ticks_ms()
+        self._ping_at = None
+        self._recent = []
+        asyncio.create_task(self._reader(reader, gen))
+        asyncio.create_task(self._keepalive_task(gen))
+        for sub in self._subs:
+            await self._subscribe_once(sub[0], sub[1])
+        await self._status(ONLINE)
+        self.connects += 1
+        self.connected_at = ticks_ms()
+        self.up.set()
+        self.log("info", "MQTT connected to %s:%d (connect %d)" % (host, port, self.connects))
+        for hook in self.on_connect:
+            hook()
+
+    async def _status(self, payload):
+        pid = self._next_pid()
+        await self._request(self._publish_packet(self.status_topic, payload, True, 1, pid, False), pid)
+
+    def _close(self):
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def _drop(self, gen, reason):
+        """Close connection `gen` (if it is still the current one)."""
+        if gen != self._gen:
+            return
+        if reason:
+            self.log("warning", "MQTT connection lost: %s" % reason)
+        self.up.clear()
+        self._close()
+        self._gen += 1
+        for ev in self._waiting.values():
+            ev.set()
+        self._down.set()
+
+    async def _write(self, writer, data):
+        async with self._wlock:
+            writer.write(data)
+            await asyncio.wait_for_ms(writer.drain(), self._timeout_ms)
+
+    async def _send(self, data):
+        stream = self._stream
+        if stream is None:
+            raise OSError("not connected")
+        try:
+            await self._write(stream, data)
+        except asyncio.TimeoutError:
+            raise OSError("write timed out")
+
+    def _next_pid(self):
+        self._pid = self._pid % 65535 + 1
+        return self._pid
+
+    def _publish_packet(self, topic, msg, retain, qos, pid, dup):
+        kind = 0x30 | (qos << 1) | (1 if retain else 0) | (8 if dup else 0)
+        body = _field(topic)
+        if qos:
+            body += struct.pack("!H", pid)
+        return _packet(kind, body + msg)
+
+    async def _request(self, packet, pid):
+        """Send a packet that the broker acknowledges with `pid`; OSError if it does not."""
+        ev = asyncio.Event()
+        self._waiting[pid] = ev
+        try:
+            await self._send(packet)
+            try:
+                await asyncio.wait_for_ms(ev.wait(), self._timeout_ms)
+            except asyncio.TimeoutError:
+                raise OSError("no acknowledgement")
+            if pid not in self._acked:
+                raise OSError("connection lost")
+        finally:
+            self._waiting.pop(pid, None)
+            self._acked.discard(pid)
+
+    async def _subscribe_once(self, topic, qos):
+        pid = self._next_pid()
+        await self._request(_packet(0x82, struct.pack("!H", pid) + _field(topic) + bytes([qos])), pid)
+
+    async def _subscribe_live(self, topic, qos):
+        gen = self._gen
+        try:
+            await self._subscribe_once(topic, qos)
+        except OSError as err:
+            self._drop(gen, "subscribe failed: %r" % err)  # the reconnect subscribes it
+        finally:
+            self._live_subs -= 1
+
+    async def _keepalive_task(self, gen):
+        while gen == self._gen:
+            await asyncio.sleep_ms(250)
+            if gen != self._gen:
+                return
+            now = ticks_ms()
+            if self._ping_at is not None:
+                if ticks_diff(now, self._ping_at) > self._resp_ms:
+                    self._drop(gen, "no PINGRESP within %d ms" % self._resp_ms)
+                    return
+            elif ticks_diff(now, self.rtt_at) >= self._ping_ms:
+                self._ping_at = now
+                try:
+                    await self._send(b"\xc0\x00")
+                except OSError as err:
+                    self._drop(gen, "ping failed: %r" % err)
+                    return
+
+    async def _reader(self, reader, gen):
+        try:
+            while gen == self._gen:
+                head = (await reader.readexactly(1))[0]
+                size = 0
+                shift = 0
+                while True:
+                    byte = (await reader.readexactly(1))[0]
+                    size |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                    if shift > 21:
+                        raise MQTTError("bad packet length")
+                kind = head & 0xF0
+                if kind == 0x30:
+                    await self._on_publish(reader, head, size, gen)
+                    continue
+                body = await reader.readexactly(size) if size else b""
+                if kind in (0x40, 0x90):  # PUBACK, SUBACK
+                    pid = struct.unpack("!H", body[:2])[0]
+                    self.rtt_at = ticks_ms()
+                    if kind == 0x90 and body[2:3] == b"\x80":
+                        self.log("error", "MQTT: broker refused a subscription (pid %d)" % pid)
+                    ev = self._waiting.get(pid)
+                    if ev is not None:
+                        self._acked.add(pid)
+                        ev.set()
+                elif kind == 0xD0:  # PINGRESP
+                    self.rtt_at = ticks_ms()
+                    self._ping_at = None
+        except (OSError, EOFError, MQTTError) as err:
+            self._drop(gen, "read: %r" % err)
+        except MemoryError as err:
+            # Out of heap in the middle of a packet: the stream is out of step now.
+            # Reconnect with a collected heap rather than crash the node.
+            self._drop(gen, "read: %r" % err)
+            gc.collect()
+        except Exception as err:  # a bug must not leave a dead connection behind
+            self._drop(gen, "reader error: %r" % err)
+            raise
+
+    async def _on_publish(self, reader, head, size, gen):
+        n = struct.unpack("!H", await reader.readexactly(2))[0]
+        topic = await reader.readexactly(n)
+        size -= n + 2
+        qos = (head >> 1) & 3
+        pid = 0
+        if qos:
+            pid = struct.unpack("!H", await reader.readexactly(2))[0]
+            size -= 2
+        msg = None
+        total = size
+        if size > self.max_msg:
+            while size:  # skip without buffering it
+                chunk = await reader.readexactly(min(size, 256))
+                size -= len(chunk)
+        else:
+            msg = await reader.readexactly(size) if size else b""
+        if qos:
+            await self._send(b"\x40\x02" + struct.pack("!H", pid))
+            if head & 0x08 and pid in self._recent:
+                return  # a DUP repeat of a message we already delivered
+            self._recent.append(pid)
+            if len(self._recent) > 8:
+                self._recent.pop(0)
+        topic = topic.decode()
+        if msg is None:
+            self.log(
+                "warning",
+                "MQTT: dropped a message of %d bytes on %s (limit %d)" % (total, topic, self.max_msg),
+            )
+            return
+        retained = bool(head & 0x01)
+        for sub in self._subs:
+            if topic_matches(sub[0], topic):
+                for callback in sub[2]:
+                    try:
+                        callback(topic, msg, retained)
+                    except Exception as err:
+                        self.log("error", "handler for %s failed: %r" % (topic, err))
+        msg = None
+        if total > 1024:
+            gc.collect()

@@ -1,0 +1,192 @@
+# The node: configuration, MQTT, logging and remote configuration always; relay and
+# power sense unless the node is in safe mode (N consecutive crash boots).
+import asyncio
+import gc
+import json
+from time import ticks_diff, ticks_ms
+
+import bootstate
+import log
+import machine
+import remote_config
+import settings
+import sign
+from mqtt import MQTT, ONLINE
+
+VERSION = remote_config.VERSION
+MODULES = ("relay", "power_sense")
+
+
+class Node:
+    def __init__(self, state):
+        self.state = state
+        self.cached = remote_config.relevant(remote_config.load_cache())
+        self.config = config = settings.load(self.cached)
+        self.safe = state.crashes >= int(config["safe_mode_after"])
+        self.base = config["base"]
+        self.id = config["node_id"]
+        self.mqtt = MQTT(config, self.id, "%s/node/%s/status" % (self.base, self.id))
+        self.failure = None
+        self._failed = asyncio.Event()
+        self.mem_peak = 0
+        self.started = ticks_ms()
+        self.modules = {}
+
+    def _topic(self, leaf):
+        return "%s/node/%s/%s" % (self.base, self.id, leaf)
+
+    def _on_task_error(self, loop, context):
+        # A module task that dies is a crash: main.py records it and reboots.
+        if self.failure is None:
+            self.failure = context.get("exception") or RuntimeError(context.get("message"))
+        self._failed.set()
+
+    def info(self):
+        gc.collect()  # report live data, not garbage
+        return json.dumps(
+            {
+                "version": VERSION,
+                "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
+                "reset_cause": self.state.cause,
+                "crashes": self.state.crashes,
+                "safe_mode": self.safe,
+                "modules": list(self.modules),
+                "mem_alloc": gc.mem_alloc(),
+                "mem_free": gc.mem_free(),
+                "mem_peak": self.mem_peak,
+                "log_pending": log.pending()[0],
+                "connects": self.mqtt.connects,
+            }
+        )
+
+    def _on_refresh(self, topic, payload, retained):
+        if not retained:
+            asyncio.create_task(self._republish())
+
+    async def _republish(self):
+        await self.mqtt.publish(self._topic("status"), ONLINE, retain=True, qos=1)
+        await self.mqtt.publish(self._topic("info"), self.info())
+
+    def _on_connect(self):
+        asyncio.create_task(self.mqtt.publish(self._topic("info"), self.info()))
+
+    async def _watchdog(self):
+        wdt = machine.WDT(timeout=int(self.config["watchdog_s"]) * 1000)
+        ok_since = None
+        stable_ms = int(self.config["stable_s"]) * 1000
+        while True:
+            ok = self.mqtt.healthy()
+            self.state.net_down(not ok)
+            if ok:
+                # Fed only while the broker answers: a node that cannot reach it
+                # for watchdog_s reboots, the last resort against a wedged stack.
+                wdt.feed()
+                if ok_since is None:
+                    ok_since = ticks_ms()
+                elif ticks_diff(ticks_ms(), ok_since) > stable_ms:
+                    self.state.stable()
+            else:
+                ok_since = None
+            await asyncio.sleep_ms(1000)
+
+    async def _housekeeping(self):
+        tick = 0
+        while True:
+            alloc = gc.mem_alloc()
+            if alloc > self.mem_peak:
+                self.mem_peak = alloc
+            tick += 1
+            if tick % 50 == 0:
+                gc.collect()
+            await asyncio.sleep_ms(100)
+
+    async def _clock(self):
+        # Signed commands need Unix time: set it by NTP after WiFi is up, twice a day.
+        import ntptime
+
+        ntptime.host = self.config["ntp_host"]
+        while True:
+            await self.mqtt.up.wait()
+            try:
+                ntptime.settime()
+                log.debug("clock set by NTP: %d" % sign.unix_time())
+                await asyncio.sleep(43200)
+            except (OSError, OverflowError) as err:
+                log.warning("NTP failed (%r): signed commands wait for the clock" % err)
+                await asyncio.sleep(60)
+
+    def _report_boot(self):
+        state = self.state
+        log.info("boot: firmware %s, node %s, reset cause: %s" % (VERSION, self.id, state.cause))
+        if state.hang:
+            log.error("the watchdog reset the node while MQTT worked: it hung")
+        if state.trace:
+            log.error("crash before the last reboot:\n%s" % state.trace)
+        if self.safe:
+            log.critical(
+                "safe mode after %d crash boots: only network, MQTT, logging and configuration run"
+                % state.crashes
+            )
+        if self.cached is not None:
+            log.info("using the cached configuration until HA answers")
+
+    def _start_modules(self):
+        for name in MODULES:
+            if self.config.get(name):
+                module = __import__(name)
+                self.modules[name] = module.start(self.mqtt, self.config)
+                gc.collect()
+
+    async def main(self):
+        asyncio.get_event_loop().set_exception_handler(self._on_task_error)
+        mqtt = self.mqtt
+        log.start(mqtt, self.config)
+        self._report_boot()
+        mqtt.subscribe(self._topic("refresh"), self._on_refresh)
+        mqtt.on_connect.append(self._on_connect)
+        asyncio.create_task(mqtt.run())
+        asyncio.create_task(self._watchdog())
+        asyncio.create_task(self._housekeeping())
+        asyncio.create_task(self._clock())
+        remote = remote_config.start(mqtt, self.config)
+        used = self.cached
+        if used is None and not self.safe:
+            # First boot: wait a while for HA's configuration before driving pins.
+            try:
+                await asyncio.wait_for(
+                    remote.done.wait(), float(self.config["config"].get("boot_wait_s", 20))
+                )
+                used = remote.components
+                settings.apply_remote(self.config, used)
+            except asyncio.TimeoutError:
+                log.warning("no configuration from HA yet: starting with the board configuration")
+        if not self.safe:
+            self._start_modules()
+            await mqtt.subscribed()
+        gc.collect()
+        # Collect early, before the heap is full: less fragmentation on a small heap.
+        gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
+        log.info("running: %s" % (", ".join(self.modules) or "no modules"))
+        changed = asyncio.create_task(self._await_change(remote, used))
+        await self._failed.wait()
+        changed.cancel()
+        if self.failure == "reboot":
+            await mqtt.disconnect()
+            machine.reset()
+        raise self.failure
+
+    async def _await_change(self, remote, used):
+        await remote.done.wait()
+        if remote.components != used:
+            if self.safe:
+                self.state.stable()  # a new configuration: try the normal mode again
+            log.info("configuration changed: restarting to apply it")
+            await asyncio.sleep_ms(200)  # let the log line go out
+            self.failure = "reboot"
+            self._failed.set()
+
+
+def run():
+    state = bootstate.BootState()
+    node = Node(state)
+    asyncio.run(node.main())

@@ -1,0 +1,77 @@
+# Relay (or optocoupler) across the server's power-button header. PRESS and HOLD
+# are timed here; the on-time is capped, and a hardware timer releases the button
+# even if the event loop is stuck in a blocking call (DNS, TLS handshake).
+import asyncio
+from time import ticks_diff, ticks_ms
+
+import log
+import sign
+from machine import Pin, Timer
+
+PRESS = "PRESS"
+HOLD = "HOLD"
+CAP_MS = 10000  # never hold a power button longer, whatever the configuration says
+
+
+class Relay:
+    def __init__(self, mqtt, config):
+        cfg = config["relay"]
+        self._active = 1 if cfg.get("active", 1) else 0
+        # value= before the mode: the pin never passes through the active level.
+        self._pin = Pin(cfg["pin"], Pin.OUT, value=1 - self._active)
+        self._timer = Timer(cfg.get("timer", 0))
+        self._off_cb = self._timer_off  # bound once: no allocation in the timer callback
+        self.max_on_ms = min(int(cfg.get("max_on_ms", 6000)), CAP_MS)
+        self.times = {PRESS: int(cfg.get("press_ms", 150)), HOLD: int(cfg.get("hold_ms", 3500))}
+        self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
+        self._on_at = None
+        self._mqtt = mqtt
+        self.topic = "%s/node/%s/power/set" % (config["base"], config["node_id"])
+        mqtt.subscribe(self.topic, self._on_command, qos=1)
+        asyncio.create_task(self._guard())
+
+    def _off(self):
+        self._pin.value(1 - self._active)
+        self._on_at = None
+
+    def _timer_off(self, _timer):
+        self._pin.value(1 - self._active)
+
+    def _on_command(self, topic, payload, retained):
+        try:
+            cmd, _arg = self._verifier.check(payload, retained)
+        except sign.Refused as err:
+            log.warning("power command refused: %s" % err)
+            return
+        if cmd not in self.times:
+            log.warning("power command refused: unknown command %r" % cmd)
+            return
+        if self._on_at is not None:
+            log.warning("power command %s ignored: a pulse is running" % cmd)
+            return
+        asyncio.create_task(self.pulse(cmd))
+
+    async def pulse(self, cmd):
+        ms = min(self.times[cmd], self.max_on_ms)
+        self._on_at = ticks_ms()
+        try:
+            self._pin.value(self._active)
+            self._timer.init(mode=Timer.ONE_SHOT, period=ms, callback=self._off_cb)
+            await asyncio.sleep_ms(ms)
+        finally:
+            self._off()
+            self._timer.deinit()
+        log.info("%s: button pulsed for %d ms" % (cmd, ms))
+
+    async def _guard(self):
+        # Belt and braces: whatever happens to a pulse task, the relay goes off.
+        while True:
+            await asyncio.sleep_ms(200)
+            on_at = self._on_at
+            if on_at is not None and ticks_diff(ticks_ms(), on_at) > self.max_on_ms + 200:
+                self._off()
+                log.error("relay was on longer than %d ms: forced off" % self.max_on_ms)
+
+
+def start(mqtt, config):
+    return Relay(mqtt, config)

@@ -1,0 +1,294 @@
+"""A simulated ESP32 for the firmware tests: a "flash" directory and the unix port.
+
+The firmware files are copied to the flash directory with a board.py and secrets.py
+made for the test; shim/mp_board.py boots it like an ESP32 (boot.py, then main.py).
+The shims record pin levels, watchdog feeds, WiFi calls and resets in an events file;
+this class reads them and "reboots" the board when the firmware resets or the
+watchdog bites (the process then dies of SIGALRM), passing the reset cause on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from tests.harness.clients import Peer
+from tests.harness.micropython import MicroPython
+from tests.harness.mosquitto import Broker
+from tests.harness.procs import stop
+from tests.harness.protocol import load_protocol
+
+protocol = load_protocol()
+
+FIRMWARE = Path(__file__).parents[2] / "firmware" / "esp32"
+SHIM = Path(__file__).parent / "shim"
+DEPLOY = Path(__file__).parents[2] / "script" / "deploy-firmware"
+RESET_EXIT = 77
+PWRON_RESET, WDT_RESET, SOFT_RESET = 1, 3, 5
+NODE = "node1"
+KEY = "node1 key: long and random"
+
+
+def install_firmware(config: Path, flash: Path) -> None:
+    """Put the firmware on a flash with script/deploy-firmware (modules as .mpy)."""
+    subprocess.run([str(DEPLOY), "--out", str(flash), str(config)], check=True, capture_output=True)
+
+
+def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
+    """A board configuration for the test broker with short timings."""
+    config: dict[str, Any] = {
+        "node_id": NODE,
+        "base": "home",
+        "relay": {"pin": 25, "active": 1, "press_ms": 150, "hold_ms": 3500, "max_on_ms": 6000},
+        "power_sense": {"pin": 34, "active": 0, "pull": None, "debounce_ms": 100, "poll_ms": 10},
+        "log": {"level": "debug", "buffer_lines": 32, "buffer_bytes": 3072},
+        "config": {"wait_s": None, "retry_s": 3, "boot_wait_s": 2},
+        "mqtt": {"keepalive_s": 6, "backoff_max_s": 2, "broker_tries": 3, "timeout_s": 3},
+        "watchdog_s": 600,
+        "safe_mode_after": 3,
+        "stable_s": 600,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+def secrets_config(broker: Broker, **broker_overrides: Any) -> dict[str, Any]:
+    """Secrets for the test broker: verified TLS to 127.0.0.1 as `localhost`."""
+    return {
+        "wifi": {"ssid": "lab", "password": "wifi-secret"},
+        "broker": {
+            "host": "127.0.0.1",
+            "port": broker.tls_port,
+            "server_hostname": "localhost",
+            "ca": "ca.pem",
+            "user": broker.username,
+            "password": broker.password,
+            **broker_overrides,
+        },
+        "key": KEY,
+    }
+
+
+@dataclass
+class Pulse:
+    """One high period of an output pin."""
+
+    start_ns: int
+    end_ns: int
+
+    @property
+    def ms(self) -> float:
+        """Its length in milliseconds."""
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass
+class Board:
+    """An ESP32 running the firmware on the unix port."""
+
+    micropython: MicroPython
+    directory: Path
+    board: dict[str, Any]
+    secrets: dict[str, Any]
+    ca_pem: str
+    heapsize: str | None = None
+    reboot: bool = True
+    proc: subprocess.Popen[bytes] | None = None
+    boots: list[int] = field(default_factory=list)
+    exits: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.flash = self.directory / "flash"
+        self.inputs = self.directory / "inputs"
+        self.events = self.directory / "events.txt"
+        self.console = self.directory / "console.txt"
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.inputs.mkdir(exist_ok=True)
+        self.write_config(self.directory / "config")
+        install_firmware(self.directory / "config", self.flash)
+
+    def write_config(self, directory: Path | None = None) -> None:
+        """Write board.py, secrets.py and ca.pem (to the flash by default)."""
+        directory = directory or self.flash
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "board.py").write_text(f"BOARD = {self.board!r}\n")
+        (directory / "secrets.py").write_text(f"SECRETS = {self.secrets!r}\n")
+        (directory / "ca.pem").write_text(self.ca_pem)
+
+    def boot(self, cause: int = PWRON_RESET) -> None:
+        """Power the board on (or reset it with `cause`)."""
+        assert not self.running
+        self.boots.append(cause)
+        env = {
+            **os.environ,
+            "SHIM_EVENTS": str(self.events),
+            "SHIM_INPUTS": str(self.inputs),
+            "SHIM_RESET_CAUSE": str(cause),
+        }
+        with self.console.open("a") as out:
+            out.write(f"=== boot {len(self.boots)} cause {cause}\n")
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.micropython.command(SHIM / "mp_board.py", heapsize=self.heapsize),
+                cwd=self.flash,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def running(self) -> bool:
+        """Whether the firmware process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def poll(self) -> None:
+        """Reboot the board if the firmware reset it or the watchdog bit."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        code = self.proc.returncode
+        self.exits.append(code)
+        self.proc = None
+        if code == RESET_EXIT:
+            cause = SOFT_RESET
+        elif code == -signal.SIGALRM:
+            cause = WDT_RESET
+        else:
+            raise AssertionError(f"firmware exited with {code}:\n{self.output()[-3000:]}")
+        if self.reboot:
+            self.boot(cause)
+
+    def wait(self, check: Callable[[], bool], timeout: float = 20, what: str = "the board") -> None:
+        """Wait until `check()` holds, rebooting the board as it resets."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if check():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out waiting for {what}; console:\n{self.output()[-3000:]}")
+
+    def wait_output(self, text: str, timeout: float = 20, count: int = 1) -> None:
+        """Wait until the console shows `text` (at least `count` times)."""
+        self.wait(lambda: self.output().count(text) >= count, timeout, repr(text))
+
+    def output(self) -> str:
+        """Everything the firmware printed, all boots."""
+        return self.console.read_text(errors="replace") if self.console.exists() else ""
+
+    def event_lines(self) -> list[tuple[int, list[str]]]:
+        """The shims' records: (time in ns, words)."""
+        if not self.events.exists():
+            return []
+        lines = []
+        for line in self.events.read_text().splitlines():
+            stamp, *words = line.split()
+            lines.append((int(stamp), words))
+        return lines
+
+    def pulses(self, pin: int) -> list[Pulse]:
+        """High periods of an output pin, from the pin shim's records."""
+        pulses, high_at = [], None
+        for stamp, words in self.event_lines():
+            if words[:2] != ["pin", str(pin)]:
+                continue
+            level = words[-1]
+            if level == "1" and high_at is None:
+                high_at = stamp
+            elif level == "0" and high_at is not None:
+                pulses.append(Pulse(high_at, stamp))
+                high_at = None
+        return pulses
+
+    def count_events(self, *prefix: str) -> int:
+        """How many records start with these words."""
+        return sum(1 for _, words in self.event_lines() if words[: len(prefix)] == list(prefix))
+
+    def set_input(self, pin: int, level: int) -> None:
+        """Drive an input pin (the power LED's optocoupler)."""
+        (self.inputs / f"pin{pin}").write_text(str(level))
+
+    def wifi(self, up: bool) -> None:
+        """Let the access point vanish or come back."""
+        flag = self.inputs / "wifi_down"
+        if up:
+            flag.unlink(missing_ok=True)
+        else:
+            flag.write_text("1")
+
+    def read_flash(self, name: str) -> Any:
+        """A JSON file the firmware wrote to its flash."""
+        return json.loads((self.flash / name).read_text())
+
+    def stop(self) -> None:
+        """Pull the plug (SIGTERM, then SIGKILL)."""
+        stop(self.proc)
+        self.proc = None
+
+    def log_lines(self, pattern: str) -> list[str]:
+        """Console lines matching a regular expression."""
+        return [line for line in self.output().splitlines() if re.search(pattern, line)]
+
+
+class ConfigServer:
+    """Answers configuration requests like the integration (docs/protocol.md)."""
+
+    def __init__(self, peer: Peer, components: dict[str, Any]) -> None:
+        self.peer = peer
+        self.components = components
+        self.requests: list[Any] = []
+        self.answer = True
+        self._lock = threading.Lock()
+        self._previous = peer.client.on_message
+        peer.client.message_callback_add(protocol.login_request_filter("home"), self._on_request)
+
+    def _on_request(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        node = protocol.parse_login_request("home", msg.topic)
+        request = protocol.parse_login_payload(msg.payload)
+        with self._lock:
+            self.requests.append(request)
+        if not self.answer or node is None:
+            return
+        threading.Thread(target=self._serve, args=(node, request), daemon=True).start()
+
+    def _serve(self, node: str, request: Any) -> None:
+        answer = protocol.login_answer("home", node)
+        if request.wait_s is None:
+            self.peer.client.publish(answer, json.dumps(self.components), qos=1)
+            return
+        self.peer.client.publish(answer, str(len(self.components)), qos=1)
+        for name, value in self.components.items():
+            threading.Event().wait(request.wait_s)
+            self.peer.client.publish(protocol.login_component("home", node, name), json.dumps(value), qos=1)
+
+
+def signed(cmd: str, *, ts: int | None = None, key: str = KEY, node: str = NODE) -> str:
+    """A command signed like the integration signs it."""
+    return str(protocol.sign_command(key, node, cmd, int(time.time()) if ts is None else ts))
+
+
+def payloads(peer: Peer, topic: str) -> list[str]:
+    """Payloads received on a topic, as text."""
+    return [m.payload.decode() for m in peer.received(topic)]
+
+
+def wait_online(peer: Peer, count: int = 1, timeout: float = 20) -> None:
+    """Wait until the node has said ONLINE `count` times."""
+    topic = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
+    peer.wait_for(
+        lambda msgs: sum(m.topic == topic and m.payload == b"ONLINE" for m in msgs) >= count, timeout
+    )

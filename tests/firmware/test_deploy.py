@@ -1,0 +1,64 @@
+"""script/deploy-firmware: what goes on the board, and what it refuses (no board needed)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness.certs import Certs
+
+from .board import DEPLOY, FIRMWARE
+
+
+def config_dir(tmp_path: Path, certs: Certs) -> Path:
+    config = tmp_path / "node1"
+    config.mkdir()
+    (config / "board.py").write_text((FIRMWARE / "board_template.py").read_text())
+    secrets = (FIRMWARE / "secrets_template.py").read_text()
+    (config / "secrets.py").write_text(secrets.replace("replace with a long random string", "k" * 40))
+    (config / "ca.pem").write_text(certs.ca_pem)
+    return config
+
+
+def deploy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(DEPLOY), *args], capture_output=True, text=True, check=False)
+
+
+def test_dry_run_lists_the_board_files(tmp_path: Path, broker_certs: Certs) -> None:
+    result = deploy("--dry-run", "--port", "/dev/ttyUSB7", str(config_dir(tmp_path, broker_certs)))
+    assert result.returncode == 0, result.stderr
+    files = set(result.stdout.split("\n", 3)[3].split())
+    modules = {p.stem for p in FIRMWARE.glob("*.py")} - {"boot", "main", "board_template", "secrets_template"}
+    assert files == {f"{m}.mpy" for m in modules} | {"boot.py", "main.py", "board.py", "secrets.py", "ca.pem"}
+    assert "mpremote connect /dev/ttyUSB7 reset" in result.stdout
+
+
+def test_out_writes_loadable_modules(tmp_path: Path, broker_certs: Certs) -> None:
+    flash = tmp_path / "flash"
+    assert deploy("--out", str(flash), str(config_dir(tmp_path, broker_certs))).returncode == 0
+    assert (flash / "mqtt.mpy").read_bytes()[:2] == b"M\x06"  # mpy v6: what MicroPython 1.25 loads
+    assert not (flash / "mqtt.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (lambda c: (c / "secrets.py").unlink(), "secrets.py is missing"),
+        (lambda c: (c / "ca.pem").write_text("not a certificate"), "not a PEM certificate"),
+        (
+            lambda c: (c / "secrets.py").write_text((FIRMWARE / "secrets_template.py").read_text()),
+            "still has the template's key",
+        ),
+    ],
+)
+def test_refuses_incomplete_configuration(
+    tmp_path: Path, broker_certs: Certs, damage: Callable[[Path], object], error: str
+) -> None:
+    config = config_dir(tmp_path, broker_certs)
+    damage(config)
+    result = deploy("--dry-run", str(config))
+    assert result.returncode == 1
+    assert error in result.stderr

@@ -1,0 +1,163 @@
+"""The node's MQTT client against a real mosquitto over TLS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.harness.clients import Peer
+from tests.harness.mosquitto import Broker
+
+from .board import NODE, Board, payloads, protocol, secrets_config, signed, wait_online
+
+STATUS = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
+POWER = protocol.node_topic("home", NODE, protocol.NODE_POWER)
+POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
+REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)
+
+
+def test_topics_status_and_will(start_board: Callable[..., Board], peer: Peer, mosquitto: Broker) -> None:
+    board = start_board(inputs={34: 1})
+    peer.wait_topic(POWER)
+    wait_online(peer)
+    for msg in peer.received():
+        topic = msg.topic
+        if topic == protocol.login_answer("home", NODE):
+            continue  # the config server's answer
+        if topic.startswith("home/log/"):
+            parsed = protocol.parse_log("home", topic)
+            assert parsed is not None
+            assert parsed.node == NODE
+            assert parsed.level in protocol.LEVELS
+        elif topic.startswith("home/login/"):
+            assert protocol.parse_login_request("home", topic) == NODE
+            protocol.parse_login_payload(msg.payload)
+        else:
+            leaf = topic.removeprefix(f"home/node/{NODE}/")
+            assert protocol.parse_node_topic("home", topic, leaf) == NODE
+            assert leaf in (protocol.NODE_STATUS, protocol.NODE_POWER, "info")
+    info = json.loads(peer.received(protocol.node_topic("home", NODE, "info"))[0].payload)
+    assert info["safe_mode"] is False
+    assert info["reset_cause"] == "power on"
+    assert retained_status(mosquitto) == b"ONLINE"
+    # Pulling the plug: the broker publishes the Will, retained.
+    assert board.proc is not None
+    board.proc.send_signal(signal.SIGKILL)
+    peer.wait_for(lambda msgs: [m.payload for m in msgs if m.topic == STATUS][-1:] == [b"OFFLINE"], 30)
+    assert retained_status(mosquitto) == b"OFFLINE"
+
+
+def retained_status(broker: Broker) -> bytes:
+    """The status the broker hands to a client that subscribes now."""
+    late = Peer(broker).connect()
+    try:
+        late.subscribe(STATUS)
+        msg = late.wait_topic(STATUS)
+        assert msg.retain
+        return bytes(msg.payload)
+    finally:
+        late.close()
+
+
+def test_broker_restart_reconnects_and_resubscribes(
+    start_board: Callable[..., Board], peer: Peer, mosquitto: Broker
+) -> None:
+    board = start_board()
+    wait_online(peer)
+    peer.close()
+    mosquitto.restart()
+    board.wait_output("MQTT connected", count=2, timeout=30)
+    after = Peer(mosquitto).connect()
+    try:
+        after.subscribe("home/#")
+        # The retained ONLINE of the new connection, and subscriptions that work again.
+        assert after.wait_topic(STATUS).payload == b"ONLINE"
+        after.publish(REFRESH, b"")
+        after.wait_for(lambda msgs: any(m.topic == POWER for m in msgs))
+        after.publish(POWER_SET, signed(protocol.PRESS))
+        board.wait(lambda: len(board.pulses(25)) == 1, what="a PRESS after the restart")
+    finally:
+        after.close()
+
+
+def test_logs_buffered_while_offline(
+    start_board: Callable[..., Board], mosquitto: Broker, peer: Peer
+) -> None:
+    board = start_board(
+        inputs={34: 1},
+        log={"level": "info", "buffer_lines": 12},
+        power_sense={"pin": 34, "debounce_ms": 30, "poll_ms": 5},
+        mqtt={"broker_tries": 100},
+    )
+    peer.close()
+    mosquitto.stop()
+    board.wait_output("MQTT connection lost")
+    # 30 state changes while offline: 30 info lines for a 12-line buffer.
+    for i in range(30):
+        board.set_input(34, i % 2)
+        board.wait_output("power sense: ", count=i + 2)
+    board.wifi(False)  # hold the node back until HA's side listens again
+    mosquitto.start()
+    after = Peer(mosquitto).connect()
+    try:
+        after.subscribe("home/log/#")
+        board.wifi(True)
+        dropped = protocol.log_topic("home", "warning", NODE)
+        after.wait_for(lambda msgs: any(b"log buffer full" in m.payload for m in msgs), 30)
+        time.sleep(1)
+        info = payloads(after, protocol.log_topic("home", "info", NODE))
+        warnings = payloads(after, dropped)
+        # The newest state change made it; the oldest info lines were dropped first.
+        sense = [line for line in info if line.startswith("power sense: ")]
+        assert sense[-1] == "power sense: OFF"
+        assert 0 < len(sense) < 30
+        notice = next(line for line in warnings if "log buffer full" in line)
+        assert "info" in notice
+        assert "warning" not in notice.split("(")[1]
+        offline_warnings = [line for line in warnings if "MQTT connection" in line]
+        assert offline_warnings
+    finally:
+        after.close()
+
+
+def test_broker_first_then_wifi(make_board: Callable[..., Board], mosquitto: Broker) -> None:
+    board = make_board(mqtt={"broker_tries": 2, "backoff_max_s": 1})
+    mosquitto.stop()
+    board.boot()
+    board.wait_output("reconnecting WiFi", timeout=30)
+    out = board.output()
+    before = out[: out.index("reconnecting WiFi")]
+    assert before.count("MQTT connection to 127.0.0.1") == 2
+    board.wait(lambda: board.count_events("wlan", "connect", "lab") >= 2, what="WiFi reconnect")
+    assert board.count_events("wlan", "disconnect") >= 1
+
+
+@pytest.mark.parametrize(
+    ("secrets", "error"),
+    [
+        ({"ca": "wrong.pem"}, "not correctly signed by the trusted CA"),
+        ({"server_hostname": "mqtt.elsewhere"}, "does not match with the expected CN"),
+        ({"password": "wrong"}, "broker refused: not authorized"),
+    ],
+)
+def test_connection_refused_when_unverified(
+    make_board: Callable[..., Board], mosquitto: Broker, secrets: dict[str, str], error: str
+) -> None:
+    board = make_board(secrets=secrets_config(mosquitto, **secrets))
+    (board.flash / "wrong.pem").write_text(mosquitto.certs.wrong_ca.read_text())
+    board.boot()
+    board.wait_output(error, count=2)
+    assert "MQTT connected" not in board.output()
+
+
+def test_oversized_messages_are_skipped(start_board: Callable[..., Board], peer: Peer) -> None:
+    board = start_board(mqtt={"max_msg": 2048})
+    peer.publish(POWER_SET, b"\xff" * 50_000)  # not even UTF-8
+    board.wait_output(f"dropped a message of 50000 bytes on {POWER_SET} (limit 2048)")
+    peer.publish(POWER_SET, signed(protocol.PRESS))
+    board.wait(lambda: len(board.pulses(25)) == 1, what="a PRESS after the oversized message")
+    assert board.running

@@ -1,0 +1,132 @@
+"""Power commands: signed, timed on the node, capped; everything else refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.harness.clients import Peer
+from tests.harness.micropython import MicroPython
+from tests.harness.mosquitto import Broker
+
+from .board import FIRMWARE, NODE, Board, protocol, signed
+
+POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
+MP_SIGN = Path(__file__).with_name("mp_sign.py")
+
+
+def test_signature_matches_protocol_module(micropython: MicroPython, tmp_path: Path) -> None:
+    cases = [
+        ["k", NODE, "PRESS", 1763780000, "9f2c4e1a7b3d5e60", ""],
+        ["x" * 64, "srv-1", "HOLD", 1, "00", "arg with spaces"],
+        [
+            "a much longer key than the sha256 block size of sixty four bytes " * 3,
+            NODE,
+            "HOLD",
+            2**31 + 5,
+            "ff",
+            "",
+        ],
+        ["schlüssel ✓", "n_2", "PRESS", 0, "abc", "ü"],
+    ]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    out = micropython.run(MP_SIGN, str(FIRMWARE), str(tmp_path / "cases.json"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    expected = [protocol.command_signature(*case) for case in cases]
+    assert out.stdout.split() == expected
+
+
+def test_press_and_hold_pulses(make_board: Callable[..., Board], peer: Peer) -> None:
+    board = make_board(relay={"max_on_ms": 6000})
+    board.boot()
+    board.wait_output("running:")
+    peer.publish(POWER_SET, signed(protocol.PRESS))
+    board.wait(lambda: len(board.pulses(25)) == 1, what="the PRESS pulse")
+    peer.publish(POWER_SET, signed(protocol.HOLD))
+    board.wait(lambda: len(board.pulses(25)) == 2, what="the HOLD pulse")
+    press, hold = board.pulses(25)
+    # The shim stamps levels with a wall clock: allow it a millisecond.
+    assert 149 <= press.ms < 400
+    assert 3499 <= hold.ms < 3800
+    board.wait_output("HOLD: button pulsed for 3500 ms")
+
+
+def test_relay_on_time_is_capped(make_board: Callable[..., Board], peer: Peer) -> None:
+    board = make_board(relay={"hold_ms": 3500, "max_on_ms": 800})
+    board.boot()
+    board.wait_output("running:")
+    peer.publish(POWER_SET, signed(protocol.HOLD))
+    board.wait(lambda: len(board.pulses(25)) == 1, what="the HOLD pulse")
+    assert 799 <= board.pulses(25)[0].ms < 1200
+    # The pin was driven inactive at boot (boot.py, then the relay) before any pulse.
+    first = next(words for _, words in board.event_lines() if words[:2] == ["pin", "25"])
+    assert first == ["pin", "25", "mode", "out", "0"]
+
+
+def test_refused_commands(make_board: Callable[..., Board], peer: Peer) -> None:
+    board = make_board()
+    # A retained command reaches the node when it subscribes, flagged retained.
+    peer.publish(POWER_SET, signed(protocol.PRESS), retain=True)
+    board.boot()
+    board.wait_output("running:")
+    board.wait_output("refused: retained")
+    peer.publish(POWER_SET, b"", retain=True)  # clear it from the broker
+    now = int(time.time())
+    good = signed(protocol.PRESS)
+    refused = {
+        "stale": signed(protocol.PRESS, ts=now - 120),
+        "unsigned": json.dumps({"cmd": "PRESS", "ts": now, "nonce": "00aa"}),
+        "bad signature": signed(protocol.PRESS, key="the wrong key"),
+        "for another node": signed(protocol.PRESS, node="node2"),
+        "not JSON": "PRESS",
+        "too large": json.dumps({"cmd": "PRESS", "pad": "x" * 600}),
+        "unknown command": signed("EXPLODE"),
+    }
+    for payload in refused.values():
+        peer.publish(POWER_SET, payload)
+    peer.publish(POWER_SET, good)
+    peer.publish(POWER_SET, good)  # a duplicate: replayed
+    board.wait_output("button pulsed")
+    board.wait_output("refused: replayed")
+    out = board.output()
+    for reason in (
+        "retained",
+        "stale",
+        "unsigned",
+        "bad signature",
+        "not JSON",
+        "too large",
+        "unknown command",
+    ):
+        assert f"refused: {reason}" in out, reason
+    assert out.count("refused: bad signature") == 2  # wrong key, and signed for node2
+    time.sleep(0.5)
+    assert len(board.pulses(25)) == 1
+
+
+def test_power_sense_debounced_and_refreshed(
+    make_board: Callable[..., Board], peer: Peer, mosquitto: Broker
+) -> None:
+    topic = protocol.node_topic("home", NODE, protocol.NODE_POWER)
+    board = make_board(power_sense={"pin": 34, "active": 0, "debounce_ms": 300, "poll_ms": 10})
+    board.set_input(34, 1)  # LED off: optocoupler open, pulled up
+    board.boot()
+    assert peer.wait_topic(topic).payload == b"OFF"
+    # A bounce shorter than the debounce time changes nothing.
+    for level in (0, 1, 0, 1):
+        board.set_input(34, level)
+        time.sleep(0.05)
+    board.set_input(34, 0)
+    peer.wait_for(lambda msgs: [m.payload for m in msgs if m.topic == topic] == [b"OFF", b"ON"])
+    peer.publish(protocol.node_topic("home", NODE, protocol.NODE_REFRESH), b"")
+    peer.wait_for(lambda msgs: [m.payload for m in msgs if m.topic == topic] == [b"OFF", b"ON", b"ON"])
+    # Retained on the broker: a client that connects later gets the state at once.
+    late = Peer(mosquitto).connect()
+    try:
+        late.subscribe(topic)
+        retained = late.wait_topic(topic)
+        assert (retained.payload, retained.retain) == (b"ON", True)
+    finally:
+        late.close()

@@ -1,0 +1,85 @@
+"""Watchdog fed only while the broker answers; safe mode after crash boots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+
+from tests.harness.clients import Peer
+from tests.harness.mosquitto import Broker
+
+from .board import (
+    NODE,
+    PWRON_RESET,
+    RESET_EXIT,
+    SOFT_RESET,
+    WDT_RESET,
+    Board,
+    ConfigServer,
+    payloads,
+    protocol,
+)
+
+FAST = {"watchdog_s": 3, "mqtt": {"keepalive_s": 3, "timeout_s": 2, "backoff_max_s": 1}}
+
+
+def test_watchdog_starves_when_the_round_trip_fails(
+    start_board: Callable[..., Board], peer: Peer, mosquitto: Broker
+) -> None:
+    board = start_board(**FAST)
+    # Fed while the broker answers: no reset for longer than the watchdog's 3 s.
+    time.sleep(4.5)
+    board.poll()
+    assert board.boots == [PWRON_RESET]
+    assert board.count_events("wdt", "feed") >= 3
+    # A frozen broker keeps the TCP connection open but answers nothing.
+    os.kill(mosquitto.pid, signal.SIGSTOP)
+    try:
+        board.wait(lambda: len(board.boots) >= 2, timeout=30, what="the watchdog reset")
+        assert board.exits[0] == -signal.SIGALRM
+        assert board.boots[1] == WDT_RESET
+        assert "no PINGRESP" in board.output()
+    finally:
+        os.kill(mosquitto.pid, signal.SIGCONT)
+    info = protocol.log_topic("home", "info", NODE)
+    board.wait(
+        lambda: any("reset cause: watchdog" in line for line in payloads(peer, info)),
+        timeout=30,
+        what="the watchdog reset to be logged",
+    )
+    # A reset while MQTT was down is an outage, not a crash.
+    assert not (board.flash / "crash_count").exists()
+    assert "it hung" not in board.output()
+
+
+def test_safe_mode_after_crash_boots(
+    make_board: Callable[..., Board],
+    peer: Peer,
+    config_server: Callable[..., ConfigServer],
+) -> None:
+    config_server({})
+    # Pin 99 does not exist on an ESP32: starting the relay raises every boot.
+    board = make_board(relay={"pin": 99}, safe_mode_after=3, stable_s=2)
+    board.boot()
+    board.wait_output("running: no modules", timeout=60)
+    assert board.boots == [PWRON_RESET, SOFT_RESET, SOFT_RESET, SOFT_RESET]
+    assert board.exits == [RESET_EXIT] * 3  # main.py reset after each crash
+    critical = protocol.log_topic("home", "critical", NODE)
+    error = protocol.log_topic("home", "error", NODE)
+    peer.wait_for(lambda msgs: any(m.topic == critical for m in msgs), 20)
+    assert payloads(peer, critical) == [
+        "safe mode after 3 crash boots: only network, MQTT, logging and configuration run"
+    ]
+    peer.wait_for(lambda msgs: any(b"invalid pin" in m.payload for m in msgs if m.topic == error), 20)
+    info = json.loads(peer.received(protocol.node_topic("home", NODE, "info"))[-1].payload)
+    assert (info["safe_mode"], info["modules"], info["crashes"]) == (True, [], 3)
+    # A stable run clears the count: after fixing the board and a power cycle, all runs.
+    board.wait(lambda: (board.flash / "crash_count").read_text() == "0", what="the crash count reset")
+    board.stop()
+    board.board["relay"]["pin"] = 25
+    board.write_config()
+    board.boot()
+    board.wait_output("running: relay, power_sense")

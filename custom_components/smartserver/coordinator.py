@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from homeassistant.config_entries import ConfigEntry
 
 from . import protocol
 from .const import CONF_BASE_TOPIC
+
+if TYPE_CHECKING:
+    from .nodes import NodeHub
 
 
 @dataclass(slots=True)
@@ -15,6 +19,8 @@ class SmartServerData:
     """What one hub entry holds while it is loaded."""
 
     base_topic: str
+    # ESP32 nodes: config serving and logs (set by nodes.async_setup_nodes)
+    nodes: NodeHub = field(init=False)
 
     @classmethod
     def from_entry(cls, entry: ConfigEntry[SmartServerData]) -> SmartServerData:

@@ -275,7 +275,7 @@ class NodeHub:
             if node is None or node.name == name:
                 continue
             node.name = name
-            if device := registry.async_get_device(identifiers={node_identifier(node_id)}):
+            if device := registry.async_get_device_by_identifier(node_identifier(node_id), self.entry.entry_id):
                 registry.async_update_device(device.id, name=name)
 
     @callback

@@ -9,7 +9,9 @@ import pytest
 from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient, MqttMockPahoClient
+from syrupy.assertion import SnapshotAssertion
 
 from custom_components.smartserver.const import CONF_BASE_TOPIC, DOMAIN
 from tests.harness.mosquitto import Broker
@@ -18,6 +20,24 @@ from tests.harness.mosquitto import Broker
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Load custom_components/ in every test."""
+
+
+@pytest.fixture
+def hass_config_dir(hass_tmp_config_dir: str) -> str:
+    """A fresh configuration folder per test: node storage is written under it."""
+    return hass_tmp_config_dir
+
+
+class _SnapshotExtension(HomeAssistantSnapshotExtension):
+    """Snapshots live in tests/components/smartserver/snapshots/."""
+
+    snapshot_dirname = "snapshots"
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Syrupy with Home Assistant's serializer, stored under snapshots/."""
+    return snapshot.use_extension(_SnapshotExtension)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -17,6 +18,7 @@ from typing import BinaryIO, Final
 
 from homeassistant.core import HomeAssistant, callback
 
+from . import protocol
 from .const import LOGGER
 from .storage import Storage
 
@@ -43,9 +45,10 @@ def escape(message: str) -> str:
 
 
 def format_line(line: LogLine, tz: tzinfo) -> str:
-    """`[time] [LEVEL] [node] message` with a newline."""
+    """`[time] [LEVEL] [node] message` with a newline; unknown levels as given."""
     stamp = datetime.fromtimestamp(line.received, tz).isoformat(sep=" ", timespec="milliseconds")
-    return f"[{stamp}] [{line.level.upper()}] [{line.node}] {escape(line.message)}\n"
+    level = line.level.upper() if line.level in protocol.LEVELS else line.level
+    return f"[{stamp}] [{level}] [{line.node}] {escape(line.message)}\n"
 
 
 @dataclass(slots=True)
@@ -159,6 +162,7 @@ class LogWriter:
         self._buffer: list[LogLine] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._failing = False
         self.written = 0
         self.dropped = 0
         self.names_listener: Callable[[dict[str, str]], None] | None = None
@@ -167,7 +171,7 @@ class LogWriter:
     def add(self, line: LogLine) -> None:
         """Queue a line; starts the writer if it is idle."""
         self._buffer.append(line)
-        if self._task is None and not self._closing:
+        if (self._task is None or self._task.done()) and not self._closing:
             self._task = self._hass.async_create_background_task(self._drain(), "smartserver log writer")
 
     async def _drain(self) -> None:
@@ -182,27 +186,33 @@ class LogWriter:
                     self.dropped += result.dropped
                     LOGGER.error("Dropped %s log lines that could not be written", result.dropped)
                 if result.errors:
-                    LOGGER.error(
+                    # once per failure streak: a full disk must not flood HA's log too
+                    LOGGER.log(
+                        logging.DEBUG if self._failing else logging.ERROR,
                         "Could not write node logs (%s lines kept for retry): %s",
                         self.files.pending,
                         "; ".join(result.errors),
                     )
+                    self._failing = True
                     if self._closing:
                         return
                     await asyncio.sleep(RETRY_DELAY_S)
+                elif self._failing:
+                    self._failing = False
+                    LOGGER.warning("Node logs are written again; the lines kept for retry are written")
         finally:
-            self._task = None
+            if self._task is asyncio.current_task():
+                self._task = None
 
     async def async_flush(self) -> None:
         """Wait until every queued line was handed to the files."""
-        while self._task is not None:
+        while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
     async def async_close(self) -> None:
         """Write what is queued (one last try for failed lines), then close the files."""
         self._closing = True
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        await self.async_flush()
         if self._buffer or self.files.pending:
             await self._drain()
         if lost := self.files.pending:

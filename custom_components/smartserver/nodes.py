@@ -7,16 +7,19 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from homeassistant.components import mqtt
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP
-from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.event import async_call_later
 from homeassistant.util import dt as dt_util
 
 from . import protocol
@@ -104,7 +107,7 @@ class Node:
     tokens: float = 0.0
     refilled: float = 0.0
     written: float = 0.0
-    write_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    write_timer: CALLBACK_TYPE | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -211,7 +214,7 @@ class NodeHub:
             task.cancel()
         for node in self.nodes.values():
             if node.write_timer is not None:
-                node.write_timer.cancel()
+                node.write_timer()
         await self.writer.async_close()
 
     # refresh ----------------------------------------------------------------------
@@ -275,7 +278,9 @@ class NodeHub:
             if node is None or node.name == name:
                 continue
             node.name = name
-            if device := registry.async_get_device_by_identifier(node_identifier(node_id), self.entry.entry_id):
+            if device := registry.async_get_device_by_identifier(
+                node_identifier(node_id), self.entry.entry_id
+            ):
                 registry.async_update_device(device.id, name=name)
 
     @callback
@@ -289,10 +294,10 @@ class NodeHub:
             node.written = now
             async_dispatcher_send(self.hass, self.signal(node.node_id))
         else:
-            node.write_timer = self.hass.loop.call_later(due - now, self._write_later, node)
+            node.write_timer = async_call_later(self.hass, due - now, partial(self._write_later, node))
 
     @callback
-    def _write_later(self, node: Node) -> None:
+    def _write_later(self, node: Node, _now: datetime) -> None:
         node.write_timer = None
         node.written = time.monotonic()
         async_dispatcher_send(self.hass, self.signal(node.node_id))
@@ -305,7 +310,7 @@ class NodeHub:
             return False
         if node is not None:
             if node.write_timer is not None:
-                node.write_timer.cancel()
+                node.write_timer()
             del self.nodes[node_id]
         if task := self._answers.pop(node_id, None):
             task.cancel()

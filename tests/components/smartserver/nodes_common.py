@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,10 @@ def published(mqtt_mock: MqttMockHAClient) -> list[tuple[str, str, int, bool]]:
 def answers(mqtt_mock: MqttMockHAClient, prefix: str = "home/login/") -> list[tuple[str, str]]:
     """(topic, payload) of published configuration answers."""
     return [(t, p) for t, p, _q, _r in published(mqtt_mock) if t.startswith(prefix)]
+
+
+async def wait_until(predicate: Callable[[], bool], limit_s: float = 10) -> None:
+    """Poll a condition that has nothing to await (files, mock calls, counters)."""
+    async with asyncio.timeout(limit_s):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from unittest.mock import patch
 
@@ -42,7 +41,7 @@ from syrupy.filters import props
 from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_EVENT_LEVEL, DOMAIN, EVENT_LOG
 from custom_components.smartserver.helpers import node_identifier
 
-from .nodes_common import component, node_device, published, request, settle
+from .nodes_common import component, node_device, published, request, settle, wait_until
 
 
 async def written(hass: HomeAssistant) -> None:
@@ -215,8 +214,9 @@ async def test_invalid_device_trigger_rejected(
     await settle(hass)
     device = node_device(hass, init_integration, "node1")
     assert device is not None
-    from custom_components.smartserver import device_trigger
     from homeassistant.components.device_automation.exceptions import InvalidDeviceAutomationConfig
+
+    from custom_components.smartserver import device_trigger
 
     config = {"platform": "device", "domain": DOMAIN, "device_id": device.id, "type": "logged_debug"}
     with pytest.raises(InvalidDeviceAutomationConfig):
@@ -270,9 +270,7 @@ async def test_refresh_after_start_and_reconnect(
     def refreshes() -> list[str]:
         return [t for t, p, q, r in published(mqtt_mock) if t.endswith("/refresh")]
 
-    async with asyncio.timeout(10):  # HA debounces SUBSCRIBE; refresh follows the SUBACK
-        while len(refreshes()) < 2:
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: len(refreshes()) >= 2)  # HA debounces SUBSCRIBE; refresh follows SUBACK
     assert sorted(refreshes()) == ["home/node/node1/refresh", "home/node/node2/refresh"]
     assert all(
         p == "REFRESH" and q == 1 and not r for t, p, q, r in published(mqtt_mock) if t.endswith("refresh")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from datetime import timedelta
@@ -28,7 +27,7 @@ from custom_components.smartserver.const import (
     EVENT_LOG,
 )
 
-from .nodes_common import node_device, root, settle, tree, write
+from .nodes_common import node_device, root, settle, tree, wait_until
 
 LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d)\] \[([^\]]+)\] \[([^\]]+)\] (.*)")
 
@@ -205,9 +204,7 @@ async def test_write_error_logged_and_retried(
     for i in range(100):
         log(hass, "info", "node1", f"line {i}")
     writer = init_integration.runtime_data.nodes.writer
-    async with asyncio.timeout(10):
-        while writer.files.pending < 100:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: writer.files.pending >= 100)
     assert "Could not write node logs (100 lines kept for retry)" in caplog.text
     assert "No space left on device" in caplog.text
     assert writer.files.pending == 100

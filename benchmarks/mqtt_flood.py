@@ -2,7 +2,7 @@
 
 Own processes so neither shares Home Assistant's interpreter lock.
   publish  <port> <user> <password> <ca> <qos> <messages> <nodes>
-  count    <port> <user> <password> <ca> <qos> <messages>   (prints the wall time of the last)
+  count    <port> <user> <password> <ca> <qos> <messages>   (prints time of the last, count)
 """
 
 from __future__ import annotations
@@ -50,16 +50,14 @@ def publish(port: str, user: str, password: str, ca: str, qos: str, messages: st
 
 
 def count(port: str, user: str, password: str, ca: str, qos: str, messages: str) -> None:
+    """Print `<wall time of the last message> <messages received>` once all arrived or 15 s idle."""
     expected = int(messages)
-    got = [0]
-    done = threading.Event()
+    state = {"count": 0, "last": 0.0}
     subscribed = threading.Event()
 
     def on_message(_c: paho.Client, _u: Any, _m: paho.MQTTMessage) -> None:
-        got[0] += 1
-        if got[0] == expected:
-            print(f"{time.time():.6f}", flush=True)
-            done.set()
+        state["count"] += 1
+        state["last"] = time.time()
 
     client = _client(port, user, password, ca, f"bench-ceiling-{qos}")
     client.on_message = on_message
@@ -67,7 +65,9 @@ def count(port: str, user: str, password: str, ca: str, qos: str, messages: str)
     client.subscribe("home/log/+/+", int(qos))
     subscribed.wait(10)
     print("ready", flush=True)
-    done.wait(600)
+    while state["count"] < expected and (not state["last"] or time.time() - state["last"] < 15):
+        time.sleep(0.01)
+    print(f"{state['last']:.6f} {state['count']}", flush=True)
     client.disconnect()
     client.loop_stop()
 

@@ -28,7 +28,7 @@ def hass_config_dir(hass_tmp_config_dir: str) -> str:
     return hass_tmp_config_dir
 
 
-class _SnapshotExtension(HomeAssistantSnapshotExtension):
+class _SnapshotExtension(HomeAssistantSnapshotExtension):  # type: ignore[misc]
     """Snapshots live in tests/components/smartserver/snapshots/."""
 
     snapshot_dirname = "snapshots"

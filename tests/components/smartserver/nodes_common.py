@@ -60,7 +60,7 @@ async def request(hass: HomeAssistant, node: str, payload: str | bytes = '"1.0.0
 
 def published(mqtt_mock: MqttMockHAClient) -> list[tuple[str, str, int, bool]]:
     """(topic, payload, qos, retain) of everything the integration published."""
-    return [tuple(call.args[:4]) for call in mqtt_mock.async_publish.call_args_list]  # type: ignore[misc]
+    return [tuple(call.args[:4]) for call in mqtt_mock.async_publish.call_args_list]
 
 
 def answers(mqtt_mock: MqttMockHAClient, prefix: str = "home/login/") -> list[tuple[str, str]]:

@@ -7,7 +7,6 @@ from unittest.mock import patch
 
 import pytest
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.components import automation
 from homeassistant.components.device_automation import DeviceAutomationType
 from homeassistant.components.mqtt import MQTT_CONNECTION_STATE
 from homeassistant.const import Platform
@@ -181,9 +180,9 @@ async def test_device_trigger_critical(hass: HomeAssistant, init_integration: Mo
     calls: list[ServiceCall] = async_mock_service(hass, "test", "automation")
     assert await async_setup_component(
         hass,
-        automation.DOMAIN,
+        "automation",
         {
-            automation.DOMAIN: [
+            "automation": [
                 {
                     "trigger": {
                         "platform": "device",

@@ -351,6 +351,7 @@ class NodeHub:
         received = time.time()
         self.writer.add(LogLine(received, level, node_id, message))
         node = self.nodes.get(node_id) or self._contact(node_id)
+        node.seen = time.monotonic()
         text = message[:MAX_HA_TEXT]
         node.last_level, node.last_message, node.last_log_ts = level, text, received
         if level == "error":

@@ -11,12 +11,23 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver.const import DOMAIN
 
-from .nodes_common import answers, component, node_device, published, request, root, settle, tree, write
+from .nodes_common import (
+    answers,
+    component,
+    node_device,
+    published,
+    request,
+    root,
+    settle,
+    tree,
+    wait_until,
+    write,
+)
 
 
 async def test_components_with_order_full_answer(
@@ -96,13 +107,8 @@ async def test_chunked_answer_waits_between_components(
     """With wait_s the components follow one by one; a new request restarts the answer."""
     component(hass, "node1", "a.json", {})
     component(hass, "node1", "b.json", {})
-    from homeassistant.components import mqtt as ha_mqtt  # noqa: F401  (loaded already)
-    from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
-
     async_fire_mqtt_message(hass, "home/login/node1/set", '["6", "esp32", 30]')
-    await hass.async_block_till_done()
-    for _ in range(5):
-        await hass.async_block_till_done()
+    await wait_until(lambda: bool(answers(mqtt_mock)))
     assert answers(mqtt_mock) == [("home/login/node1", "2")]
     # the node restarted: its new request replaces the slow answer
     await request(hass, "node1", '["6", "esp32", 0]')
@@ -351,7 +357,6 @@ async def test_answers_never_loop_back(
 ) -> None:
     """Answers (and a request on `home/log/...`) are not requests."""
     await request(hass, "node1")
-    from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
 
     async_fire_mqtt_message(hass, "home/login/node1", '{"_order":[]}')
     async_fire_mqtt_message(hass, "home/login/node1/led/set", "{}")

@@ -1,8 +1,8 @@
-"""Binary sensor platform."""
+"""Binary sensors: node availability, server agent connectivity and network checks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from homeassistant.components.binary_sensor import BinarySensorEntity, BinarySensorEntityDescription
@@ -12,7 +12,8 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
-from .entity import ServerEntity, async_add_server_entities
+from .entity import NodeEntity, ServerEntity, async_add_server_entities, async_setup_node_entities
+from .nodes import NodeHub
 from .servers import Server
 
 PARALLEL_UPDATES = 0
@@ -24,7 +25,38 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the binary sensors."""
+    async_setup_node_entities(hass, entry, async_add_entities, _node_binary_sensors)
     _async_setup_servers(hass, entry, async_add_entities)
+
+
+# Nodes --------------------------------------------------------------------------------
+
+NODE_BINARY_SENSORS: tuple[BinarySensorEntityDescription, ...] = (
+    BinarySensorEntityDescription(
+        key="status",
+        translation_key="node_status",
+        device_class=BinarySensorDeviceClass.CONNECTIVITY,
+        entity_category=EntityCategory.DIAGNOSTIC,
+    ),
+)
+
+
+class NodeStatusSensor(NodeEntity, BinarySensorEntity):
+    """ONLINE/OFFLINE as published (retained, with the Will) by the node."""
+
+    def __init__(self, hub: NodeHub, node_id: str, description: BinarySensorEntityDescription) -> None:
+        """Describe the node's availability."""
+        super().__init__(hub, node_id, description.key)
+        self.entity_description = description
+
+    @property
+    def is_on(self) -> bool | None:
+        """Online, offline or not known yet."""
+        return self.node.online
+
+
+def _node_binary_sensors(hub: NodeHub, node_id: str) -> Iterable[NodeStatusSensor]:
+    return [NodeStatusSensor(hub, node_id, description) for description in NODE_BINARY_SENSORS]
 
 
 # Servers ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import probatio as vol
@@ -17,12 +18,15 @@ from homeassistant.config_entries import (
     SubentryFlowResult,
 )
 from homeassistant.const import CONF_NAME
-from homeassistant.core import callback
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.selector import (
     BooleanSelector,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
     TextSelector,
 )
 
@@ -31,14 +35,24 @@ from .const import (
     AGENT_ENV,
     CONF_BASE_TOPIC,
     CONF_COMMAND_KEY,
+    CONF_EVENT_LEVEL,
+    CONF_LOG_BACKUPS,
+    CONF_LOG_MAX_KB,
     CONF_NODE_KEY,
+    CONF_RATE_LIMIT,
     CONF_RELAY_NODE,
     CONF_ROTATE_KEYS,
     CONF_SERVER_ID,
     CONF_START_GRACE,
     CONF_STOP_GRACE,
+    CONF_STORAGE,
+    DEFAULT_EVENT_LEVEL,
+    DEFAULT_LOG_BACKUPS,
+    DEFAULT_LOG_MAX_KB,
+    DEFAULT_RATE_LIMIT,
     DEFAULT_START_GRACE,
     DEFAULT_STOP_GRACE,
+    DEFAULT_STORAGE,
     DOMAIN,
     SUBENTRY_SERVER,
 )
@@ -91,6 +105,42 @@ class SmartServerConfigFlow(ConfigFlow, domain=DOMAIN):
         return SmartServerOptionsFlow()
 
 
+def _number(low: int, high: int, unit: str | None = None) -> NumberSelector:
+    config = NumberSelectorConfig(min=low, max=high, step=1, mode=NumberSelectorMode.BOX)
+    if unit:
+        config["unit_of_measurement"] = unit
+    return NumberSelector(config)
+
+
+def _options_schema() -> vol.Schema:
+    """Return the base topic plus the node options (storage, log rotation, events)."""
+    return _base_schema(protocol.DEFAULT_BASE).extend(
+        {
+            vol.Required(CONF_STORAGE, default=DEFAULT_STORAGE): str,
+            vol.Required(CONF_LOG_MAX_KB, default=DEFAULT_LOG_MAX_KB): _number(16, 1024 * 1024, "KiB"),
+            vol.Required(CONF_LOG_BACKUPS, default=DEFAULT_LOG_BACKUPS): _number(0, 100),
+            vol.Required(CONF_EVENT_LEVEL, default=DEFAULT_EVENT_LEVEL): SelectSelector(
+                SelectSelectorConfig(
+                    options=list(protocol.LEVELS),
+                    translation_key=CONF_EVENT_LEVEL,
+                    mode=SelectSelectorMode.DROPDOWN,
+                )
+            ),
+            vol.Required(CONF_RATE_LIMIT, default=DEFAULT_RATE_LIMIT): _number(1, 1000, "/s"),
+        }
+    )
+
+
+def _make_storage(hass: HomeAssistant, folder: str) -> bool:
+    """Create the storage folder (blocking); False if that is impossible."""
+    path = Path(hass.config.path(folder))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return path.is_dir()
+
+
 class SmartServerOptionsFlow(OptionsFlowWithReload):
     """Change the hub's options; the entry reloads to apply them."""
 
@@ -98,11 +148,25 @@ class SmartServerOptionsFlow(OptionsFlowWithReload):
         """Show and validate the options."""
         errors: dict[str, str] = {}
         if user_input is not None and (base := _check_base(user_input, errors)):
-            return self.async_create_entry(data={**self.config_entry.options, CONF_BASE_TOPIC: base})
+            folder = user_input[CONF_STORAGE].strip()
+            if not folder or not await self.hass.async_add_executor_job(_make_storage, self.hass, folder):
+                errors[CONF_STORAGE] = "invalid_storage"
+            else:
+                return self.async_create_entry(
+                    data={
+                        **self.config_entry.options,
+                        CONF_BASE_TOPIC: base,
+                        CONF_STORAGE: folder,
+                        CONF_LOG_MAX_KB: int(user_input[CONF_LOG_MAX_KB]),
+                        CONF_LOG_BACKUPS: int(user_input[CONF_LOG_BACKUPS]),
+                        CONF_EVENT_LEVEL: user_input[CONF_EVENT_LEVEL],
+                        CONF_RATE_LIMIT: int(user_input[CONF_RATE_LIMIT]),
+                    }
+                )
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
-                _base_schema(protocol.DEFAULT_BASE), user_input or dict(self.config_entry.options)
+                _options_schema(), user_input or dict(self.config_entry.options)
             ),
             errors=errors,
         )

@@ -1,20 +1,39 @@
-"""Diagnostics of the hub entry; secrets are redacted."""
+"""Diagnostics of the hub entry and of node devices; secrets and log text redacted."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 
+from .const import CONF_STORAGE
 from .coordinator import SmartServerConfigEntry
+from .nodes import node_id_of_device
 from .servers import servers_diagnostics
+
+# Log lines may carry anything a node printed (addresses, tokens); paths name the user.
+TO_REDACT = {"last_message", "storage", CONF_STORAGE}
 
 
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: SmartServerConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry's options and each section's diagnostics."""
+    """Return the hub's options, every node's state and every server's state."""
     return {
-        "options": dict(entry.options),
+        "entry_options": async_redact_data(dict(entry.options), TO_REDACT),
+        "nodes": async_redact_data(entry.runtime_data.nodes.diagnostics(), TO_REDACT),
         **servers_diagnostics(entry),
     }
+
+
+async def async_get_device_diagnostics(
+    hass: HomeAssistant, entry: SmartServerConfigEntry, device: dr.DeviceEntry
+) -> dict[str, Any]:
+    """Return one node's state."""
+    hub = entry.runtime_data.nodes
+    node_id = node_id_of_device(device)
+    if node_id is None or node_id not in hub.nodes:
+        return {}
+    return {"node_id": node_id, **async_redact_data(hub.node_diagnostics(node_id), TO_REDACT)}

@@ -41,8 +41,10 @@ def server_device_info(
         model="Homelab server",
     )
     if relay_node:
-        node = dr.async_get(hass).async_get_or_create(
-            config_entry_id=entry_id, **node_device_info(relay_node)
-        )
+        registry = dr.async_get(hass)
+        # Look up first: get_or_create would reset a name from device_names.yaml.
+        node = registry.async_get_device_by_identifier(node_identifier(relay_node), entry_id)
+        if node is None:
+            node = registry.async_get_or_create(config_entry_id=entry_id, **node_device_info(relay_node))
         info["via_device_id"] = node.id
     return info

@@ -1,16 +1,28 @@
-"""Sensor platform."""
+"""Sensors: per node its last log line, counters and config serving; per server its power state."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
-from homeassistant.components.sensor import SensorDeviceClass, SensorEntity, SensorEntityDescription
+from homeassistant.components.sensor import (
+    RestoreSensor,
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+    SensorStateClass,
+)
+from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.typing import StateType
+from homeassistant.util import dt as dt_util
 
 from .coordinator import SmartServerConfigEntry
-from .entity import ServerEntity, async_add_server_entities
+from .entity import NodeEntity, ServerEntity, async_add_server_entities, async_setup_node_entities
+from .nodes import Node, NodeHub
 from .servers import PowerState, Server
 
 PARALLEL_UPDATES = 0
@@ -22,7 +34,102 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the sensors."""
+    async_setup_node_entities(hass, entry, async_add_entities, _node_sensors)
     _async_setup_servers(hass, entry, async_add_entities)
+
+
+# Nodes --------------------------------------------------------------------------------
+
+
+def _timestamp(value: float | None) -> datetime | None:
+    return None if value is None else dt_util.utc_from_timestamp(value)
+
+
+def _set_errors(node: Node, value: int) -> None:
+    node.errors += value
+
+
+def _set_criticals(node: Node, value: int) -> None:
+    node.criticals += value
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSensorDescription(SensorEntityDescription):
+    """A node sensor: its value, and how a counter resumes after a restart."""
+
+    value_fn: Callable[[Node], StateType | datetime]
+    restore_fn: Callable[[Node, int], None] | None = None
+
+
+NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
+    NodeSensorDescription(
+        key="last_log",
+        translation_key="last_log",
+        value_fn=lambda node: node.last_message,
+    ),
+    NodeSensorDescription(
+        key="errors",
+        translation_key="errors",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        value_fn=lambda node: node.errors,
+        restore_fn=_set_errors,
+    ),
+    NodeSensorDescription(
+        key="criticals",
+        translation_key="criticals",
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        value_fn=lambda node: node.criticals,
+        restore_fn=_set_criticals,
+    ),
+    NodeSensorDescription(
+        key="config_served",
+        translation_key="config_served",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda node: _timestamp(node.served_at),
+    ),
+    NodeSensorDescription(
+        key="config_hash",
+        translation_key="config_hash",
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda node: node.served_hash[:12] if node.served_hash else None,
+    ),
+    NodeSensorDescription(
+        key="suppressed",
+        translation_key="suppressed",
+        entity_category=EntityCategory.DIAGNOSTIC,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        value_fn=lambda node: node.suppressed,
+    ),
+)
+
+
+class NodeSensor(NodeEntity, RestoreSensor):
+    """One value of a node."""
+
+    entity_description: NodeSensorDescription
+
+    def __init__(self, hub: NodeHub, node_id: str, description: NodeSensorDescription) -> None:
+        """Describe one value of the node."""
+        super().__init__(hub, node_id, description.key)
+        self.entity_description = description
+
+    async def async_added_to_hass(self) -> None:
+        """Counters continue from their last value."""
+        await super().async_added_to_hass()
+        restore = self.entity_description.restore_fn
+        if restore is not None and (last := await self.async_get_last_sensor_data()) is not None:
+            with contextlib.suppress(ValueError):
+                restore(self.node, int(float(str(last.native_value))))
+
+    @property
+    def native_value(self) -> StateType | datetime:
+        """The value from the hub."""
+        return self.entity_description.value_fn(self.node)
+
+
+def _node_sensors(hub: NodeHub, node_id: str) -> Iterable[NodeSensor]:
+    return [NodeSensor(hub, node_id, description) for description in NODE_SENSORS]
 
 
 # Servers ------------------------------------------------------------------------------

@@ -35,6 +35,24 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
 
 
 @pytest.fixture
+def hass_config_dir(hass_tmp_config_dir: str) -> str:
+    """A fresh configuration folder per test: node storage is written under it."""
+    return hass_tmp_config_dir
+
+
+class _SnapshotExtension(HomeAssistantSnapshotExtension):  # type: ignore[misc]
+    """Snapshots live in tests/components/smartserver/snapshots/."""
+
+    snapshot_dirname = "snapshots"
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Syrupy with Home Assistant's serializer, stored under snapshots/."""
+    return snapshot.use_extension(_SnapshotExtension)
+
+
+@pytest.fixture
 def mqtt_client_closing(mqtt_client_mock: MqttMockPahoClient) -> Generator[None]:
     """Close the mocked MQTT socket at teardown, or HA's misc timer lingers."""
     yield
@@ -172,9 +190,3 @@ def entity_registry_enabled_by_default() -> Generator[None]:
         return_value=True,
     ):
         yield
-
-
-@pytest.fixture
-def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
-    """Snapshots with Home Assistant's serializer (stable ids and times)."""
-    return snapshot.use_extension(HomeAssistantSnapshotExtension)

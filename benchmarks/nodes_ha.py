@@ -1,0 +1,229 @@
+"""The measurement behind benchmarks/nodes.py, run by pytest inside HA's test harness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_LOG_MAX_KB, DOMAIN
+from tests.harness.clients import Peer
+from tests.harness.mosquitto import Broker
+
+SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "500"))
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))
+BURST = 200
+NODES = 50
+BASE = "home"
+
+
+def pct(values: list[float], q: float) -> float:
+    """Inclusive percentile in ms."""
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Answers:
+    """A paho client standing where the nodes are: records when each answer arrives."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.peer = Peer(broker, client_id="bench-nodes").connect()
+        self.arrived: dict[str, tuple[float, bytes]] = {}
+        self.cond = threading.Condition()
+        self.peer.client.on_message = self._on_message
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        with self.cond:
+            self.arrived[msg.topic] = (time.perf_counter(), msg.payload)
+            self.cond.notify_all()
+
+    def wait(self, topics: set[str], timeout: float = 60) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: topics <= self.arrived.keys(), timeout):
+                raise TimeoutError(f"{len(topics - self.arrived.keys())} answers missing")
+
+
+def _expected(node: str) -> str:
+    return json.dumps(
+        {
+            "button": {"component": "Button", "pin": 4},
+            "htu": {"component": "HTU21D", "i2c": 1},
+            "led": {"component": "LED", "pin": 2, "node": node},
+            "_order": ["button", "htu", "led"],
+        },
+        separators=(",", ":"),
+    )
+
+
+def _make_configs(root: Path) -> None:
+    for i in range(BURST):
+        folder = root / "clients" / f"n{i}" / "config"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "led.json").write_text(json.dumps({"component": "LED", "pin": 2, "node": f"n{i}"}))
+        (folder / "htu.hjson").write_text("{\n  component: HTU21D\n  i2c: 1\n}\n")
+        (folder / "button.json").write_text('{"component": "Button", "pin": 4}')
+
+
+def _lines(root: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in root.glob("smartserver.log*"))
+
+
+async def _until_written(hass: HomeAssistant, root: Path, target: int) -> float:
+    """Wall time when `target` lines are on disk, or when they stopped growing (loss)."""
+    last, last_change = -1, time.time()
+    while True:
+        lines = await hass.async_add_executor_job(_lines, root)
+        now = time.time()
+        if lines >= target:
+            return now
+        if lines != last:
+            last, last_change = lines, now
+        elif now - last_change > 15:
+            return last_change
+        await asyncio.sleep(0.02)
+
+
+class LoopLag:
+    """Worst delay of a 10 ms sleep in HA's event loop while running."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(0.01)
+            self.worst = max(self.worst, loop.time() - start - 0.01)
+
+    def start(self) -> None:
+        self.worst = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> float:
+        assert self._task is not None
+        self._task.cancel()
+        return self.worst * 1000
+
+
+async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, mosquitto: Broker) -> None:
+    hass.loop.set_debug(False)  # the harness' asyncio debug mode would dominate the figures
+    entry = MockConfigEntry(domain=DOMAIN, options={CONF_BASE_TOPIC: BASE, CONF_LOG_MAX_KB: 1024 * 1024})
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    root = Path(hass.config.path("smartserver"))
+    await hass.async_add_executor_job(_make_configs, root)
+    run = hass.async_add_executor_job
+
+    nodes = await run(Answers, mosquitto)
+    try:
+        await run(nodes.peer.subscribe, f"{BASE}/login/+", 0)
+        # HA debounces SUBSCRIBE: ask until the first answer
+        async with asyncio.timeout(20):
+            while "home/login/n0" not in nodes.arrived:
+                await run(nodes.peer.publish, "home/login/n0/set", '"1"', 0)
+                await asyncio.sleep(0.3)
+
+        def sequential() -> list[float]:
+            latencies = []
+            for i in range(SEQUENTIAL):
+                topic = f"home/login/n{i % BURST}"
+                with nodes.cond:
+                    nodes.arrived.pop(topic, None)
+                start = time.perf_counter()
+                nodes.peer.client.publish(topic + "/set", '"1"', qos=0)
+                nodes.wait({topic})
+                arrived, payload = nodes.arrived[topic]
+                assert payload.decode() == _expected(f"n{i % BURST}")
+                latencies.append(arrived - start)
+            return latencies
+
+        seq = await run(sequential)
+
+        def burst() -> tuple[list[float], float]:
+            with nodes.cond:
+                nodes.arrived.clear()
+            sent: dict[str, float] = {}
+            first = time.perf_counter()
+            for i in range(BURST):
+                sent[f"home/login/n{i}"] = time.perf_counter()
+                nodes.peer.client.publish(f"home/login/n{i}/set", '"1"', qos=0)
+            nodes.wait(set(sent))
+            for topic, (_at, payload) in nodes.arrived.items():
+                assert payload.decode() == _expected(topic.rsplit("/", 1)[1]), topic
+            last = max(at for at, _p in nodes.arrived.values())
+            return [nodes.arrived[t][0] - s for t, s in sent.items()], BURST / (last - first)
+
+        lag = LoopLag()
+        lag.start()
+        burst_lat, rate = await run(burst)
+        burst_lag = lag.stop()
+    finally:
+        await run(nodes.peer.close)
+
+    print(
+        f"\nconfig serving, sequential ({SEQUENTIAL}): "
+        f"p50 {pct(seq, 0.5):.2f} ms, p99 {pct(seq, 0.99):.2f} ms"
+    )
+    print(
+        f"config serving, burst of {BURST} nodes: p50 {pct(burst_lat, 0.5):.1f} ms, "
+        f"p99 {pct(burst_lat, 0.99):.1f} ms, {rate:.0f} requests/s, all answers checked; "
+        f"worst loop lag {burst_lag:.1f} ms"
+    )
+
+    publisher = await run(lambda: Peer(mosquitto, client_id="bench-flood").connect())
+    try:
+        # warm up the log subscription (debounced) and the node directories
+        async with asyncio.timeout(20):
+            while not await run(_lines, root):
+                await run(publisher.publish, "home/log/info/n0", "warm", 1)
+                await asyncio.sleep(0.3)
+        for qos in (1, 0):
+            auth = [str(mosquitto.tls_port), mosquitto.username, mosquitto.password, str(mosquitto.certs.ca)]
+            helper = [sys.executable, str(Path(__file__).with_name("mqtt_flood.py"))]
+            counter = await asyncio.create_subprocess_exec(
+                *helper, "count", *auth, str(qos), str(MESSAGES), stdout=asyncio.subprocess.PIPE
+            )
+            try:
+                assert counter.stdout is not None
+                assert await counter.stdout.readline() == b"ready\n"
+                before = await run(_lines, root)
+                lag.start()
+                start = time.time()
+                flood = await asyncio.create_subprocess_exec(
+                    *helper, "publish", *auth, str(qos), str(MESSAGES), str(NODES)
+                )
+                assert await flood.wait() == 0
+                ha_done = await _until_written(hass, root, before + MESSAGES)
+                worst_lag = lag.stop()
+                async with asyncio.timeout(120):
+                    ceiling_line = (await counter.stdout.readline()).split()
+                ceiling_done, ceiling_got = float(ceiling_line[0]), int(ceiling_line[1])
+            finally:
+                if counter.returncode is None:
+                    counter.terminate()
+                await counter.wait()
+            on_disk = await run(_lines, root) - before
+            ceiling = ceiling_got / (ceiling_done - start)
+            ingest = on_disk / (ha_done - start)
+            print(
+                f"log ingest QoS {qos}: {MESSAGES} messages, {NODES} nodes: {on_disk} lines on disk "
+                f"(lost {MESSAGES - on_disk}), {ingest:.0f} msg/s to disk; paho subscriber got "
+                f"{ceiling_got} at {ceiling:.0f} msg/s; ratio {100 * ingest / ceiling:.0f} %; "
+                f"worst loop lag {worst_lag:.1f} ms"
+            )
+    finally:
+        await run(publisher.close)
+    await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()

@@ -1,0 +1,220 @@
+"""Node log files: every line to the general log and the node's log, off the event loop.
+
+The event loop only appends lines to a list; one writer task at a time hands the
+whole list to an executor job, so a flood becomes a few large writes. A write that
+fails (full disk, permissions) is logged and its lines are kept and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from homeassistant.core import HomeAssistant, callback
+
+from . import protocol
+from .const import LOGGER
+from .storage import Storage
+
+GENERAL_LOG: Final = "smartserver.log"
+# Lines kept for retry per file while writes fail; beyond this the oldest are dropped.
+MAX_RETRY_LINES: Final = 200_000
+RETRY_DELAY_S: Final = 2.0
+MAX_OPEN_FILES: Final = 64
+
+
+@dataclass(slots=True)
+class LogLine:
+    """One received log line."""
+
+    received: float
+    level: str
+    node: str
+    message: str
+
+
+def escape(message: str) -> str:
+    """Escape backslashes and line breaks so a node cannot forge extra lines."""
+    return message.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def format_line(line: LogLine, tz: tzinfo) -> str:
+    """`[time] [LEVEL] [node] message` with a newline; unknown levels as given."""
+    stamp = datetime.fromtimestamp(line.received, tz).isoformat(sep=" ", timespec="milliseconds")
+    level = line.level.upper() if line.level in protocol.LEVELS else line.level
+    return f"[{stamp}] [{level}] [{line.node}] {escape(line.message)}\n"
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What one batch did."""
+
+    errors: list[str] = field(default_factory=list)
+    dropped: int = 0
+    names: dict[str, str] = field(default_factory=dict)
+
+
+class LogFiles:
+    """Rotating log files; used from one executor job at a time."""
+
+    def __init__(self, storage: Storage, max_bytes: int, backups: int, tz: tzinfo) -> None:
+        """Write under `storage`, rotate at `max_bytes` keeping `backups` old files."""
+        self.storage = storage
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.tz = tz
+        self._handles: dict[Path, BinaryIO] = {}
+        # Formatted lines per node (None: the general log) whose write failed.
+        self._retry: dict[str | None, list[str]] = {}
+
+    @property
+    def pending(self) -> int:
+        """Lines waiting for a retry."""
+        return sum(len(lines) for lines in self._retry.values())
+
+    def write(self, lines: list[LogLine]) -> WriteResult:
+        """Append a batch (after the lines of earlier failed writes)."""
+        result = WriteResult()
+        groups, self._retry = self._retry, {}
+        for line in lines:
+            text = format_line(line, self.tz)
+            groups.setdefault(None, []).append(text)
+            groups.setdefault(line.node, []).append(text)
+        for node, texts in groups.items():
+            try:
+                path = self.storage.root / GENERAL_LOG if node is None else self._node_log(node, result)
+                self._append(path, texts)
+            except OSError as err:
+                self.close_quietly()
+                result.errors.append(f"{node or GENERAL_LOG}: {err}")
+                result.dropped += max(0, len(texts) - MAX_RETRY_LINES)
+                self._retry[node] = texts[-MAX_RETRY_LINES:]
+        return result
+
+    def _node_log(self, node: str, result: WriteResult) -> Path:
+        directory = self.storage.node_dir(node)
+        result.names[node] = directory.name
+        return directory / f"{directory.name}.log"
+
+    def _open(self, path: Path) -> BinaryIO:
+        handle = self._handles.pop(path, None)
+        if handle is None:
+            if len(self._handles) >= MAX_OPEN_FILES:
+                self._handles.pop(next(iter(self._handles))).close()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = path.open("ab")
+        self._handles[path] = handle  # most recently used last
+        return handle
+
+    def close_quietly(self) -> None:
+        """Close every handle after an error so the next attempt reopens cleanly."""
+        while self._handles:
+            with contextlib.suppress(OSError):
+                self._handles.popitem()[1].close()
+
+    def _append(self, path: Path, texts: list[str]) -> None:
+        handle = self._open(path)
+        size = handle.tell()
+        chunk: list[bytes] = []
+        for text in texts:
+            data = text.encode("utf-8", "backslashreplace")
+            if self.max_bytes and size and size + len(data) > self.max_bytes:
+                handle.write(b"".join(chunk))
+                chunk = []
+                handle = self._rotate(path)
+                size = 0
+            chunk.append(data)
+            size += len(data)
+        handle.write(b"".join(chunk))
+        handle.flush()
+
+    def _rotate(self, path: Path) -> BinaryIO:
+        self._handles.pop(path).close()
+        if self.backups:
+            for index in range(self.backups - 1, 0, -1):
+                older = path.with_name(f"{path.name}.{index}")
+                if older.exists():
+                    older.replace(path.with_name(f"{path.name}.{index + 1}"))
+            path.replace(path.with_name(f"{path.name}.1"))
+        else:
+            path.unlink()
+        return self._open(path)
+
+    def close(self) -> None:
+        """Close every file."""
+        while self._handles:
+            self._handles.popitem()[1].close()
+
+
+class LogWriter:
+    """Collects lines in the event loop and writes them in batches in an executor."""
+
+    def __init__(self, hass: HomeAssistant, files: LogFiles) -> None:
+        """Write through `files`."""
+        self._hass = hass
+        self.files = files
+        self._buffer: list[LogLine] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failing = False
+        self.written = 0
+        self.dropped = 0
+        self.names_listener: Callable[[dict[str, str]], None] | None = None
+
+    @callback
+    def add(self, line: LogLine) -> None:
+        """Queue a line; starts the writer if it is idle."""
+        self._buffer.append(line)
+        if (self._task is None or self._task.done()) and not self._closing:
+            self._task = self._hass.async_create_background_task(self._drain(), "smartserver log writer")
+
+    async def _drain(self) -> None:
+        try:
+            while self._buffer or self.files.pending:
+                batch, self._buffer = self._buffer, []
+                result = await self._hass.async_add_executor_job(self.files.write, batch)
+                self.written += len(batch)
+                if self.names_listener is not None:
+                    self.names_listener(result.names)
+                if result.dropped:
+                    self.dropped += result.dropped
+                    LOGGER.error("Dropped %s log lines that could not be written", result.dropped)
+                if result.errors:
+                    # once per failure streak: a full disk must not flood HA's log too
+                    LOGGER.log(
+                        logging.DEBUG if self._failing else logging.ERROR,
+                        "Could not write node logs (%s lines kept for retry): %s",
+                        self.files.pending,
+                        "; ".join(result.errors),
+                    )
+                    self._failing = True
+                    if self._closing:
+                        return
+                    await asyncio.sleep(RETRY_DELAY_S)
+                elif self._failing:
+                    self._failing = False
+                    LOGGER.warning("Node logs are written again; the lines kept for retry are written")
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    async def async_flush(self) -> None:
+        """Wait until every queued line was handed to the files."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def async_close(self) -> None:
+        """Write what is queued (one last try for failed lines), then close the files."""
+        self._closing = True
+        await self.async_flush()
+        if self._buffer or self.files.pending:
+            await self._drain()
+        if lost := self.files.pending:
+            LOGGER.error("Lost %s node log lines that could not be written before unloading", lost)
+        await self._hass.async_add_executor_job(self.files.close)

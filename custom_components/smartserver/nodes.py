@@ -1,0 +1,531 @@
+"""ESP32 nodes over HA's MQTT: configuration serving, logs, availability and devices."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from homeassistant.components import mqtt
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.event import async_call_later
+from homeassistant.util import dt as dt_util
+
+from . import protocol
+from .const import (
+    CONF_EVENT_LEVEL,
+    CONF_LOG_BACKUPS,
+    CONF_LOG_MAX_KB,
+    CONF_RATE_LIMIT,
+    CONF_STORAGE,
+    DEFAULT_EVENT_LEVEL,
+    DEFAULT_LOG_BACKUPS,
+    DEFAULT_LOG_MAX_KB,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_STORAGE,
+    DOMAIN,
+    EVENT_LOG,
+    LOGGER,
+)
+from .helpers import node_device_info, node_identifier
+from .logs import LogFiles, LogLine, LogWriter
+from .storage import ConfigFileError, Storage
+
+if TYPE_CHECKING:
+    from .coordinator import SmartServerConfigEntry
+
+LEVEL_RANK: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+UNKNOWN_LEVEL: Final = "unknown"
+UNKNOWN_RANK: Final = 20
+# Characters of a message kept in HA states and events; the files get all of it.
+MAX_HA_TEXT: Final = 255
+# A node heard from this recently (or online) is not stale: its device stays.
+STALE_AFTER_S: Final = 300
+MAX_WARNED: Final = 200
+REFRESH_PAYLOAD: Final = "REFRESH"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """The node-related options of the hub entry."""
+
+    base: str
+    storage: Path
+    max_bytes: int
+    backups: int
+    event_level: str
+    rate: float
+
+    @property
+    def event_rank(self) -> int:
+        """Rank of the lowest level that becomes an HA event."""
+        return LEVEL_RANK[self.event_level]
+
+    @classmethod
+    def from_entry(cls, hass: HomeAssistant, entry: SmartServerConfigEntry) -> NodeOptions:
+        """Read the options, with defaults for entries made before they existed."""
+        options = entry.options
+        return cls(
+            base=entry.runtime_data.base_topic,
+            storage=Path(hass.config.path(options.get(CONF_STORAGE, DEFAULT_STORAGE))),
+            max_bytes=int(options.get(CONF_LOG_MAX_KB, DEFAULT_LOG_MAX_KB)) * 1024,
+            backups=int(options.get(CONF_LOG_BACKUPS, DEFAULT_LOG_BACKUPS)),
+            event_level=options.get(CONF_EVENT_LEVEL, DEFAULT_EVENT_LEVEL),
+            rate=float(options.get(CONF_RATE_LIMIT, DEFAULT_RATE_LIMIT)),
+        )
+
+
+@dataclass(slots=True)
+class Node:
+    """What HA knows about one node."""
+
+    node_id: str
+    name: str
+    device_id: str | None = None
+    online: bool | None = None
+    last_level: str | None = None
+    last_message: str | None = None
+    last_log_ts: float | None = None
+    errors: int = 0
+    criticals: int = 0
+    suppressed: int = 0
+    served_at: float | None = None
+    served_hash: str | None = None
+    wait_s: float | None = None
+    seen: float = 0.0
+    tokens: float = 0.0
+    refilled: float = 0.0
+    written: float = 0.0
+    write_timer: CALLBACK_TYPE | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class Answer:
+    """A configuration ready to publish."""
+
+    name: str
+    payload: str
+    digest: str
+    components: list[tuple[str, str]]
+    warnings: list[str]
+
+
+def prepare_answer(storage: Storage, node_id: str) -> Answer:
+    """Read and serialise a node's configuration (blocking: run in an executor)."""
+    loaded = storage.load_config(node_id)
+    payload = json.dumps(loaded.config, separators=(",", ":"))
+    components: list[tuple[str, str]] = []
+    for name, value in loaded.components():
+        if not protocol.COMPONENT_PATTERN.fullmatch(name) or name == "set":
+            loaded.warnings.append(
+                f"component {name[:64]!r} cannot be a topic level: left out of chunked answers"
+            )
+            continue
+        components.append((name, json.dumps(value, separators=(",", ":"))))
+    digest = hashlib.sha256(payload.encode()).hexdigest()
+    return Answer(storage.node_dir(node_id).name, payload, digest, components, loaded.warnings)
+
+
+def node_id_of_device(device: dr.AnyDeviceEntry) -> str | None:
+    """Return the node id of a node's device, or None for other devices."""
+    for domain, ident in device.identifiers:
+        if domain == DOMAIN and ident.startswith("node_") and protocol.valid_id(ident[5:]):
+            return ident[5:]
+    return None
+
+
+def _text(payload: Any) -> str:
+    if isinstance(payload, (bytes, bytearray)):
+        return payload.decode("utf-8", "replace")
+    return str(payload)
+
+
+class NodeHub:
+    """Subscriptions, node state and the log writer of one hub entry."""
+
+    def __init__(self, hass: HomeAssistant, entry: SmartServerConfigEntry, options: NodeOptions) -> None:
+        """Prepare; nothing is subscribed or written until async_start."""
+        self.hass = hass
+        self.entry = entry
+        self.options = options
+        self.storage = Storage(options.storage)
+        tz = dt_util.get_default_time_zone()
+        self.writer = LogWriter(hass, LogFiles(self.storage, options.max_bytes, options.backups, tz))
+        self.writer.names_listener = self._names_seen
+        self.nodes: dict[str, Node] = {}
+        self.signal_new_node = f"{DOMAIN}_{entry.entry_id}_new_node"
+        self._answers: dict[str, asyncio.Task[None]] = {}
+        self._warned: set[str] = set()
+        self._stopped = False
+        self._unsub_subscribed: Any = None
+        registry = dr.async_get(hass)
+        for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
+            if (node_id := node_id_of_device(device)) is not None:
+                self.nodes[node_id] = Node(node_id, device.name or node_id, device.id)
+
+    def signal(self, node_id: str) -> str:
+        """Dispatcher signal: the node's state changed."""
+        return f"{DOMAIN}_{self.entry.entry_id}_node_{node_id}"
+
+    def event_signal(self, node_id: str) -> str:
+        """Dispatcher signal: the node logged a line that becomes an event."""
+        return f"{DOMAIN}_{self.entry.entry_id}_log_{node_id}"
+
+    async def async_start(self) -> None:
+        """Subscribe, and send `refresh` once the status subscription is active."""
+        hass, base, entry = self.hass, self.options.base, self.entry
+        status = protocol.node_filter(base, protocol.NODE_STATUS)
+        self._unsub_subscribed = mqtt.async_on_subscribe_done(hass, status, 1, self._first_refresh)
+        entry.async_on_unload(self.async_stop)
+        entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, self._on_hass_stop))
+        entry.async_on_unload(
+            await mqtt.async_subscribe(
+                hass, protocol.login_request_filter(base), self._on_login, qos=0, encoding=None
+            )
+        )
+        entry.async_on_unload(
+            await mqtt.async_subscribe(hass, protocol.log_filter(base), self._on_log, qos=1, encoding=None)
+        )
+        entry.async_on_unload(await mqtt.async_subscribe(hass, status, self._on_status, qos=1, encoding=None))
+        entry.async_on_unload(mqtt.async_subscribe_connection_status(hass, self._on_connection))
+
+    async def _on_hass_stop(self, event: Event) -> None:
+        await self.async_stop()
+
+    async def async_stop(self) -> None:
+        """Stop answering, then write every queued log line and close the files."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._unsub_subscribed is not None:
+            self._unsub_subscribed()
+        for task in self._answers.values():
+            task.cancel()
+        for node in self.nodes.values():
+            if node.write_timer is not None:
+                node.write_timer()
+        await self.writer.async_close()
+
+    # refresh ----------------------------------------------------------------------
+
+    @callback
+    def _first_refresh(self) -> None:
+        if self._unsub_subscribed is not None:
+            self._unsub_subscribed()
+            self._unsub_subscribed = None
+            self._refresh()
+
+    @callback
+    def _on_connection(self, connected: bool) -> None:
+        if connected:
+            self._refresh()
+
+    @callback
+    def _refresh(self) -> None:
+        if self.nodes and not self._stopped:
+            self.entry.async_create_background_task(self.hass, self._send_refresh(), "smartserver refresh")
+
+    async def _send_refresh(self) -> None:
+        for node_id in list(self.nodes):
+            topic = protocol.node_topic(self.options.base, node_id, protocol.NODE_REFRESH)
+            try:
+                await mqtt.async_publish(self.hass, topic, REFRESH_PAYLOAD, qos=1, retain=False)
+            except HomeAssistantError as err:
+                LOGGER.debug("Refresh for %s not sent: %s", node_id, err)
+                return
+
+    # nodes --------------------------------------------------------------------------
+
+    @callback
+    def _refuse(self, node_id: str, what: str) -> None:
+        """Warn once per hostile id (bounded), and write nothing for it."""
+        if node_id not in self._warned and len(self._warned) < MAX_WARNED:
+            self._warned.add(node_id)
+            LOGGER.warning(
+                "Ignored %s from %r: not a valid node id ([A-Za-z0-9_-]{1,64})", what, node_id[:80]
+            )
+
+    @callback
+    def _contact(self, node_id: str) -> Node:
+        """Return the node, created (with its device) on first contact."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            device = dr.async_get(self.hass).async_get_or_create(
+                config_entry_id=self.entry.entry_id, **node_device_info(node_id)
+            )
+            node = self.nodes[node_id] = Node(node_id, device.name or node_id, device.id)
+            async_dispatcher_send(self.hass, self.signal_new_node, node_id)
+        node.seen = time.monotonic()
+        return node
+
+    @callback
+    def _names_seen(self, names: dict[str, str]) -> None:
+        """Rename devices whose name in device_names.yaml changed."""
+        registry = dr.async_get(self.hass)
+        for node_id, name in names.items():
+            node = self.nodes.get(node_id)
+            if node is None or node.name == name:
+                continue
+            node.name = name
+            if device := registry.async_get_device_by_identifier(
+                node_identifier(node_id), self.entry.entry_id
+            ):
+                registry.async_update_device(device.id, name=name)
+
+    @callback
+    def _state_changed(self, node: Node) -> None:
+        """Write the node's entity states now, or once the rate limit allows."""
+        if node.write_timer is not None or self._stopped:
+            return
+        now = time.monotonic()
+        due = node.written + 1 / self.options.rate
+        if now >= due:
+            node.written = now
+            async_dispatcher_send(self.hass, self.signal(node.node_id))
+        else:
+            node.write_timer = async_call_later(self.hass, due - now, partial(self._write_later, node))
+
+    @callback
+    def _write_later(self, node: Node, _now: datetime) -> None:
+        node.write_timer = None
+        node.written = time.monotonic()
+        async_dispatcher_send(self.hass, self.signal(node.node_id))
+
+    @callback
+    def async_remove_node(self, node_id: str) -> bool:
+        """Forget a stale node; refuse while it is online or was heard recently."""
+        node = self.nodes.get(node_id)
+        if node is not None and (node.online or (node.seen and time.monotonic() - node.seen < STALE_AFTER_S)):
+            return False
+        if node is not None:
+            if node.write_timer is not None:
+                node.write_timer()
+            del self.nodes[node_id]
+        if task := self._answers.pop(node_id, None):
+            task.cancel()
+        return True
+
+    # status ----------------------------------------------------------------------------
+
+    @callback
+    def _on_status(self, msg: mqtt.ReceiveMessage) -> None:
+        node_id = protocol.parse_node_topic(self.options.base, msg.topic, protocol.NODE_STATUS)
+        if node_id is None:
+            return
+        if not protocol.valid_id(node_id):
+            self._refuse(node_id, "a status")
+            return
+        text = _text(msg.payload).strip()
+        if text not in (protocol.ONLINE, protocol.OFFLINE, ""):
+            LOGGER.warning("Ignored status %r of node %s: expected ONLINE or OFFLINE", text[:40], node_id)
+            return
+        node = self._contact(node_id)
+        node.online = None if not text else text == protocol.ONLINE
+        self._state_changed(node)
+
+    # logs ---------------------------------------------------------------------------------
+
+    @callback
+    def _on_log(self, msg: mqtt.ReceiveMessage) -> None:
+        parsed = protocol.parse_log(self.options.base, msg.topic)
+        if parsed is None:
+            return
+        node_id, level = parsed.node, parsed.level
+        if not protocol.valid_id(node_id):
+            self._refuse(node_id, "a log line")
+            return
+        if level not in LEVEL_RANK:
+            level = msg.topic.rsplit("/", 2)[-2]  # unknown: kept as given
+        message = _text(msg.payload)
+        received = time.time()
+        self.writer.add(LogLine(received, level, node_id, message))
+        node = self.nodes.get(node_id) or self._contact(node_id)
+        node.seen = time.monotonic()
+        text = message[:MAX_HA_TEXT]
+        node.last_level, node.last_message, node.last_log_ts = level, text, received
+        if level == "error":
+            node.errors += 1
+        elif level == "critical":
+            node.criticals += 1
+        if LEVEL_RANK.get(level, UNKNOWN_RANK) >= self.options.event_rank:
+            if self._take_token(node):
+                self._fire(node, level, text)
+            else:
+                node.suppressed += 1
+        self._state_changed(node)
+
+    def _take_token(self, node: Node) -> bool:
+        """Token bucket: `rate` events per second per node, bursts of `rate`."""
+        now = time.monotonic()
+        rate = self.options.rate
+        node.tokens = min(rate, node.tokens + (now - node.refilled) * rate)
+        node.refilled = now
+        if node.tokens >= 1:
+            node.tokens -= 1
+            return True
+        return False
+
+    @callback
+    def _fire(self, node: Node, level: str, text: str) -> None:
+        self.hass.bus.async_fire(
+            EVENT_LOG,
+            {
+                "node": node.node_id,
+                "name": node.name,
+                "level": level,
+                "message": text,
+                "device_id": node.device_id,
+            },
+        )
+        async_dispatcher_send(self.hass, self.event_signal(node.node_id), level, text)
+
+    # configuration serving ------------------------------------------------------------
+
+    @callback
+    def _on_login(self, msg: mqtt.ReceiveMessage) -> None:
+        node_id = protocol.parse_login_request(self.options.base, msg.topic)
+        if node_id is None:
+            return
+        if not protocol.valid_id(node_id):
+            self._refuse(node_id, "a configuration request")
+            return
+        try:
+            request = protocol.parse_login_payload(
+                bytes(msg.payload) if isinstance(msg.payload, bytearray) else msg.payload
+            )
+        except ValueError as err:
+            LOGGER.warning("Ignored configuration request from %s: %s", node_id, err)
+            return
+        node = self._contact(node_id)
+        node.wait_s = request.wait_s
+        self._start_answer(node_id, request.wait_s, None)
+
+    @callback
+    def _start_answer(self, node_id: str, wait_s: float | None, answer: Answer | None) -> None:
+        """Answer a node; a new request replaces an answer still being sent."""
+        if old := self._answers.pop(node_id, None):
+            old.cancel()
+        self._answers[node_id] = self.entry.async_create_background_task(
+            self.hass, self._answer(node_id, wait_s, answer), f"smartserver config for {node_id}"
+        )
+
+    async def _answer(self, node_id: str, wait_s: float | None, answer: Answer | None) -> None:
+        try:
+            if answer is None and (answer := await self._prepare(node_id, raise_errors=False)) is None:
+                return
+            await self._publish(node_id, wait_s, answer)
+        except HomeAssistantError as err:
+            LOGGER.warning("Configuration for %s not sent: %s", node_id, err)
+        finally:
+            if self._answers.get(node_id) is asyncio.current_task():
+                del self._answers[node_id]
+
+    async def _publish(self, node_id: str, wait_s: float | None, answer: Answer) -> None:
+        base = self.options.base
+        topic = protocol.login_answer(base, node_id)
+        if wait_s is None:
+            await mqtt.async_publish(self.hass, topic, answer.payload, qos=1, retain=False)
+        else:
+            await mqtt.async_publish(self.hass, topic, str(len(answer.components)), qos=1, retain=False)
+            for name, payload in answer.components:
+                await asyncio.sleep(wait_s)
+                await mqtt.async_publish(
+                    self.hass, protocol.login_component(base, node_id, name), payload, qos=1, retain=False
+                )
+        if node := self.nodes.get(node_id):
+            node.served_at = time.time()
+            node.served_hash = answer.digest
+            self._state_changed(node)
+
+    async def _prepare(self, node_id: str, *, raise_errors: bool) -> Answer | None:
+        """Read the configuration; on a parse error log it and raise a repair issue."""
+        issue_id = f"config_file_{node_id}"
+        try:
+            answer = await self.hass.async_add_executor_job(prepare_answer, self.storage, node_id)
+        except ConfigFileError as err:
+            placeholders = {"node": node_id, "file": err.path, "line": str(err.line), "reason": err.reason}
+            LOGGER.error("Configuration of %s not served: %s", node_id, err)
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key="config_file_error",
+                translation_placeholders=placeholders,
+            )
+            if raise_errors:
+                raise HomeAssistantError(
+                    translation_domain=DOMAIN,
+                    translation_key="config_file_error",
+                    translation_placeholders=placeholders,
+                ) from err
+            return None
+        except OSError as err:
+            LOGGER.error("Could not read the configuration of %s: %s", node_id, err)
+            if raise_errors:
+                raise HomeAssistantError(
+                    translation_domain=DOMAIN,
+                    translation_key="config_read_error",
+                    translation_placeholders={"node": node_id, "error": str(err)},
+                ) from err
+            return None
+        ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+        for warning in answer.warnings:
+            if (key := f"{node_id}\n{warning}") not in self._warned and len(self._warned) < MAX_WARNED:
+                self._warned.add(key)
+                LOGGER.warning("Configuration of %s: %s", node_id, warning)
+        self._names_seen({node_id: answer.name})
+        return answer
+
+    async def async_push_config(self, node_id: str) -> None:
+        """Send a node its configuration now, in the form it last asked for."""
+        node = self._contact(node_id)
+        answer = await self._prepare(node_id, raise_errors=True)
+        self._start_answer(node_id, node.wait_s, answer)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """State for the diagnostics download (redacted by the caller)."""
+        return {
+            "options": {
+                "base": self.options.base,
+                "storage": str(self.options.storage),
+                "max_bytes": self.options.max_bytes,
+                "backups": self.options.backups,
+                "event_level": self.options.event_level,
+                "rate": self.options.rate,
+            },
+            "log_writer": {
+                "lines_written": self.writer.written,
+                "lines_dropped": self.writer.dropped,
+                "lines_pending_retry": self.writer.files.pending,
+            },
+            "nodes": {node_id: self.node_diagnostics(node_id) for node_id in sorted(self.nodes)},
+        }
+
+    def node_diagnostics(self, node_id: str) -> dict[str, Any]:
+        """Return one node's state."""
+        node = self.nodes[node_id]
+        return {
+            "name": node.name,
+            "online": node.online,
+            "last_level": node.last_level,
+            "last_message": node.last_message,
+            "errors": node.errors,
+            "criticals": node.criticals,
+            "suppressed": node.suppressed,
+            "config_served_at": node.served_at,
+            "config_hash": node.served_hash,
+            "wait_s": node.wait_s,
+        }

@@ -1,0 +1,284 @@
+"""Node storage on disk: client directories, device names and configurations.
+
+Everything here blocks on file I/O: call it from an executor job, never from the
+event loop. Layout (SmartServer's, with `Clients/` still accepted):
+
+    <root>/device_names.yaml            node id -> name (null: use the id)
+    <root>/clients/<name>/config.json   served as-is (or config.hjson)
+    <root>/clients/<name>/config/*.json one component per file (or *.hjson)
+    <root>/clients/<name>/<name>.log    the node's log
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import hjson
+import yaml
+
+from . import protocol
+
+NAMES_FILE: Final = "device_names.yaml"
+CLIENTS: Final = "clients"
+LEGACY_CLIENTS: Final = "Clients"
+SUFFIXES: Final = (".hjson", ".json")
+ORDER: Final = "_order"
+# Names become directory names: word characters, spaces, dots and dashes only.
+NAME_PATTERN: Final = re.compile(r"\w[\w .-]{0,63}")
+
+
+@dataclass(slots=True)
+class ConfigFileError(Exception):
+    """A file that does not parse: which one, where, and why."""
+
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        """Readable for logs."""
+        return f"{self.path}, line {self.line}: {self.reason}"
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    """A configuration as read from disk, ready to serve."""
+
+    config: dict[str, Any]
+    files: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def components(self) -> list[tuple[str, Any]]:
+        """Components in `_order` order, for a chunked answer."""
+        order = self.config.get(ORDER)
+        if not isinstance(order, list):
+            order = [key for key in self.config if key != ORDER]
+        return [(str(name), self.config[name]) for name in order if name in self.config]
+
+
+def _decode(raw: bytes, rel: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigFileError(rel, raw[: err.start].count(b"\n") + 1, "not UTF-8") from err
+
+
+def parse_file(path: Path, rel: str) -> Any:
+    """Parse a .json or .hjson file; raise ConfigFileError with the line if it fails."""
+    text = _decode(path.read_bytes(), rel)
+    try:
+        if path.suffix == ".hjson":
+            return _plain(hjson.loads(text))
+        return json.loads(text)
+    except ValueError as err:
+        line = getattr(err, "lineno", 1)
+        raise ConfigFileError(rel, line, str(getattr(err, "msg", err))) from err
+
+
+def _plain(value: Any) -> Any:
+    """Turn hjson's OrderedDicts into plain dicts (same order)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Storage:
+    """The storage root; thread-safe, blocking."""
+
+    def __init__(self, root: Path) -> None:
+        """Use `root`; nothing is created until a node is seen."""
+        self.root = root
+        self._lock = threading.RLock()
+        self._names: dict[str, str | None] = {}
+        self._names_stamp: tuple[int, int] | None = None
+        self.names_error: ConfigFileError | None = None
+        self._dirs: dict[str, Path] = {}
+
+    @property
+    def names_path(self) -> Path:
+        """The device names file."""
+        return self.root / NAMES_FILE
+
+    def clients_dir(self) -> Path:
+        """`clients/`, or SmartServer's `Clients/` when only that one exists."""
+        path = self.root / CLIENTS
+        legacy = self.root / LEGACY_CLIENTS
+        if not path.is_dir() and legacy.is_dir():
+            return legacy
+        return path
+
+    def rel(self, path: Path) -> str:
+        """Return a path relative to the root, for messages."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    # device_names.yaml -------------------------------------------------------
+
+    def read_names(self) -> dict[str, str | None]:
+        """Return the names map, re-read when the file changed; the last good one on errors."""
+        with self._lock:
+            try:
+                stat = self.names_path.stat()
+            except FileNotFoundError:
+                self._names, self._names_stamp, self.names_error = {}, None, None
+                return self._names
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp == self._names_stamp:
+                return self._names
+            self._names_stamp = stamp
+            try:
+                self._names = self._parse_names()
+                self.names_error = None
+            except ConfigFileError as err:
+                self.names_error = err
+            return self._names
+
+    def _parse_names(self) -> dict[str, str | None]:
+        text = _decode(self.names_path.read_bytes(), NAMES_FILE)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 1
+            raise ConfigFileError(NAMES_FILE, line, str(getattr(err, "problem", err))) from err
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigFileError(NAMES_FILE, 1, "must map node ids to names")
+        return {str(k): None if v is None else str(v) for k, v in data.items()}
+
+    def name_of(self, node_id: str) -> str:
+        """Return the directory name of a node: its name if valid and unique, else its id."""
+        names = self.read_names()
+        name = names.get(node_id)
+        if not name or name == node_id:
+            return node_id
+        if not NAME_PATTERN.fullmatch(name) or name in (CLIENTS, LEGACY_CLIENTS):
+            return node_id
+        if sum(1 for other in names.values() if other == name) > 1:
+            return node_id
+        if name in names and names[name] in (None, name):
+            return node_id  # another node's id that keeps its directory
+        return name
+
+    def name_problem(self, node_id: str) -> str | None:
+        """Why a configured name is not used, for a warning."""
+        names = self.read_names()
+        name = names.get(node_id)
+        if name and name != node_id and self.name_of(node_id) == node_id:
+            return f"name {name!r} for {node_id} in {NAMES_FILE} is not usable (invalid or not unique)"
+        return None
+
+    def _remember(self, node_id: str) -> None:
+        """Add a new node to device_names.yaml (appended: the user's comments stay)."""
+        if self.names_error is not None or node_id in self._names:
+            return
+        path = self.names_path
+        self.root.mkdir(parents=True, exist_ok=True)
+        prefix = ""
+        if path.exists():
+            raw = path.read_bytes()
+            prefix = "\n" if raw and not raw.endswith(b"\n") else ""
+        with path.open("a", encoding="utf-8") as file:
+            file.write(f"{prefix}{node_id}: null\n")
+        self.read_names()
+
+    # client directories ------------------------------------------------------
+
+    def node_dir(self, node_id: str) -> Path:
+        """Return the node's directory, created or renamed to its current name as needed.
+
+        The id must already be validated; this refuses any other on principle.
+        """
+        if not protocol.valid_id(node_id):
+            raise ValueError(f"refused node id {node_id!r}")
+        with self._lock:
+            self.read_names()
+            self._remember(node_id)
+            name = self.name_of(node_id)
+            known = self._dirs.get(node_id)
+            if known is not None and known.name == name and known.is_dir():
+                return known
+            clients = self.clients_dir()
+            path = clients / name
+            if not path.is_dir():
+                old = clients / (known.name if known is not None else node_id)
+                if old != path and old.is_dir():
+                    self._rename(old, path)
+                else:
+                    (path / "config").mkdir(parents=True, exist_ok=True)
+            self._dirs[node_id] = path
+            return path
+
+    @staticmethod
+    def _rename(old: Path, new: Path) -> None:
+        old.rename(new)
+        for log in sorted(new.glob(f"{old.name}.log*")):
+            log.rename(new / (new.name + log.name[len(old.name) :]))
+
+    # configurations -------------------------------------------------------------
+
+    def load_config(self, node_id: str) -> NodeConfig:
+        """Read a node's configuration fresh from disk; raise ConfigFileError if broken."""
+        with self._lock:
+            directory = self.node_dir(node_id)
+            if self.names_error is not None:
+                raise self.names_error
+        warnings: list[str] = []
+        if problem := self.name_problem(node_id):
+            warnings.append(problem)
+        whole = [directory / f"config{suffix}" for suffix in SUFFIXES]
+        present = [path for path in whole if path.is_file()]
+        if present:
+            if len(present) > 1:
+                warnings.append(f"{self.rel(present[1])} ignored: {self.rel(present[0])} is used")
+            config = parse_file(present[0], self.rel(present[0]))
+            if not isinstance(config, dict):
+                raise ConfigFileError(self.rel(present[0]), 1, "must be an object")
+            return NodeConfig(config, [self.rel(present[0])], warnings)
+        return self._load_components(directory / "config", warnings)
+
+    def _load_components(self, folder: Path, warnings: list[str]) -> NodeConfig:
+        chosen: dict[str, Path] = {}
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        for path in entries:
+            if path.is_dir():
+                warnings.append(f"{self.rel(path)}/ ignored: subdirectories are not read")
+            elif path.suffix not in SUFFIXES:
+                warnings.append(f"{self.rel(path)} ignored: not .json or .hjson")
+            elif not protocol.COMPONENT_PATTERN.fullmatch(path.stem):
+                warnings.append(f"{self.rel(path)} ignored: {path.stem!r} is not a usable component name")
+            elif (other := chosen.get(path.stem)) is not None:
+                keep, drop = (other, path) if other.suffix == ".hjson" else (path, other)
+                warnings.append(f"{self.rel(drop)} ignored: {self.rel(keep)} is used")
+                chosen[path.stem] = keep
+            else:
+                chosen[path.stem] = path
+        config: dict[str, Any] = {}
+        for stem, path in chosen.items():
+            value = parse_file(path, self.rel(path))
+            if stem == ORDER:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ConfigFileError(self.rel(path), 1, "must be a list of component names")
+            elif not isinstance(value, dict):
+                raise ConfigFileError(self.rel(path), 1, "a component must be an object")
+            config[stem] = value
+        order = config.pop(ORDER, None)
+        if order is None:
+            order = list(config)
+        else:
+            if missing := [name for name in order if name not in config]:
+                warnings.append(f"{ORDER} names components without a file: {', '.join(missing)}")
+            if unlisted := [name for name in config if name not in order]:
+                warnings.append(f"components not in {ORDER} are not built: {', '.join(unlisted)}")
+        config[ORDER] = order
+        return NodeConfig(config, [self.rel(path) for path in chosen.values()], warnings)

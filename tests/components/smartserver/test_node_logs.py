@@ -1,0 +1,281 @@
+"""Log collection with HA's mocked MQTT client and real files."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from homeassistant.core import Event, HomeAssistant
+from homeassistant.helpers import device_registry as dr
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_mqtt_message,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.typing import MqttMockHAClient
+
+from custom_components.smartserver import logs
+from custom_components.smartserver.const import (
+    CONF_BASE_TOPIC,
+    CONF_LOG_BACKUPS,
+    CONF_LOG_MAX_KB,
+    CONF_RATE_LIMIT,
+    EVENT_LOG,
+)
+
+from .nodes_common import node_device, root, settle, tree, wait_until
+
+LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d)\] \[([^\]]+)\] \[([^\]]+)\] (.*)")
+
+
+def lines(path: Path) -> list[str]:
+    """Lines of a log and its rotated files, oldest first."""
+    files = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+    return [line for file in [*files, path] if file.exists() for line in file.read_text().splitlines()]
+
+
+def node_log(hass: HomeAssistant, node: str) -> Path:
+    return root(hass) / "clients" / node / f"{node}.log"
+
+
+def general_log(hass: HomeAssistant) -> Path:
+    return root(hass) / "smartserver.log"
+
+
+def log(hass: HomeAssistant, level: str, node: str, payload: str | bytes) -> None:
+    async_fire_mqtt_message(hass, f"home/log/{level}/{node}", payload)
+
+
+async def written(hass: HomeAssistant) -> None:
+    """Let rate-limited state writes happen."""
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=5))
+    await settle(hass)
+
+
+async def flush(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    await settle(hass)
+    await entry.runtime_data.nodes.writer.async_flush()
+
+
+async def test_line_goes_to_general_and_node_log(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    log(hass, "info", "node1", "hello")
+    log(hass, "WARN", "node1", "careful")
+    log(hass, "Critical", "node2", "on fire")
+    log(hass, "Trace", "node2", "unknown level, kept")
+    await flush(hass, init_integration)
+    parsed = [LINE.fullmatch(line) for line in lines(general_log(hass))]
+    assert all(parsed)
+    assert [m.groups()[1:] for m in parsed if m] == [
+        ("INFO", "node1", "hello"),
+        ("WARNING", "node1", "careful"),
+        ("CRITICAL", "node2", "on fire"),
+        ("Trace", "node2", "unknown level, kept"),
+    ]
+    assert [LINE.fullmatch(line).groups()[1:] for line in lines(node_log(hass, "node1"))] == [  # type: ignore[union-attr]
+        ("INFO", "node1", "hello"),
+        ("WARNING", "node1", "careful"),
+    ]
+    assert len(lines(node_log(hass, "node2"))) == 2
+    assert node_device(hass, init_integration, "node2") is not None
+
+
+async def test_invalid_utf8_replaced_and_newlines_escaped(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    log(hass, "error", "node1", b"bad \xff\xfe bytes")
+    log(hass, "error", "node1", "line one\n[2099-01-01 00:00:00.000+00:00] [CRITICAL] [node9] forged\r\\n")
+    await flush(hass, init_integration)
+    got = lines(node_log(hass, "node1"))
+    assert len(got) == 2
+    assert got[0].endswith("bad \ufffd\ufffd bytes")
+    assert got[1].endswith("line one\\n[2099-01-01 00:00:00.000+00:00] [CRITICAL] [node9] forged\\r\\\\n")
+    await written(hass)
+    state = hass.states.get("sensor.node1_last_log")
+    assert state is not None
+    assert state.state.startswith("line one\n")
+
+
+async def test_login_and_other_topics_never_logged(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    async_fire_mqtt_message(hass, "home/login/node1/set", '"1.0"')
+    async_fire_mqtt_message(hass, "home/logs/info/node1", "x")
+    async_fire_mqtt_message(hass, "home/log/info/node1/extra", "x")
+    async_fire_mqtt_message(hass, "other/log/info/node1", "x")
+    await flush(hass, init_integration)
+    assert not general_log(hass).exists()
+
+
+@pytest.mark.parametrize("node", ["..", "%2e%2e", "+", "#", "a" * 300, "nö"])
+async def test_hostile_ids_write_nothing(
+    hass: HomeAssistant, init_integration: MockConfigEntry, node: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = tree(Path(hass.config.path()))
+    log(hass, "critical", node, "payload")
+    async_fire_mqtt_message(hass, f"home/node/{node}/status", "ONLINE")
+    await flush(hass, init_integration)
+    assert tree(Path(hass.config.path())) == before
+    assert not dr.async_entries_for_config_entry(dr.async_get(hass), init_integration.entry_id)
+    assert "not a valid node id" in caplog.text
+
+
+async def test_huge_payload_kept_whole_in_files(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    big = "x" * 2_000_000
+    log(hass, "error", "node1", big)
+    await flush(hass, init_integration)
+    got = lines(node_log(hass, "node1"))
+    assert len(got) == 1
+    assert got[0].endswith(big)
+    await written(hass)
+    state = hass.states.get("sensor.node1_last_log")
+    assert state is not None
+    assert state.state == "x" * 255
+
+
+async def _setup(hass: HomeAssistant, entry: MockConfigEntry, **options: object) -> MockConfigEntry:
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(entry, options={CONF_BASE_TOPIC: "home", **options})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
+async def test_rotation_by_size_and_count(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+) -> None:
+    entry = await _setup(hass, mock_config_entry, **{CONF_LOG_MAX_KB: 16, CONF_LOG_BACKUPS: 2})
+    for i in range(1000):
+        log(hass, "info", "node1", f"message {i:04d} " + "y" * 60)
+    await flush(hass, entry)
+    path = node_log(hass, "node1")
+    assert sorted(p.name for p in path.parent.glob("node1.log*")) == [
+        "node1.log",
+        "node1.log.1",
+        "node1.log.2",
+    ]
+    assert all(p.stat().st_size <= 16 * 1024 for p in path.parent.glob("node1.log*"))
+    kept = lines(path)
+    # the newest lines survive, in order, without gaps
+    assert kept[-1].endswith("message 0999 " + "y" * 60)
+    numbers = [int(line.split("message ")[1][:4]) for line in kept]
+    assert numbers == list(range(numbers[0], 1000))
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_zero_backups_truncates(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+) -> None:
+    entry = await _setup(hass, mock_config_entry, **{CONF_LOG_MAX_KB: 16, CONF_LOG_BACKUPS: 0})
+    for i in range(1000):
+        log(hass, "info", "node1", f"message {i:04d} " + "y" * 60)
+    await flush(hass, entry)
+    assert [p.name for p in node_log(hass, "node1").parent.glob("node1.log*")] == ["node1.log"]
+    assert lines(node_log(hass, "node1"))[-1].endswith("message 0999 " + "y" * 60)
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.parametrize("target", ["node", "general"])
+async def test_write_error_logged_and_retried(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+) -> None:
+    """A full disk (/dev/full: every write fails with ENOSPC) loses nothing silently."""
+    monkeypatch.setattr(logs, "RETRY_DELAY_S", 0.05)
+    path = node_log(hass, "node1") if target == "node" else general_log(hass)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to("/dev/full")
+    for i in range(100):
+        log(hass, "info", "node1", f"line {i}")
+    writer = init_integration.runtime_data.nodes.writer
+    await wait_until(lambda: writer.files.pending >= 100)
+    assert "Could not write node logs (100 lines kept for retry)" in caplog.text
+    assert "No space left on device" in caplog.text
+    assert writer.files.pending == 100
+    path.unlink()  # space again
+    await writer.async_flush()
+    assert "Node logs are written again" in caplog.text
+    for log_path in (node_log(hass, "node1"), general_log(hass)):
+        assert [line.rsplit(" ", 1)[1] for line in lines(log_path)] == [str(i) for i in range(100)]
+
+
+async def test_write_error_at_unload_reports_lost_lines(
+    hass: HomeAssistant, init_integration: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = node_log(hass, "node1")
+    path.parent.mkdir(parents=True)
+    path.symlink_to("/dev/full")
+    log(hass, "info", "node1", "doomed")
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    assert "Lost 1 node log lines that could not be written before unloading" in caplog.text
+    assert lines(general_log(hass))[0].endswith("doomed")
+
+
+async def test_flood_of_20000_loses_nothing_and_is_rate_limited(
+    hass: HomeAssistant, init_integration: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # HA's per-message debug lines would dominate the run
+    events: list[Event] = []
+    hass.bus.async_listen(EVENT_LOG, events.append)
+    levels = ["debug", "info", "warning", "error", "critical"]
+    for i in range(20_000):
+        log(hass, levels[i % 5], f"node{i % 50}", f"flood {i}")
+    await flush(hass, init_integration)
+    await written(hass)
+
+    general = lines(general_log(hass))
+    assert sorted(int(line.rsplit(" ", 1)[1]) for line in general) == list(range(20_000))
+    for n in range(50):
+        got = [int(line.rsplit(" ", 1)[1]) for line in lines(node_log(hass, f"node{n}"))]
+        assert got == list(range(n, 20_000, 50))
+
+    hub = init_integration.runtime_data.nodes
+    eligible = 20_000 * 3 // 5  # warning, error, critical
+    suppressed = sum(node.suppressed for node in hub.nodes.values())
+    assert len(events) + suppressed == eligible
+    assert suppressed > 0
+    state = hass.states.get("sensor.node0_suppressed_log_events")
+    assert state is not None
+    assert int(state.state) == hub.nodes["node0"].suppressed
+    # counters count every line, and the last state is written after the burst
+    errors = hass.states.get("sensor.node0_errors_logged")
+    assert errors is not None
+    assert errors.state == str(sum(1 for i in range(0, 20_000, 50) if i % 5 == 3))
+    last = hass.states.get("sensor.node0_last_log")
+    assert last is not None
+    assert last.state == "flood 19950"
+
+
+async def test_rate_limit_option(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+) -> None:
+    entry = await _setup(hass, mock_config_entry, **{CONF_RATE_LIMIT: 2})
+    events: list[Event] = []
+    hass.bus.async_listen(EVENT_LOG, events.append)
+    for i in range(10):
+        log(hass, "error", "node1", f"e{i}")
+    await settle(hass)
+    node = entry.runtime_data.nodes.nodes["node1"]
+    assert len(events) + node.suppressed == 10
+    assert len(events) >= 2
+    await hass.config_entries.async_unload(entry.entry_id)

@@ -31,6 +31,10 @@ class Node:
         self.mem_peak = 0
         self.started = ticks_ms()
         self.modules = {}
+        fw = _read_json("firmware.json") or {}
+        self.firmware = str(fw.get("version") or VERSION)
+        self.build = str(fw.get("build") or "")
+        self.update = _read_json("fw_result.json")  # the last update's result (mgmt.py)
 
     def _topic(self, leaf):
         return "%s/node/%s/%s" % (self.base, self.id, leaf)
@@ -45,7 +49,9 @@ class Node:
         gc.collect()  # report live data, not garbage
         return json.dumps(
             {
-                "version": VERSION,
+                "version": self.firmware,
+                "build": self.build,
+                "update": self.update,
                 "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
                 "reset_cause": self.state.cause,
                 "crashes": self.state.crashes,
@@ -65,10 +71,18 @@ class Node:
 
     async def _republish(self):
         await self.mqtt.publish(self._topic("status"), ONLINE, retain=True, qos=1)
-        await self.mqtt.publish(self._topic("info"), self.info())
+        await self._publish_info()
+
+    async def _publish_info(self):
+        # Retained: HA's update entity reads the installed version from it.
+        await self.mqtt.publish(self._topic("info"), self.info(), retain=True, qos=1)
 
     def _on_connect(self):
-        asyncio.create_task(self.mqtt.publish(self._topic("info"), self.info()))
+        asyncio.create_task(self._publish_info())
+
+    def _on_confirmed(self):
+        self.update = _read_json("fw_result.json")
+        asyncio.create_task(self._publish_info())
 
     async def _watchdog(self):
         wdt = machine.WDT(timeout=int(self.config["watchdog_s"]) * 1000)
@@ -117,7 +131,11 @@ class Node:
 
     def _report_boot(self):
         state = self.state
-        log.info("boot: firmware %s, node %s, reset cause: %s" % (VERSION, self.id, state.cause))
+        log.info(
+            "boot: firmware %s (%s), node %s, reset cause: %s" % (self.firmware, self.build, self.id, state.cause)
+        )
+        if self.update and self.update.get("result") == "rolled back":
+            log.error("firmware update to %s rolled back: it did not become healthy" % self.update.get("version"))
         if state.hang:
             log.error("the watchdog reset the node while MQTT worked: it hung")
         if state.trace:
@@ -149,6 +167,15 @@ class Node:
         asyncio.create_task(self._housekeeping())
         asyncio.create_task(self._clock())
         remote = remote_config.start(mqtt, self.config)
+        # Management runs in safe mode too: it is how a broken node gets fixed.
+        # Imported after MQTT parsed the CA: that needs one large block.
+        import mgmt
+
+        mgmt.start(mqtt, self.config)
+        if mgmt.exists("fw_pending.json"):
+            import fwupdate
+
+            asyncio.create_task(fwupdate.trial(mqtt, self.config, remote.done, self._on_confirmed))
         used = self.cached
         if used is None and not self.safe:
             # First boot: wait a while for HA's configuration before driving pins.
@@ -184,6 +211,14 @@ class Node:
             await asyncio.sleep_ms(200)  # let the log line go out
             self.failure = "reboot"
             self._failed.set()
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def run():

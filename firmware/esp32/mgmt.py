@@ -21,7 +21,6 @@ CHUNK = 1400
 FIXED = ("boot.py", "main.py", "board.py", "secrets.py", "ca.pem")
 
 
-
 def read_json(path, default=None):
     try:
         with open(path) as f:
@@ -93,14 +92,18 @@ class Manager:
         self._allow_eval = bool(cfg.get("eval"))
         self._idle_ms = int(cfg.get("idle_s", 15)) * 1000  # a stalled transfer is abandoned
         self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
-        prefix = "%s/node/%s/mgmt/" % (config["base"], config["node_id"])
-        self.reply_topic = prefix + "reply"
+        self.reply_topic = "%s/node/%s/mgmt/reply" % (config["base"], config["node_id"])
         self._transfer = None
         self._busy = False
         self._queue = []
-        mqtt.subscribe(prefix + "cmd", self._on_command, qos=1)
-        mqtt.subscribe(prefix + "data", self._on_data, qos=1)
         asyncio.create_task(self._idle_guard())
+
+    def on_message(self, topic, payload, retained):
+        """Messages on <base>/node/<node>/mgmt/cmd and .../data (node.py subscribes)."""
+        if topic.endswith("/cmd"):
+            self._on_command(topic, payload, retained)
+        else:
+            self._on_data(topic, payload, retained)
 
     # --- replies (in order: one sender task drains the queue) --------------------
 
@@ -230,7 +233,7 @@ class Manager:
         h = sha256()
         seq = 0
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb") as f:  # noqa: ASYNC230 (no async files in MicroPython)
                 while True:
                     data = f.read(CHUNK)
                     if not data:
@@ -320,7 +323,3 @@ def _makedirs(path):
         d = "/".join(parts[: i + 1])
         if not exists(d):
             os.mkdir(d)
-
-
-def start(mqtt, config):
-    return Manager(mqtt, config)

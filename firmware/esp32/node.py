@@ -31,6 +31,7 @@ class Node:
         self.mem_peak = 0
         self.started = ticks_ms()
         self.modules = {}
+        self.manager = None
         fw = _read_json("firmware.json") or {}
         self.firmware = str(fw.get("version") or VERSION)
         self.build = str(fw.get("build") or "")
@@ -79,6 +80,16 @@ class Node:
 
     def _on_connect(self):
         asyncio.create_task(self._publish_info())
+
+    def _on_mgmt(self, topic, payload, retained):
+        if self.manager is None:
+            if topic.endswith("/data"):
+                return  # no transfer can be running
+            import mgmt
+
+            self.manager = mgmt.Manager(self.mqtt, self.config)
+            gc.collect()
+        self.manager.on_message(topic, payload, retained)
 
     def _on_confirmed(self):
         self.update = _read_json("fw_result.json")
@@ -132,10 +143,13 @@ class Node:
     def _report_boot(self):
         state = self.state
         log.info(
-            "boot: firmware %s (%s), node %s, reset cause: %s" % (self.firmware, self.build, self.id, state.cause)
+            "boot: firmware %s (%s), node %s, reset cause: %s"
+            % (self.firmware, self.build, self.id, state.cause)
         )
         if self.update and self.update.get("result") == "rolled back":
-            log.error("firmware update to %s rolled back: it did not become healthy" % self.update.get("version"))
+            log.error(
+                "firmware update to %s rolled back: it did not become healthy" % self.update.get("version")
+            )
         if state.hang:
             log.error("the watchdog reset the node while MQTT worked: it hung")
         if state.trace:
@@ -168,11 +182,11 @@ class Node:
         asyncio.create_task(self._clock())
         remote = remote_config.start(mqtt, self.config)
         # Management runs in safe mode too: it is how a broken node gets fixed.
-        # Imported after MQTT parsed the CA: that needs one large block.
-        import mgmt
-
-        mgmt.start(mqtt, self.config)
-        if mgmt.exists("fw_pending.json"):
+        # Its module is loaded on the first command: most nodes never need its heap.
+        mgmt_topic = self._topic("mgmt/")
+        mqtt.subscribe(mgmt_topic + "cmd", self._on_mgmt, qos=1)
+        mqtt.subscribe(mgmt_topic + "data", self._on_mgmt, qos=1)
+        if _read_json("fw_pending.json") is not None:
             import fwupdate
 
             asyncio.create_task(fwupdate.trial(mqtt, self.config, remote.done, self._on_confirmed))

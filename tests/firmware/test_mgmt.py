@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,9 +37,7 @@ HEAP = "128K"
 
 def connection(broker: Broker) -> Connection:
     """TLS to the test broker, CA verified."""
-    return Connection(
-        "127.0.0.1", broker.tls_port, str(broker.certs.ca), broker.username, broker.password
-    )
+    return Connection("127.0.0.1", broker.tls_port, str(broker.certs.ca), broker.username, broker.password)
 
 
 @pytest.fixture
@@ -58,11 +57,13 @@ def test_put_get_ls_rm_larger_than_a_chunk(start_board: Callable[..., Board], no
     assert ("data", True, 0) in [(n, d, 0) for n, d, _ in node.ls() if d]
     node.call("rm", "data/big.bin")
     assert not (board.flash / "data" / "big.bin").exists()
-    with pytest.raises(NodeError, match="read failed|failed"):
+    with pytest.raises(NodeError, match="failed"):
         node.get("data/big.bin")
 
 
-def _raw_put(node: Node, path: str, digest: str, size: int, chunks: list[bytes], complete: bool = True) -> str:
+def _raw_put(
+    node: Node, path: str, digest: str, size: int, chunks: list[bytes], complete: bool = True
+) -> str:
     nonce = node.send("put", f"{path}\n{digest}\n{size}")
     for seq, piece in enumerate(chunks):
         kind = "ok" if complete and seq == len(chunks) - 1 else "more"
@@ -84,7 +85,9 @@ def test_corrupt_chunk_and_wrong_sha_keep_the_old_file(start_board: Callable[...
     assert (board.flash / "keep.txt").read_bytes() == old
     # The right data with a SHA-256 that does not match it.
     with pytest.raises(ChecksumError, match="checksum mismatch"):
-        list(node.replies(_raw_put(node, "keep.txt", "0" * 64, 3000, [new[:1400], new[1400:2800], new[2800:]])))
+        list(
+            node.replies(_raw_put(node, "keep.txt", "0" * 64, 3000, [new[:1400], new[1400:2800], new[2800:]]))
+        )
     # A chunk out of order.
     nonce = _raw_put(node, "keep.txt", digest, 3000, [])
     node.client.publish(node.data_topic, chunk_payload(nonce, 0, "more", new[:1400]), qos=1)
@@ -111,7 +114,7 @@ def test_interrupted_transfer_leaves_the_old_file(start_board: Callable[..., Boa
     assert not (board.flash / "app.txt.part").exists()
     # The node loses power in the middle of a transfer.
     _raw_put(node, "app.txt", hashlib.sha256(new).hexdigest(), 4000, [new[:1400]], complete=False)
-    board.wait(lambda: (board.flash / "app.txt.part").exists(), what="the partial file")
+    board.wait((board.flash / "app.txt.part").exists, what="the partial file")
     board.stop()
     board.boot()
     board.wait_output("clock set by NTP", count=2)
@@ -129,22 +132,21 @@ def test_refused_commands(start_board: Callable[..., Board], node: Node, mosquit
     assert (board.flash / "keep.txt").exists()
 
     unsigned = json.dumps({"cmd": "ls", "ts": int(time.time()), "nonce": "00aa"})
-    node._replies["00aa"] = __import__("queue").Queue()
-    node.client.publish(node.cmd_topic, unsigned, qos=1)
+    node.send_payload("00aa", unsigned)
     with pytest.raises(NodeError, match="refused: unsigned"):
         list(node.replies("00aa"))
 
-    with Node(connection(mosquitto), "home", NODE, "not the key", timeout=10) as wrong:
-        with pytest.raises(NodeError, match=r"bad signature \(wrong key"):
-            wrong.ls()
+    with (
+        Node(connection(mosquitto), "home", NODE, "not the key", timeout=10) as wrong,
+        pytest.raises(NodeError, match=r"bad signature \(wrong key"),
+    ):
+        wrong.ls()
 
     nonce, payload = signed_command(KEY, NODE, "rm", "keep.txt")
-    node._replies[nonce] = __import__("queue").Queue()
-    node.client.publish(node.cmd_topic, payload, qos=1)
+    node.send_payload(nonce, payload)
     list(node.replies(nonce))
     (board.flash / "keep.txt").write_text("keep")
-    node._replies[nonce] = __import__("queue").Queue()
-    node.client.publish(node.cmd_topic, payload, qos=1)  # the same message again
+    node.send_payload(nonce, payload)  # the same message again
     with pytest.raises(NodeError, match="refused: replayed"):
         list(node.replies(nonce))
     assert (board.flash / "keep.txt").exists()
@@ -197,14 +199,13 @@ def test_update_kept_once_healthy(start_board: Callable[..., Board], node: Node,
     before = node.info()
     assert before["version"] == "0.1.0"
     old_build = before["build"]
-    assert isinstance(old_build, str) and len(old_build) == 12
+    assert isinstance(old_build, str)
+    assert len(old_build) == 12
     firmware = _firmware(tmp_path, "0.2.0")
     progress: list[tuple[int, int]] = []
     result: dict[str, object] = {}
 
     # The node reboots during the update: keep the board running in this thread.
-    import threading
-
     def run() -> None:
         result.update(node.update(firmware, lambda d, t: progress.append((d, t)), confirm_timeout=60))
 
@@ -228,7 +229,6 @@ def test_update_that_never_gets_healthy_rolls_back(
     board = start_board(heapsize=HEAP, mgmt={"confirm_s": 2, "trial_s": 60})
     old_node = (board.flash / "node.mpy").read_bytes()
     firmware = _firmware(tmp_path, "0.3.0", broken=True)
-    import threading
 
     errors: list[Exception] = []
 
@@ -242,7 +242,8 @@ def test_update_that_never_gets_healthy_rolls_back(
     worker.start()
     board.wait(lambda: not worker.is_alive(), timeout=90, what="the update")
     worker.join()
-    assert errors and "rolled back firmware 0.3.0" in str(errors[0])
+    assert errors
+    assert "rolled back firmware 0.3.0" in str(errors[0])
     board.wait_output("firmware 0.3.0 was not confirmed: previous firmware restored")
     assert (board.flash / "node.mpy").read_bytes() == old_node
     info = _info(board, node, lambda i: i.get("update") is not None)

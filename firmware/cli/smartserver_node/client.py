@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -39,7 +40,7 @@ class ChecksumError(NodeError):
 
 
 def signature(key: str, target: str, cmd: str, ts: int, nonce: str, arg: str = "") -> str:
-    """HMAC-SHA256 (hex) over "<target>\\n<cmd>\\n<ts>\\n<nonce>\\n<arg>" (docs/protocol.md)."""
+    r"""HMAC-SHA256 (hex) over "<target>\\n<cmd>\\n<ts>\\n<nonce>\\n<arg>" (docs/protocol.md)."""
     text = f"{target}\n{cmd}\n{ts}\n{nonce}\n{arg}".encode()
     return hmac.new(key.encode(), text, hashlib.sha256).hexdigest()
 
@@ -56,7 +57,7 @@ def signed_command(key: str, node: str, cmd: str, arg: str = "", ts: int | None 
 
 
 def chunk_payload(nonce: str, seq: int, kind: str, body: bytes) -> bytes:
-    """One chunk: "<nonce> <seq> <kind>\\n<body>"; kind is more, ok or err."""
+    r"""One chunk: "<nonce> <seq> <kind>\\n<body>"; kind is more, ok or err."""
     return f"{nonce} {seq} {kind}\n".encode() + body
 
 
@@ -71,7 +72,7 @@ class Reply:
 
     @classmethod
     def parse(cls, payload: bytes) -> Reply | None:
-        """The chunk, or None for a payload that is not one."""
+        """Return the chunk, or None for a payload that is not one."""
         head, sep, body = payload.partition(b"\n")
         parts = head.decode(errors="replace").split(" ")
         if not sep or len(parts) != 3 or not parts[1].isdigit() or parts[2] not in ("more", "ok", "err"):
@@ -94,7 +95,7 @@ class Firmware:
         return hashlib.sha256(lines.encode()).hexdigest()[:12]
 
     def manifest(self) -> bytes:
-        """The manifest the node checks the staged files against."""
+        """Return the manifest the node checks the staged files against."""
         return json.dumps(
             {
                 "version": self.version,
@@ -106,7 +107,7 @@ class Firmware:
 
 
 def firmware_version(source: Path) -> str:
-    """The VERSION in the firmware sources."""
+    """Return the VERSION in the firmware sources."""
     match = re.search(r'^VERSION = "([^"]+)"$', (source / "remote_config.py").read_text(), re.M)
     if match is None:
         raise ValueError(f"no VERSION in {source / 'remote_config.py'}")
@@ -146,9 +147,7 @@ class Connection:
 class Node:
     """A connection to the broker, talking to one node."""
 
-    def __init__(
-        self, conn: Connection, base: str, node: str, key: str, timeout: float = 15
-    ) -> None:
+    def __init__(self, conn: Connection, base: str, node: str, key: str, timeout: float = 15) -> None:
         self.base = base
         self.node = node
         self.key = key
@@ -206,7 +205,9 @@ class Node:
         """Subscribe (QoS 1) and wait for the broker's acknowledgement."""
         done = threading.Event()
         with self._lock:
-            _, mid = self.client.subscribe(topic, qos=1)
+            result, mid = self.client.subscribe(topic, qos=1)
+            if mid is None:
+                raise NodeError(f"cannot subscribe to {topic}: {result}")
             self._subscribed[mid] = done
         if not done.wait(self.timeout):
             raise NodeError(f"the broker did not confirm the subscription to {topic}")
@@ -238,13 +239,17 @@ class Node:
     def send(self, cmd: str, arg: str = "") -> str:
         """Publish a signed command; return its nonce (replies carry it)."""
         nonce, payload = signed_command(self.key, self.node, cmd, arg)
+        self.send_payload(nonce, payload)
+        return nonce
+
+    def send_payload(self, nonce: str, payload: str | bytes) -> None:
+        """Publish a command payload as it is and collect the replies to `nonce`."""
         with self._lock:
             self._replies[nonce] = queue.Queue()
         self.client.publish(self.cmd_topic, payload, qos=1)
-        return nonce
 
     def replies(self, nonce: str, timeout: float | None = None) -> Iterator[Reply]:
-        """The reply chunks in order, the last one included; errors raise NodeError."""
+        """Yield the reply chunks in order, the last one included; errors raise NodeError."""
         q = self._replies[nonce]
         seq = 0
         try:
@@ -309,15 +314,13 @@ class Node:
         return [(n, bool(d), int(s)) for n, d, s in json.loads(self.call("ls", path))]
 
     def info(self, timeout: float | None = None) -> dict[str, Any]:
-        """The node's retained info (version, build, last update's result)."""
+        """Return the node's retained info (version, build, last update's result)."""
         got: queue.Queue[dict[str, Any]] = queue.Queue()
 
         def listen(msg: paho.MQTTMessage) -> None:
             if msg.topic == self.info_topic:
-                try:
+                with contextlib.suppress(ValueError):
                     got.put(json.loads(msg.payload))
-                except ValueError:
-                    pass
 
         self._listeners.append(listen)
         try:
@@ -349,10 +352,8 @@ class Node:
 
         def listen(msg: paho.MQTTMessage) -> None:
             if msg.topic == self.info_topic and msg.payload:
-                try:
+                with contextlib.suppress(ValueError):
                     got.put(json.loads(msg.payload))
-                except ValueError:
-                    pass
 
         self._listeners.append(listen)
         try:

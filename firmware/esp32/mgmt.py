@@ -134,7 +134,8 @@ class Manager:
         except sign.Refused as err:
             log.warning("management command refused: %s" % err)
             nonce = _nonce_of(payload)
-            if nonce and not retained:
+            # Answered so the sender learns why; a flood of refusals is not queued up.
+            if nonce and not retained and len(self._queue) < 4:
                 self._reply(nonce, 0, "err", "refused: %s" % err)
             return
         nonce = json.loads(payload)["nonce"]

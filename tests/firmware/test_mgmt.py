@@ -242,3 +242,15 @@ def test_update_that_never_gets_healthy_rolls_back(
     assert info["version"] == "0.1.0"
     assert info["update"] == {"result": "rolled back", "version": "0.3.0"}
     assert not (board.flash / "fw_pending.json").exists()
+
+
+def test_a_flood_of_refused_commands_is_survived(start_board: Callable[..., Board], node: Node) -> None:
+    # At 100K this flood leaves the unix-port node without heap to reconnect (see
+    # docs/management.md, "Known limits"); the 64-bit port needs HEAP for management.
+    board = start_board(heapsize=HEAP)
+    _, payload = signed_command("not the key", NODE, "ls")
+    for _ in range(200):
+        node.client.publish(node.cmd_topic, payload, qos=1)
+    board.wait(lambda: len(board.log_lines("refused: bad signature")) >= 200, what="200 refusals")
+    assert ("main.py", False, len((board.flash / "main.py").read_bytes())) in node.ls()
+    assert board.boots == [1]

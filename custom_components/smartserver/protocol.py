@@ -109,6 +109,12 @@ NODE_STATUS: Final = "status"
 NODE_POWER: Final = "power"
 NODE_POWER_SET: Final = "power/set"
 NODE_REFRESH: Final = "refresh"
+NODE_INFO: Final = "info"
+# Remote management (docs/management.md): signed commands, file data, replies.
+NODE_MGMT_CMD: Final = "mgmt/cmd"
+NODE_MGMT_DATA: Final = "mgmt/data"
+NODE_MGMT_REPLY: Final = "mgmt/reply"
+MGMT_CHUNK: Final = 1400
 SERVER_HEARTBEAT: Final = "heartbeat"
 SERVER_STATE: Final = "state"
 SERVER_NETWORK: Final = "network"

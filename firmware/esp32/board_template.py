@@ -30,4 +30,8 @@ BOARD = {
     "safe_mode_after": 3,  # consecutive crash boots before safe mode
     "stable_s": 60,  # a run this long with MQTT working resets the crash count
     "ntp_host": "pool.ntp.org",
+    # Remote management (docs/management.md). eval/exec run any code sent with the
+    # node's key: off unless needed. A firmware update is kept once it has run healthy
+    # (MQTT up, configuration fetched) for confirm_s; not healthy within trial_s: rollback.
+    "mgmt": {"eval": False, "confirm_s": 60, "trial_s": 600, "idle_s": 15, "max_skew_s": 30},
 }

@@ -5,7 +5,49 @@ import sys
 
 import machine
 
+
+def _firmware_trial():
+    # An update on trial (fwupdate.py): the first boot runs it; a second boot before it
+    # was confirmed healthy means it crashed, hung or never got healthy: restore the
+    # previous files. Kept here because updates never replace main.py.
+    import json
+    import os
+
+    try:
+        with open("fw_pending.json") as f:
+            pending = json.load(f)
+    except (OSError, ValueError):
+        return
+    if pending.get("state") == "trial" and not pending.get("boots"):
+        pending["boots"] = 1
+        with open("fw_pending.json", "w") as f:
+            json.dump(pending, f)
+        return
+    for name in pending.get("files", ()):
+        try:
+            os.rename("fw_old/" + name, name + ".old")
+        except OSError:
+            continue  # not backed up (yet): the file in place is the old one
+        try:
+            os.remove(name)
+        except OSError:
+            pass
+        os.rename(name + ".old", name)
+    for name in pending.get("new", ()):
+        try:
+            os.remove(name)
+        except OSError:
+            pass
+    with open("fw_result.json", "w") as f:
+        json.dump({"result": "rolled back", "version": pending.get("version")}, f)
+    os.remove("fw_pending.json")
+    print("firmware %s was not confirmed: previous firmware restored" % pending.get("version"))
+    machine.reset()
+
+
 try:
+    _firmware_trial()
+    _firmware_trial = None  # its code is garbage now: heap for the node
     import node
 
     node.run()

@@ -31,6 +31,11 @@ class Node:
         self.mem_peak = 0
         self.started = ticks_ms()
         self.modules = {}
+        self.manager = None
+        fw = _read_json("firmware.json") or {}
+        self.firmware = str(fw.get("version") or VERSION)
+        self.build = str(fw.get("build") or "")
+        self.update = _read_json("fw_result.json")  # the last update's result (mgmt.py)
 
     def _topic(self, leaf):
         return "%s/node/%s/%s" % (self.base, self.id, leaf)
@@ -45,7 +50,9 @@ class Node:
         gc.collect()  # report live data, not garbage
         return json.dumps(
             {
-                "version": VERSION,
+                "version": self.firmware,
+                "build": self.build,
+                "update": self.update,
                 "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
                 "reset_cause": self.state.cause,
                 "crashes": self.state.crashes,
@@ -65,10 +72,28 @@ class Node:
 
     async def _republish(self):
         await self.mqtt.publish(self._topic("status"), ONLINE, retain=True, qos=1)
-        await self.mqtt.publish(self._topic("info"), self.info())
+        await self._publish_info()
+
+    async def _publish_info(self):
+        # Retained: HA's update entity reads the installed version from it.
+        await self.mqtt.publish(self._topic("info"), self.info(), retain=True, qos=1)
 
     def _on_connect(self):
-        asyncio.create_task(self.mqtt.publish(self._topic("info"), self.info()))
+        asyncio.create_task(self._publish_info())
+
+    def _on_mgmt(self, topic, payload, retained):
+        if self.manager is None:
+            if topic.endswith("/data"):
+                return  # no transfer can be running
+            import mgmt
+
+            self.manager = mgmt.Manager(self.mqtt, self.config)
+            gc.collect()
+        self.manager.on_message(topic, payload, retained)
+
+    def _on_confirmed(self):
+        self.update = _read_json("fw_result.json")
+        asyncio.create_task(self._publish_info())
 
     async def _watchdog(self):
         wdt = machine.WDT(timeout=int(self.config["watchdog_s"]) * 1000)
@@ -117,7 +142,14 @@ class Node:
 
     def _report_boot(self):
         state = self.state
-        log.info("boot: firmware %s, node %s, reset cause: %s" % (VERSION, self.id, state.cause))
+        log.info(
+            "boot: firmware %s (%s), node %s, reset cause: %s"
+            % (self.firmware, self.build, self.id, state.cause)
+        )
+        if self.update and self.update.get("result") == "rolled back":
+            log.error(
+                "firmware update to %s rolled back: it did not become healthy" % self.update.get("version")
+            )
         if state.hang:
             log.error("the watchdog reset the node while MQTT worked: it hung")
         if state.trace:
@@ -149,6 +181,15 @@ class Node:
         asyncio.create_task(self._housekeeping())
         asyncio.create_task(self._clock())
         remote = remote_config.start(mqtt, self.config)
+        # Management runs in safe mode too: it is how a broken node gets fixed.
+        # Its module is loaded on the first command: most nodes never need its heap.
+        mgmt_topic = self._topic("mgmt/")
+        mqtt.subscribe(mgmt_topic + "cmd", self._on_mgmt, qos=1)
+        mqtt.subscribe(mgmt_topic + "data", self._on_mgmt, qos=1)
+        if _read_json("fw_pending.json") is not None:
+            import fwupdate
+
+            asyncio.create_task(fwupdate.trial(mqtt, self.config, remote.done, self._on_confirmed))
         used = self.cached
         if used is None and not self.safe:
             # First boot: wait a while for HA's configuration before driving pins.
@@ -184,6 +225,14 @@ class Node:
             await asyncio.sleep_ms(200)  # let the log line go out
             self.failure = "reboot"
             self._failed.set()
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def run():

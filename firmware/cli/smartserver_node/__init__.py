@@ -1,0 +1,1 @@
+"""Manage smartserver ESP32 nodes over MQTT."""

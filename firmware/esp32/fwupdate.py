@@ -1,0 +1,106 @@
+# Firmware updates (docs/management.md): the new modules are staged in fw_new/ by
+# signed puts, with a manifest of their SHA-256s. install() checks every file against
+# it, moves each current file to fw_old/ before putting its successor in place, and
+# marks the update as on trial. main.py runs the first boot; a second boot before
+# trial() confirmed it (healthy for confirm_s) restores fw_old/. Loaded on demand.
+import asyncio
+import gc
+import os
+from binascii import hexlify
+from hashlib import sha256
+from time import ticks_diff, ticks_ms
+
+import log
+import machine
+from mgmt import FIXED, Refused, _safe_path, exists, read_json, remove, write_json
+
+NEW = "fw_new"  # staged update files
+OLD = "fw_old"  # the previous firmware's files, until the new one is confirmed
+PENDING = "fw_pending.json"  # an update on trial (main.py rolls back if unconfirmed)
+RESULT = "fw_result.json"  # what happened to the last update (main.py writes rollbacks)
+FIRMWARE = "firmware.json"  # version and build of the installed firmware
+
+
+def file_sha256(path):
+    h = sha256()
+    buf = bytearray(512)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(buf[:n] if n < len(buf) else buf)
+    return hexlify(h.digest()).decode()
+
+
+def install(arg):
+    """Verify the staged firmware (arg: SHA-256 of its manifest) and swap it in."""
+    manifest = NEW + "/manifest.json"
+    if not exists(manifest) or file_sha256(manifest) != arg.lower():
+        raise Refused("manifest missing or its SHA-256 does not match")
+    data = read_json(manifest)
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise Refused("manifest is not valid")
+    files = data["files"]
+    for name, digest in files.items():
+        if "/" in name or not _safe_path(name) or name in FIXED or name == FIRMWARE:
+            raise Refused("manifest names %r" % name)
+        if not exists(NEW + "/" + name) or file_sha256(NEW + "/" + name) != digest:
+            raise Refused("staged file %s missing or corrupt" % name)
+    gc.collect()
+    version = str(data.get("version"))
+    build = str(data.get("build") or "")
+    if not exists(OLD):
+        os.mkdir(OLD)
+    for entry in list(os.ilistdir(OLD)):
+        remove(OLD + "/" + entry[0])
+    names = list(files) + [FIRMWARE]
+    new = [n for n in names if not exists(n)]
+    # Written before the swap: main.py can undo a swap cut short by a power loss.
+    pending = {"version": version, "files": names, "new": new, "state": "swap", "boots": 0}
+    write_json(PENDING, pending)
+    for name in names:
+        if exists(name):
+            os.rename(name, OLD + "/" + name)
+        if name != FIRMWARE:
+            os.rename(NEW + "/" + name, name)
+    write_json(FIRMWARE, {"version": version, "build": build})
+    pending["state"] = "trial"
+    write_json(PENDING, pending)
+    remove(manifest)
+    remove(RESULT)
+    log.info("firmware %s installed: rebooting into it on trial" % version)
+
+
+def pending():
+    return exists(PENDING)
+
+
+async def trial(mqtt, config, config_done, on_confirmed):
+    """Confirm the firmware on trial once healthy for confirm_s; reset after trial_s."""
+    cfg = config.get("mgmt") or {}
+    confirm_ms = int(cfg.get("confirm_s", 60)) * 1000
+    trial_ms = int(cfg.get("trial_s", 600)) * 1000
+    state = read_json(PENDING) or {}
+    version = state.get("version")
+    start = ticks_ms()
+    healthy_since = None
+    while True:
+        now = ticks_ms()
+        if not (mqtt.healthy() and config_done.is_set()):
+            healthy_since = None
+        elif healthy_since is None:
+            healthy_since = now
+        elif ticks_diff(now, healthy_since) >= confirm_ms:
+            break
+        if ticks_diff(now, start) > trial_ms:
+            log.error("firmware %s did not become healthy: rolling back" % version)
+            await asyncio.sleep_ms(300)  # let the log line go out
+            machine.reset()  # main.py restores the previous firmware
+        await asyncio.sleep_ms(500)
+    for name in state.get("files", ()):
+        remove(OLD + "/" + name)
+    write_json(RESULT, {"result": "confirmed", "version": version})
+    remove(PENDING)
+    log.info("firmware %s confirmed" % version)
+    on_confirmed()

@@ -1,0 +1,326 @@
+# Remote management over MQTT (docs/management.md): file put/get/ls/rm, reboot,
+# eval/exec (only if the board enables them) and firmware updates (fwupdate.py).
+# Commands are signed like power commands; file data travels in chunks tied to a
+# signed command's nonce and is checked against the SHA-256 the command carries.
+# Replies: "<nonce> <seq> <kind>\n<body>", kind "more" (a chunk follows), "ok" or
+# "err" (last). Everything streams in CHUNK-byte pieces: the heap is small.
+import asyncio
+import gc
+import json
+import os
+from binascii import hexlify
+from hashlib import sha256
+from time import ticks_diff, ticks_ms
+
+import log
+import machine
+import sign
+
+CHUNK = 1400
+# Never replaced by an update: the rollback lives in main.py, the rest is the board's.
+FIXED = ("boot.py", "main.py", "board.py", "secrets.py", "ca.pem")
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path, data):
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f)
+    os.rename(path + ".tmp", path)
+
+
+def remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _safe_path(path):
+    # Paths relative to the flash root, no way up; subdirectories are fine.
+    if not path or path.startswith("/") or len(path) > 96:
+        return False
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            return False
+    return True
+
+
+class Refused(Exception):
+    pass
+
+
+class Transfer:
+    def __init__(self, nonce, path, digest, size):
+        self.nonce = nonce
+        self.path = path
+        self.digest = digest
+        self.size = size
+        self.tmp = path + ".part"
+        self.seq = 0
+        self.got = 0
+        self.hash = sha256()
+        self.at = ticks_ms()
+        self.f = open(self.tmp, "wb")
+
+    def close(self, keep):
+        f, self.f = self.f, None
+        if f is not None:
+            f.close()
+        if not keep:
+            remove(self.tmp)
+
+
+class Manager:
+    def __init__(self, mqtt, config):
+        cfg = config.get("mgmt") or {}
+        self._mqtt = mqtt
+        self._allow_eval = bool(cfg.get("eval"))
+        self._idle_ms = int(cfg.get("idle_s", 15)) * 1000  # a stalled transfer is abandoned
+        self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
+        self.reply_topic = "%s/node/%s/mgmt/reply" % (config["base"], config["node_id"])
+        self._transfer = None
+        self._busy = False
+        self._queue = []
+        asyncio.create_task(self._idle_guard())
+
+    def on_message(self, topic, payload, retained):
+        """Messages on <base>/node/<node>/mgmt/cmd and .../data (node.py subscribes)."""
+        if topic.endswith("/cmd"):
+            self._on_command(topic, payload, retained)
+        else:
+            self._on_data(topic, payload, retained)
+
+    # --- replies (in order: one sender task drains the queue) --------------------
+
+    def _reply(self, nonce, seq, kind, body=b""):
+        if isinstance(body, str):
+            body = body.encode()
+        self._queue.append(b"%s %d %s\n" % (nonce.encode(), seq, kind.encode()) + body)
+        if not self._busy:
+            self._busy = True
+            asyncio.create_task(self._send())
+
+    async def _send(self):
+        try:
+            while self._queue:
+                await self._mqtt.publish(self.reply_topic, self._queue.pop(0), qos=1)
+        finally:
+            self._busy = False
+
+    async def _drained(self):
+        while self._busy or self._queue:
+            await asyncio.sleep_ms(20)
+
+    # --- commands ----------------------------------------------------------------
+
+    def _on_command(self, topic, payload, retained):
+        try:
+            cmd, arg = self._verifier.check(payload, retained)
+        except sign.Refused as err:
+            log.warning("management command refused: %s" % err)
+            nonce = _nonce_of(payload)
+            # Answered so the sender learns why; a flood of refusals is not queued up.
+            if nonce and not retained and len(self._queue) < 4:
+                self._reply(nonce, 0, "err", "refused: %s" % err)
+            return
+        nonce = json.loads(payload)["nonce"]
+        if not _safe_nonce(nonce):
+            return
+        handler = getattr(self, "_cmd_" + cmd, None)
+        if handler is None:
+            self._reply(nonce, 0, "err", "unknown command %r" % cmd)
+            return
+        log.info("management: %s %s" % (cmd, arg.split("\n", 1)[0][:60]))
+        try:
+            handler(nonce, arg)
+        except Refused as err:
+            self._reply(nonce, 0, "err", str(err))
+        except Exception as err:  # eval'd code raises anything: report it, run on
+            self._reply(nonce, 0, "err", "%s failed: %r" % (cmd, err))
+        gc.collect()
+
+    def _path(self, arg):
+        if not _safe_path(arg):
+            raise Refused("bad path %r" % arg)
+        return arg
+
+    def _cmd_put(self, nonce, arg):
+        # arg: "<path>\n<sha256 hex>\n<size>"
+        parts = arg.split("\n")
+        if len(parts) != 3 or len(parts[1]) != 64:
+            raise Refused("put needs path, SHA-256 and size")
+        path = self._path(parts[0])
+        if path in FIXED:
+            raise Refused("%s is not replaced remotely" % path)
+        self._abort("a new transfer started")
+        _makedirs(path)
+        self._transfer = Transfer(nonce, path, parts[1].lower(), int(parts[2]))
+
+    def _abort(self, reason):
+        t, self._transfer = self._transfer, None
+        if t is not None:
+            t.close(False)
+            log.warning("transfer of %s abandoned: %s" % (t.path, reason))
+            self._reply(t.nonce, 0, "err", "transfer abandoned: %s" % reason)
+
+    def _on_data(self, topic, payload, retained):
+        t = self._transfer
+        if retained or t is None:
+            return
+        end = payload.find(b"\n")
+        head = bytes(payload[:end]).decode().split(" ") if end > 0 else ()
+        if len(head) != 3 or head[0] != t.nonce:
+            return  # not for this transfer
+        try:
+            seq = int(head[1])
+        except ValueError:
+            seq = -1
+        if seq != t.seq:
+            self._abort("chunk %s out of order (expected %d)" % (head[1], t.seq))
+            return
+        data = memoryview(payload)[end + 1 :]
+        try:
+            t.f.write(data)
+        except OSError as err:
+            self._abort("write failed: %r" % err)
+            return
+        t.hash.update(data)
+        t.got += len(data)
+        t.seq += 1
+        t.at = ticks_ms()
+        if head[2] == "more":
+            return
+        self._transfer = None
+        t.close(True)
+        digest = hexlify(t.hash.digest()).decode()
+        if digest != t.digest or t.got != t.size:
+            remove(t.tmp)
+            log.warning("put %s: checksum mismatch, old file kept" % t.path)
+            self._reply(t.nonce, 0, "err", "checksum mismatch: got %s (%d bytes)" % (digest, t.got))
+            return
+        remove(t.path)
+        os.rename(t.tmp, t.path)
+        log.info("put %s: %d bytes" % (t.path, t.got))
+        self._reply(t.nonce, 0, "ok", digest)
+
+    async def _idle_guard(self):
+        while True:
+            await asyncio.sleep_ms(1000)
+            t = self._transfer
+            if t is not None and ticks_diff(ticks_ms(), t.at) > self._idle_ms:
+                self._abort("no data for %d s" % (self._idle_ms // 1000))
+
+    def _cmd_get(self, nonce, arg):
+        path = self._path(arg)
+        os.stat(path)  # OSError now, not in the task
+        asyncio.create_task(self._stream_file(nonce, path))
+
+    async def _stream_file(self, nonce, path):
+        h = sha256()
+        seq = 0
+        try:
+            with open(path, "rb") as f:  # noqa: ASYNC230 (no async files in MicroPython)
+                while True:
+                    data = f.read(CHUNK)
+                    if not data:
+                        break
+                    h.update(data)
+                    self._reply(nonce, seq, "more", data)
+                    seq += 1
+                    data = None
+                    await self._drained()  # one chunk in RAM at a time
+        except OSError as err:
+            self._reply(nonce, seq, "err", "read failed: %r" % err)
+            return
+        self._reply(nonce, seq, "ok", hexlify(h.digest()).decode())
+
+    def _cmd_ls(self, nonce, arg):
+        path = self._path(arg) if arg else ""
+        out = []
+        for entry in os.ilistdir(path or "."):
+            is_dir = entry[1] == 0x4000
+            size = 0 if is_dir else os.stat((path + "/" if path else "") + entry[0])[6]
+            out.append([entry[0], is_dir, size])
+        self._send_text(nonce, json.dumps(out))
+
+    def _send_text(self, nonce, text):
+        text = text.encode()
+        seq = 0
+        while len(text) > CHUNK:
+            self._reply(nonce, seq, "more", text[:CHUNK])
+            text = text[CHUNK:]
+            seq += 1
+        self._reply(nonce, seq, "ok", text)
+
+    def _cmd_rm(self, nonce, arg):
+        path = self._path(arg)
+        if path in FIXED:
+            raise Refused("%s is not removed remotely" % path)
+        os.remove(path)
+        self._reply(nonce, 0, "ok")
+
+    def _cmd_reboot(self, nonce, arg):
+        asyncio.create_task(self._reboot(nonce))
+
+    async def _reboot(self, nonce):
+        self._reply(nonce, 0, "ok", "rebooting")
+        await self._drained()
+        await self._mqtt.disconnect()
+        machine.reset()
+
+    def _cmd_eval(self, nonce, arg):
+        if not self._allow_eval:
+            raise Refused("eval is disabled (mgmt.eval in board.py)")
+        self._send_text(nonce, repr(eval(arg, {})))
+
+    def _cmd_exec(self, nonce, arg):
+        if not self._allow_eval:
+            raise Refused("exec is disabled (mgmt.eval in board.py)")
+        exec(arg, {})
+        self._reply(nonce, 0, "ok")
+
+    def _cmd_update(self, nonce, arg):
+        import fwupdate  # loaded only when needed: the heap is small
+
+        fwupdate.install(arg)
+        asyncio.create_task(self._reboot(nonce))
+
+
+def _nonce_of(payload):
+    try:
+        nonce = json.loads(payload).get("nonce")
+    except (ValueError, AttributeError):
+        return None
+    return nonce if _safe_nonce(nonce) else None
+
+
+def _safe_nonce(nonce):
+    if not isinstance(nonce, str) or not 1 <= len(nonce) <= 32:
+        return False
+    for ch in nonce:
+        if ch not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
+def _makedirs(path):
+    parts = path.split("/")[:-1]
+    for i in range(len(parts)):
+        d = "/".join(parts[: i + 1])
+        if not exists(d):
+            os.mkdir(d)

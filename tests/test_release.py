@@ -1,0 +1,42 @@
+"""script/release: the HACS zip carries the integration and the compiled node firmware."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from custom_components.smartserver.update import load_bundle
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_release_zip_has_the_integration_and_a_loadable_firmware(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "script" / "release"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    hacs = json.loads((ROOT / "hacs.json").read_text())
+    assert hacs["zip_release"] is True
+    with zipfile.ZipFile(tmp_path / hacs["filename"]) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "installed")
+    # HACS unpacks the zip into custom_components/smartserver: files at the top level.
+    assert {"manifest.json", "__init__.py", "update.py", "firmware/manifest.json"} <= names
+    assert not any(name.endswith(".py") and name.startswith("firmware/") for name in names)
+    bundle = load_bundle(tmp_path / "installed" / "firmware")
+    assert bundle is not None
+    version = (
+        (ROOT / "firmware" / "esp32" / "remote_config.py").read_text().split('VERSION = "')[1].split('"')[0]
+    )
+    assert bundle.version == version
+    assert "node.mpy" in bundle.files
+    assert bundle.notes.startswith("# Node firmware")
+    # A damaged file is refused rather than installed.
+    (tmp_path / "installed" / "firmware" / "node.mpy").write_bytes(b"damaged")
+    assert load_bundle(tmp_path / "installed" / "firmware") is None

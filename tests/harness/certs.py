@@ -26,21 +26,21 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def _self_signed(directory: Path, name: str, subject: str) -> None:
+def _self_signed(directory: Path, name: str, subject: str, days: int) -> None:
     _openssl(
         "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "3",
+        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", str(days),
         "-subj", subject, "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         cwd=directory,
     )  # fmt: skip
 
 
-def make_certs(directory: Path) -> Certs:
+def make_certs(directory: Path, days: int = 3) -> Certs:
     """Create a CA, a server certificate for 127.0.0.1/localhost, and a stranger CA."""
     directory.mkdir(parents=True, exist_ok=True)
-    _self_signed(directory, "ca", "/CN=smartserver test CA")
-    _self_signed(directory, "wrong-ca", "/CN=somebody else's CA")
+    _self_signed(directory, "ca", "/CN=smartserver test CA", days)
+    _self_signed(directory, "wrong-ca", "/CN=somebody else's CA", days)
     (directory / "server.ext").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
     )
@@ -51,11 +51,30 @@ def make_certs(directory: Path) -> Certs:
     )  # fmt: skip
     _openssl(
         "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "3", "-extfile", "server.ext",
+        "-CAcreateserial", "-out", "server.crt", "-days", str(days), "-extfile", "server.ext",
         cwd=directory,
     )  # fmt: skip
     for path in directory.iterdir():
         path.chmod(0o644)
+    return certs_at(directory)
+
+
+def certs_valid(directory: Path, seconds: int) -> bool:
+    """Whether make_certs' CA and server certificate in `directory` are valid for `seconds` more."""
+    return all(
+        (directory / name).exists()
+        and subprocess.run(
+            ["openssl", "x509", "-checkend", str(seconds), "-noout", "-in", str(directory / name)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+        for name in ("ca.crt", "server.crt")
+    )
+
+
+def certs_at(directory: Path) -> Certs:
+    """The certificates make_certs wrote into `directory`."""
     return Certs(
         ca=directory / "ca.crt",
         server_cert=directory / "server.crt",

@@ -7,6 +7,7 @@ SmartServer through their config flows, automations and helpers through HA's API
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -171,14 +172,14 @@ class HassProcess:
         stop(self.proc, timeout=60)
 
 
-async def poll(check: Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.25) -> Any:
+async def poll(check: Callable[[], Awaitable[Any]], within: float, what: str, interval: float = 0.25) -> Any:
     """Await `check` until it returns something truthy, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         if result := await check():
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+            raise TimeoutError(f"timed out after {within:g} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -249,7 +250,7 @@ class HassApi:
 
     # --- HTTP up, onboarding, login -------------------------------------------------
 
-    async def wait_http(self, timeout: float = 180) -> None:
+    async def wait_http(self, within: float = 180) -> None:
         """Wait until the HTTP server answers (onboarding's status needs no login)."""
 
         async def answers() -> bool:
@@ -260,7 +261,7 @@ class HassApi:
                 return False
             return True
 
-        await poll(answers, timeout, "Home Assistant's HTTP server")
+        await poll(answers, within, "Home Assistant's HTTP server")
 
     async def onboarded(self) -> bool:
         """Whether the owner exists already (once onboarding is over, its API is gone)."""
@@ -319,7 +320,7 @@ class HassApi:
             raise HassError(f"login refused: {answer.get('errors')}")
         return await self._token(answer["result"])
 
-    async def wait_running(self, timeout: float = 180) -> None:
+    async def wait_running(self, within: float = 180) -> None:
         """Wait until Home Assistant has finished starting."""
 
         async def running() -> bool:
@@ -327,7 +328,7 @@ class HassApi:
             config = await self.request("GET", "/api/config")
             return bool(config["state"] == "RUNNING")
 
-        await poll(running, timeout, "Home Assistant to finish starting")
+        await poll(running, within, "Home Assistant to finish starting")
 
     async def promote_http(self) -> bool:
         """Confirm a pending HTTP config, so HA does not revert it after 5 minutes."""
@@ -359,16 +360,17 @@ class HassApi:
                     removed.append(entry["domain"])
             return set(removed) >= set(ONBOARDING_EXTRAS)
 
-        try:
+        # a flow that did not create its entry leaves nothing to remove
+        with contextlib.suppress(TimeoutError):
             await poll(all_removed, settle, "onboarding's extra entries")
-        except TimeoutError:
-            pass  # a flow that did not create its entry leaves nothing to remove
         return removed
 
     async def run_flow(self, handler: str, *inputs: dict[str, Any]) -> dict[str, Any]:
         """Run a config flow step by step, as the UI does, and return its end result."""
         result: dict[str, Any] = await self.request(
-            "POST", "/api/config/config_entries/flow", json_body={"handler": handler, "show_advanced_options": False}
+            "POST",
+            "/api/config/config_entries/flow",
+            json_body={"handler": handler, "show_advanced_options": False},
         )
         for user_input in inputs:
             if result["type"] != "form":
@@ -385,7 +387,12 @@ class HassApi:
     async def upload_file(self, path: Path) -> str:
         """Upload a file as the UI's file selector does; return its file id."""
         form = aiohttp.FormData()
-        form.add_field("file", path.read_bytes(), filename=path.name, content_type="application/octet-stream")
+        form.add_field(
+            "file",
+            await asyncio.to_thread(path.read_bytes),
+            filename=path.name,
+            content_type="application/octet-stream",
+        )
         answer = await self.request("POST", "/api/file_upload", form=form)
         return str(answer["file_id"])
 
@@ -413,7 +420,7 @@ class HassApi:
         """Add SmartServer through its config flow."""
         return await self.run_flow("smartserver", {"base_topic": base_topic})
 
-    async def wait_loaded(self, domain: str, timeout: float = 60) -> dict[str, Any]:
+    async def wait_loaded(self, domain: str, within: float = 60) -> dict[str, Any]:
         """Wait until the domain's (first) entry is loaded; raise on a failed state."""
 
         async def loaded() -> dict[str, Any] | None:
@@ -424,7 +431,7 @@ class HassApi:
                     raise HassError(f"{domain} entry is {entry['state']}: {entry.get('reason')}")
             return None
 
-        result: dict[str, Any] = await poll(loaded, timeout, f"the {domain} entry to load")
+        result: dict[str, Any] = await poll(loaded, within, f"the {domain} entry to load")
         return result
 
     # --- states, helpers, automations ----------------------------------------------
@@ -434,14 +441,14 @@ class HassApi:
         answer: dict[str, Any] = await self.request("GET", f"/api/states/{entity_id}", ok=(200, 404))
         return answer if "state" in answer else None
 
-    async def wait_state(self, entity_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
+    async def wait_state(self, entity_id: str, state: str, within: float = 30) -> dict[str, Any]:
         """Wait until the entity has `state`."""
 
         async def reached() -> dict[str, Any] | None:
             current = await self.state(entity_id)
             return current if current is not None and current["state"] == state else None
 
-        result: dict[str, Any] = await poll(reached, timeout, f"{entity_id} to be {state}")
+        result: dict[str, Any] = await poll(reached, within, f"{entity_id} to be {state}")
         return result
 
     async def create_input_boolean(self, name: str) -> str:
@@ -451,15 +458,34 @@ class HassApi:
         await poll(lambda: self.state(entity_id), 30, f"{entity_id} to exist")
         return entity_id
 
+    async def create_dashboard(self, url_path: str, title: str, cards: list[dict[str, Any]]) -> str:
+        """Create a dashboard as Settings > Dashboards does, with one view; return its path."""
+        await self.ws(
+            "lovelace/dashboards/create",
+            url_path=url_path,
+            title=title,
+            mode="storage",
+            show_in_sidebar=True,
+            require_admin=False,
+        )
+        await self.ws(
+            "lovelace/config/save", url_path=url_path, config={"views": [{"title": title, "cards": cards}]}
+        )
+        return f"/{url_path}/0"
+
     async def save_automation(self, automation_id: str, config: dict[str, Any]) -> str:
         """Create or replace an automation as the automation editor does; return its entity id."""
         await self.request(
-            "POST", f"/api/config/automation/config/{automation_id}", json_body={"id": automation_id, **config}
+            "POST",
+            f"/api/config/automation/config/{automation_id}",
+            json_body={"id": automation_id, **config},
         )
 
         async def entity() -> str | None:
             for state in await self.request("GET", "/api/states"):
-                if state["attributes"].get("id") == automation_id and state["entity_id"].startswith("automation."):
+                if state["attributes"].get("id") == automation_id and state["entity_id"].startswith(
+                    "automation."
+                ):
                     return str(state["entity_id"])
             return None
 

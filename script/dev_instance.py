@@ -13,7 +13,7 @@ import secrets
 import signal
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -34,7 +34,7 @@ def _port(preferred: int) -> int:
 def load_state() -> dict[str, Any]:
     """Ports and passwords, chosen on the first run and kept for the next ones."""
     state: dict[str, Any] = json.loads(STATE.read_text()) if STATE.exists() else {}
-    defaults = {
+    defaults: dict[str, Callable[[], object]] = {
         "hass_port": lambda: _port(8123),
         "mqtt_port": lambda: _port(1883),
         "mqtts_port": lambda: _port(8883),
@@ -95,7 +95,7 @@ def main() -> int:
 
         async def prepare() -> None:
             async with HassApi(hass) as api:
-                await set_up(api, owner, broker)
+                await set_up(api, owner, broker, report=lambda step: print(step, flush=True))
 
         asyncio.run(prepare())
         print(banner(hass, broker, owner, time.monotonic() - started), flush=True)

@@ -7,6 +7,7 @@ SmartServer through their config flows, automations and helpers through HA's API
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMPONENT = REPO / "custom_components" / "smartserver"
 # Onboarding's core_config step starts these flows; their entries reach the internet.
 ONBOARDING_EXTRAS = ("met", "radio_browser", "google_translate")
+# met's flow aborts without a home location (CONFIGURATION sets none): the others always come
+ONBOARDING_EXPECTED = ("radio_browser", "google_translate")
 LOG_FILE = "home-assistant.log"
 
 CONFIGURATION = """\
@@ -171,14 +174,14 @@ class HassProcess:
         stop(self.proc, timeout=60)
 
 
-async def poll(check: Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.25) -> Any:
+async def poll(check: Callable[[], Awaitable[Any]], within: float, what: str, interval: float = 0.25) -> Any:
     """Await `check` until it returns something truthy, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         if result := await check():
             return result
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+            raise TimeoutError(f"timed out after {within:g} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -249,7 +252,7 @@ class HassApi:
 
     # --- HTTP up, onboarding, login -------------------------------------------------
 
-    async def wait_http(self, timeout: float = 180) -> None:
+    async def wait_http(self, within: float = 180) -> None:
         """Wait until the HTTP server answers (onboarding's status needs no login)."""
 
         async def answers() -> bool:
@@ -260,7 +263,7 @@ class HassApi:
                 return False
             return True
 
-        await poll(answers, timeout, "Home Assistant's HTTP server")
+        await poll(answers, within, "Home Assistant's HTTP server")
 
     async def onboarded(self) -> bool:
         """Whether the owner exists already (once onboarding is over, its API is gone)."""
@@ -319,7 +322,7 @@ class HassApi:
             raise HassError(f"login refused: {answer.get('errors')}")
         return await self._token(answer["result"])
 
-    async def wait_running(self, timeout: float = 180) -> None:
+    async def wait_running(self, within: float = 180) -> None:
         """Wait until Home Assistant has finished starting."""
 
         async def running() -> bool:
@@ -327,7 +330,7 @@ class HassApi:
             config = await self.request("GET", "/api/config")
             return bool(config["state"] == "RUNNING")
 
-        await poll(running, timeout, "Home Assistant to finish starting")
+        await poll(running, within, "Home Assistant to finish starting")
 
     async def promote_http(self) -> bool:
         """Confirm a pending HTTP config, so HA does not revert it after 5 minutes."""
@@ -347,8 +350,8 @@ class HassApi:
     async def remove_onboarding_extras(self, settle: float = 20) -> list[str]:
         """Delete the entries onboarding created that need the internet.
 
-        Onboarding starts their flows as background tasks: wait until each has shown
-        up (or `settle` seconds have passed) and delete them as they appear.
+        Onboarding starts their flows as background tasks: wait until the expected
+        ones have shown up (or `settle` seconds have passed), deleting as they appear.
         """
         removed: list[str] = []
 
@@ -357,18 +360,19 @@ class HassApi:
                 if entry["domain"] in ONBOARDING_EXTRAS:
                     await self.request("DELETE", f"/api/config/config_entries/entry/{entry['entry_id']}")
                     removed.append(entry["domain"])
-            return set(removed) >= set(ONBOARDING_EXTRAS)
+            return set(removed) >= set(ONBOARDING_EXPECTED)
 
-        try:
+        # a flow that did not create its entry leaves nothing to remove
+        with contextlib.suppress(TimeoutError):
             await poll(all_removed, settle, "onboarding's extra entries")
-        except TimeoutError:
-            pass  # a flow that did not create its entry leaves nothing to remove
         return removed
 
     async def run_flow(self, handler: str, *inputs: dict[str, Any]) -> dict[str, Any]:
         """Run a config flow step by step, as the UI does, and return its end result."""
         result: dict[str, Any] = await self.request(
-            "POST", "/api/config/config_entries/flow", json_body={"handler": handler, "show_advanced_options": False}
+            "POST",
+            "/api/config/config_entries/flow",
+            json_body={"handler": handler, "show_advanced_options": False},
         )
         for user_input in inputs:
             if result["type"] != "form":
@@ -385,7 +389,12 @@ class HassApi:
     async def upload_file(self, path: Path) -> str:
         """Upload a file as the UI's file selector does; return its file id."""
         form = aiohttp.FormData()
-        form.add_field("file", path.read_bytes(), filename=path.name, content_type="application/octet-stream")
+        form.add_field(
+            "file",
+            await asyncio.to_thread(path.read_bytes),
+            filename=path.name,
+            content_type="application/octet-stream",
+        )
         answer = await self.request("POST", "/api/file_upload", form=form)
         return str(answer["file_id"])
 
@@ -413,7 +422,7 @@ class HassApi:
         """Add SmartServer through its config flow."""
         return await self.run_flow("smartserver", {"base_topic": base_topic})
 
-    async def wait_loaded(self, domain: str, timeout: float = 60) -> dict[str, Any]:
+    async def wait_loaded(self, domain: str, within: float = 60) -> dict[str, Any]:
         """Wait until the domain's (first) entry is loaded; raise on a failed state."""
 
         async def loaded() -> dict[str, Any] | None:
@@ -424,7 +433,7 @@ class HassApi:
                     raise HassError(f"{domain} entry is {entry['state']}: {entry.get('reason')}")
             return None
 
-        result: dict[str, Any] = await poll(loaded, timeout, f"the {domain} entry to load")
+        result: dict[str, Any] = await poll(loaded, within, f"the {domain} entry to load")
         return result
 
     # --- states, helpers, automations ----------------------------------------------
@@ -434,14 +443,14 @@ class HassApi:
         answer: dict[str, Any] = await self.request("GET", f"/api/states/{entity_id}", ok=(200, 404))
         return answer if "state" in answer else None
 
-    async def wait_state(self, entity_id: str, state: str, timeout: float = 30) -> dict[str, Any]:
+    async def wait_state(self, entity_id: str, state: str, within: float = 30) -> dict[str, Any]:
         """Wait until the entity has `state`."""
 
         async def reached() -> dict[str, Any] | None:
             current = await self.state(entity_id)
             return current if current is not None and current["state"] == state else None
 
-        result: dict[str, Any] = await poll(reached, timeout, f"{entity_id} to be {state}")
+        result: dict[str, Any] = await poll(reached, within, f"{entity_id} to be {state}")
         return result
 
     async def create_input_boolean(self, name: str) -> str:
@@ -451,15 +460,34 @@ class HassApi:
         await poll(lambda: self.state(entity_id), 30, f"{entity_id} to exist")
         return entity_id
 
+    async def create_dashboard(self, url_path: str, title: str, cards: list[dict[str, Any]]) -> str:
+        """Create a dashboard as Settings > Dashboards does, with one view; return its path."""
+        await self.ws(
+            "lovelace/dashboards/create",
+            url_path=url_path,
+            title=title,
+            mode="storage",
+            show_in_sidebar=True,
+            require_admin=False,
+        )
+        await self.ws(
+            "lovelace/config/save", url_path=url_path, config={"views": [{"title": title, "cards": cards}]}
+        )
+        return f"/{url_path}/0"
+
     async def save_automation(self, automation_id: str, config: dict[str, Any]) -> str:
         """Create or replace an automation as the automation editor does; return its entity id."""
         await self.request(
-            "POST", f"/api/config/automation/config/{automation_id}", json_body={"id": automation_id, **config}
+            "POST",
+            f"/api/config/automation/config/{automation_id}",
+            json_body={"id": automation_id, **config},
         )
 
         async def entity() -> str | None:
             for state in await self.request("GET", "/api/states"):
-                if state["attributes"].get("id") == automation_id and state["entity_id"].startswith("automation."):
+                if state["attributes"].get("id") == automation_id and state["entity_id"].startswith(
+                    "automation."
+                ):
                     return str(state["entity_id"])
             return None
 
@@ -467,22 +495,44 @@ class HassApi:
         return result
 
 
-async def set_up(api: HassApi, owner: Owner, broker: Broker, base_topic: str = "home") -> Tokens:
+async def set_up(
+    api: HassApi,
+    owner: Owner,
+    broker: Broker,
+    base_topic: str = "home",
+    report: Callable[[str], None] = lambda _step: None,
+) -> Tokens:
     """Bring a started `hass` to a ready SmartServer: owner, MQTT, SmartServer.
 
     A fresh config folder is onboarded; a set-up one is logged into. Entries that
-    exist already are kept, so this is safe to run on every start.
+    exist already are kept, so this is safe to run on every start. `report` gets
+    each step with the seconds since the start.
     """
+    started = time.monotonic()
+
+    def step(what: str) -> None:
+        report(f"{time.monotonic() - started:5.1f} s  {what}")
+
     await api.wait_http()
-    tokens = await api.login(owner) if await api.onboarded() else await api.onboard(owner)
+    step("HTTP up")
+    fresh = not await api.onboarded()
+    tokens = await api.onboard(owner) if fresh else await api.login(owner)
+    step("onboarded" if fresh else "logged in")
     await api.wait_running()
+    step("running")
     if await api.promote_http():
         api.hass.write_configuration()  # HA keeps the promoted config in .storage/http
-    await api.remove_onboarding_extras(settle=20 if not await api.entries("mqtt") else 0)
+        step("pending HTTP config promoted")
+    removed = await api.remove_onboarding_extras(settle=30 if fresh else 0)
+    if removed:
+        step(f"removed onboarding's {', '.join(removed)} entries")
     if not await api.entries("mqtt"):
         await api.add_mqtt(broker)
+        step("MQTT added through its config flow")
     await api.wait_loaded("mqtt")
     if not await api.entries("smartserver"):
         await api.add_smartserver(base_topic)
+        step("SmartServer added through its config flow")
     await api.wait_loaded("smartserver")
+    step("MQTT and SmartServer loaded")
     return tokens

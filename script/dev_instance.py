@@ -95,7 +95,7 @@ def main() -> int:
 
         async def prepare() -> None:
             async with HassApi(hass) as api:
-                await set_up(api, owner, broker)
+                await set_up(api, owner, broker, report=lambda step: print(step, flush=True))
 
         asyncio.run(prepare())
         print(banner(hass, broker, owner, time.monotonic() - started), flush=True)

@@ -75,7 +75,7 @@ def system(
 
         async def prepare() -> Tokens:
             async with HassApi(hass) as api:
-                return await set_up(api, owner, broker)
+                return await set_up(api, owner, broker, report=print)
 
         tokens = asyncio.run(prepare())
         ready = True

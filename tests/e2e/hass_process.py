@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 COMPONENT = REPO / "custom_components" / "smartserver"
 # Onboarding's core_config step starts these flows; their entries reach the internet.
 ONBOARDING_EXTRAS = ("met", "radio_browser", "google_translate")
+# met's flow aborts without a home location (CONFIGURATION sets none): the others always come
+ONBOARDING_EXPECTED = ("radio_browser", "google_translate")
 LOG_FILE = "home-assistant.log"
 
 CONFIGURATION = """\
@@ -348,8 +350,8 @@ class HassApi:
     async def remove_onboarding_extras(self, settle: float = 20) -> list[str]:
         """Delete the entries onboarding created that need the internet.
 
-        Onboarding starts their flows as background tasks: wait until each has shown
-        up (or `settle` seconds have passed) and delete them as they appear.
+        Onboarding starts their flows as background tasks: wait until the expected
+        ones have shown up (or `settle` seconds have passed), deleting as they appear.
         """
         removed: list[str] = []
 
@@ -358,7 +360,7 @@ class HassApi:
                 if entry["domain"] in ONBOARDING_EXTRAS:
                     await self.request("DELETE", f"/api/config/config_entries/entry/{entry['entry_id']}")
                     removed.append(entry["domain"])
-            return set(removed) >= set(ONBOARDING_EXTRAS)
+            return set(removed) >= set(ONBOARDING_EXPECTED)
 
         # a flow that did not create its entry leaves nothing to remove
         with contextlib.suppress(TimeoutError):
@@ -493,22 +495,44 @@ class HassApi:
         return result
 
 
-async def set_up(api: HassApi, owner: Owner, broker: Broker, base_topic: str = "home") -> Tokens:
+async def set_up(
+    api: HassApi,
+    owner: Owner,
+    broker: Broker,
+    base_topic: str = "home",
+    report: Callable[[str], None] = lambda _step: None,
+) -> Tokens:
     """Bring a started `hass` to a ready SmartServer: owner, MQTT, SmartServer.
 
     A fresh config folder is onboarded; a set-up one is logged into. Entries that
-    exist already are kept, so this is safe to run on every start.
+    exist already are kept, so this is safe to run on every start. `report` gets
+    each step with the seconds since the start.
     """
+    started = time.monotonic()
+
+    def step(what: str) -> None:
+        report(f"{time.monotonic() - started:5.1f} s  {what}")
+
     await api.wait_http()
-    tokens = await api.login(owner) if await api.onboarded() else await api.onboard(owner)
+    step("HTTP up")
+    fresh = not await api.onboarded()
+    tokens = await api.onboard(owner) if fresh else await api.login(owner)
+    step("onboarded" if fresh else "logged in")
     await api.wait_running()
+    step("running")
     if await api.promote_http():
         api.hass.write_configuration()  # HA keeps the promoted config in .storage/http
-    await api.remove_onboarding_extras(settle=20 if not await api.entries("mqtt") else 0)
+        step("pending HTTP config promoted")
+    removed = await api.remove_onboarding_extras(settle=30 if fresh else 0)
+    if removed:
+        step(f"removed onboarding's {', '.join(removed)} entries")
     if not await api.entries("mqtt"):
         await api.add_mqtt(broker)
+        step("MQTT added through its config flow")
     await api.wait_loaded("mqtt")
     if not await api.entries("smartserver"):
         await api.add_smartserver(base_topic)
+        step("SmartServer added through its config flow")
     await api.wait_loaded("smartserver")
+    step("MQTT and SmartServer loaded")
     return tokens

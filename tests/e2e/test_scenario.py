@@ -220,6 +220,10 @@ async def test_server_from_flow_to_power_off(
             assert len(bus.calls("PowerOff")) == 1
             assert len(board.pulses(RELAY_PIN)) == 1  # OFF never touched the relay
 
+            # a clean run: no repair issue of the integration's
+            issues = (await api.ws("repairs/list_issues"))["issues"]
+            assert [i for i in issues if i["domain"] == "smartserver"] == []
+
             # 6. the dashboard as it ends
             shot = await browser.screenshot(system.artifacts / "scenario.png")
             check_screenshot(shot, browser.width, browser.height)

@@ -85,6 +85,8 @@ async def init_integration(
     assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
     await hass.async_block_till_done()
     yield mock_config_entry
+    # an options flow may have left a reload running
+    await hass.async_block_till_done()
     await hass.config_entries.async_unload(mock_config_entry.entry_id)
     await hass.async_block_till_done()
 

@@ -84,3 +84,5 @@ async def test_options_flow_rejects_bad_values(
     assert result["errors"] == {CONF_BASE_TOPIC: "invalid_base_topic"}
     result = await hass.config_entries.options.async_configure(result["flow_id"], GOOD)
     assert result["type"] is FlowResultType.CREATE_ENTRY
+    await settle(hass)
+    assert init_integration.runtime_data.nodes.options.base == "lab"

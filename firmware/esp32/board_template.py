@@ -1,6 +1,6 @@
 # Board configuration: copy to board.py and adjust. Secrets go to secrets.py.
-# The remote configuration from HA may override the relay, power_sense and log
-# sections (same keys); everything else stays as set here.
+# The remote configuration from HA may override the relay, power_sense, alarms and
+# log sections (same keys); everything else stays as set here.
 BOARD = {
     "node_id": None,  # None: the chip id (machine.unique_id() in hex); else [A-Za-z0-9_-]{1,64}
     "base": "home",  # base topic, the same as in the integration's options
@@ -22,6 +22,9 @@ BOARD = {
         "debounce_ms": 200,
         "poll_ms": 20,
     },
+    # Dry contacts that log a line when they become active (docs/firmware.md); None: none.
+    # "alarms": [{"pin": 35, "active": 0, "message": "UPS on battery", "level": "critical"}],
+    "alarms": None,
     "log": {"level": "info", "buffer_lines": 32, "buffer_bytes": 3072},
     # wait_s: chunked answer, one message per component wait_s apart; None: one JSON.
     "config": {"wait_s": 0.2, "retry_s": 15, "boot_wait_s": 20},

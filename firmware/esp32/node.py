@@ -14,7 +14,7 @@ import sign
 from mqtt import MQTT, ONLINE
 
 VERSION = remote_config.VERSION
-MODULES = ("relay", "power_sense")
+MODULES = ("relay", "power_sense", "alarms")
 
 
 class Node:

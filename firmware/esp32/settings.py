@@ -9,6 +9,7 @@ DEFAULTS = {
     "base": "home",
     "relay": None,
     "power_sense": None,
+    "alarms": None,
     "log": {"level": "info", "buffer_lines": 32, "buffer_bytes": 3072},
     "config": {"wait_s": 0.2, "retry_s": 15, "boot_wait_s": 20},
     "mqtt": {"keepalive_s": 30, "backoff_max_s": 60, "broker_tries": 3, "timeout_s": 10, "max_msg": 4096},
@@ -22,7 +23,7 @@ DEFAULTS = {
     "key": "",
 }
 # Sections the remote configuration may change; broker, WiFi and key stay local.
-REMOTE_SECTIONS = ("relay", "power_sense", "log")
+REMOTE_SECTIONS = ("relay", "power_sense", "alarms", "log")
 
 
 def valid_id(value):

@@ -130,3 +130,28 @@ def test_icons_cover_entities() -> None:
     icons = json.loads((COMPONENT / "icons.json").read_text())
     for platform, keys in icons.get("entity", {}).items():
         assert set(keys) <= set(STRINGS["entity"].get(platform, {})), platform
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to dashes."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_documentation_links_resolve() -> None:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and anchor not in _anchors(linked.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert broken == []
+    # every page in docs/ is reachable from the README
+    readme = (REPO / "README.md").read_text()
+    assert [p.name for p in pages[1:] if f"docs/{p.name}" not in readme] == []

@@ -15,15 +15,15 @@ def check(spec):
         return "no pin number"
     if spec.get("level", "critical") not in log.LEVELS:
         return "level must be one of %s" % ", ".join(log.LEVELS)
-    message = spec.get("message")
-    if not isinstance(message, str) or not message:
-        return "no message"
+    message = spec.get("message", "")
+    if not isinstance(message, str):
+        return "message is not text"
     return None
 
 
 class Alarm:
-    def __init__(self, spec):
-        self.message = spec["message"]
+    def __init__(self, name, spec):
+        self.message = spec.get("message") or name
         self.level = spec.get("level", "critical")
         self.active = False
         self._input = DebouncedInput(spec, self._on_change)
@@ -38,17 +38,19 @@ class Alarm:
 
 
 def start(mqtt, config):
+    # an object of named inputs: one component file (config/alarms.json) in HA's storage
     specs = config["alarms"]
-    if not isinstance(specs, list):
-        log.error("alarms must be a list of inputs: ignored")
+    if not isinstance(specs, dict):
+        log.error("alarms must be an object of named inputs: ignored")
         return []
-    if len(specs) > MAX_ALARMS:
-        log.error("%d alarms configured, only the first %d run" % (len(specs), MAX_ALARMS))
+    names = sorted(specs)
+    if len(names) > MAX_ALARMS:
+        log.error("%d alarms configured, only %d run" % (len(names), MAX_ALARMS))
     alarms = []
-    for i, spec in enumerate(specs[:MAX_ALARMS]):
-        problem = check(spec)
+    for name in names[:MAX_ALARMS]:
+        problem = check(specs[name])
         if problem:
-            log.error("alarm %d ignored: %s" % (i, problem))
+            log.error("alarm %s ignored: %s" % (name, problem))
         else:
-            alarms.append(Alarm(spec))
+            alarms.append(Alarm(name, specs[name]))
     return alarms

@@ -23,7 +23,7 @@ BOARD = {
         "poll_ms": 20,
     },
     # Dry contacts that log a line when they become active (docs/firmware.md); None: none.
-    # "alarms": [{"pin": 35, "active": 0, "message": "UPS on battery", "level": "critical"}],
+    # "alarms": {"ups": {"pin": 35, "active": 0, "message": "UPS on battery", "level": "critical"}},
     "alarms": None,
     "log": {"level": "info", "buffer_lines": 32, "buffer_bytes": 3072},
     # wait_s: chunked answer, one message per component wait_s apart; None: one JSON.

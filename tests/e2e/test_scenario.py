@@ -4,7 +4,8 @@ A user adds a server through HA's own subentry flow, flashes the keys it shows o
 relay node (the real firmware on MicroPython's unix port) and into the agent (the real
 `smartserver_agent` with a fake logind on a private system bus), and then works the power
 switch from a dashboard in headless Chromium: ON presses the node's relay, OFF shuts the
-server down through logind. A critical log line of the node runs an automation.
+server down through logind. A UPS alarm input on the node logs a critical line, which runs
+an automation.
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ from .test_end_to_end import check_screenshot
 
 NODE = "rack-relay"
 SERVER = "nas01"
-RELAY_PIN, SENSE_PIN = 25, 34
+RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 35
 SENSE_ON, SENSE_OFF = 0, 1  # the power LED's optocoupler pulls the input low
-NODE_CONFIG = {"e2e_marker": {"served_by": "home assistant"}}
+UPS_ON_BATTERY, UPS_ON_MAINS = 0, 1  # the UPS's dry contact closes to ground
+NODE_CONFIG = {
+    "e2e_marker": {"served_by": "home assistant"},
+    # the alarm input comes from HA's configuration, as a user would add it
+    "alarms": {
+        "ups": {"pin": UPS_PIN, "active": 0, "pull": "up", "debounce_ms": 50, "message": "UPS on battery"}
+    },
+}
 
 # the power switch's toggle, found through the shadow roots; its centre and checked state
 FIND_TOGGLE = """(() => {
@@ -142,9 +150,10 @@ async def test_server_from_flow_to_power_off(
         bus.start()
         # the server is off: its power LED is dark
         board.set_input(SENSE_PIN, SENSE_OFF)
+        board.set_input(UPS_PIN, UPS_ON_MAINS)
         board.boot()
         await asyncio.to_thread(board.wait_output, "running:", 60)
-        await asyncio.to_thread(board.wait_output, "configuration received: 1 components", 30)
+        await asyncio.to_thread(board.wait_output, "configuration received: 2 components", 30)
         assert board.read_flash("remote_config.json") == NODE_CONFIG
 
         # 3. a critical log line of the node runs a device-trigger automation
@@ -167,8 +176,15 @@ async def test_server_from_flow_to_power_off(
             },
         )
         assert (await api.state(flag) or {})["state"] == "off"
-        await asyncio.to_thread(watcher.publish, f"home/log/critical/{NODE}", "PSU fan stopped")
+        # the mains fail: the UPS's contact makes the node log a critical line
+        board.set_input(UPS_PIN, UPS_ON_BATTERY)
         await api.wait_state(flag, "on")
+        node_log = system.hass.config_dir / "smartserver" / "clients" / NODE / f"{NODE}.log"
+
+        async def logged() -> bool:
+            return node_log.exists() and "UPS on battery" in node_log.read_text()
+
+        await poll(logged, 10, "the critical line in the node's log file")
 
         # 4. the switch, as the integration named it, on a dashboard
         registry = await api.ws("config/entity_registry/list")

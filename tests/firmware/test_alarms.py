@@ -22,7 +22,7 @@ def test_alarms_from_ha_log_at_their_level_and_clear(
     make_board: Callable[..., Board], config_server: Callable[[dict[str, Any]], ConfigServer], peer: Peer
 ) -> None:
     # the alarms come from Home Assistant's configuration, not from board.py
-    config_server({"alarms": [UPS, {**LEAK, "debounce_ms": 50, "poll_ms": 10}]})
+    config_server({"alarms": {"ups": UPS, "leak": {**LEAK, "debounce_ms": 50, "poll_ms": 10}}})
     board = make_board()
     board.set_input(35, 1)  # mains present: the UPS contact is open (pulled up)
     board.set_input(36, 0)
@@ -42,7 +42,7 @@ def test_alarms_from_ha_log_at_their_level_and_clear(
 
 
 def test_bouncing_contact_logs_once(start_board: Callable[..., Board], peer: Peer) -> None:
-    board = start_board(inputs={35: 1}, alarms=[{**UPS, "debounce_ms": 300}])
+    board = start_board(inputs={35: 1}, alarms={"ups": {**UPS, "debounce_ms": 300}})
     for level in (0, 1, 0, 1, 0):
         board.set_input(35, level)
         time.sleep(0.03)
@@ -52,31 +52,33 @@ def test_bouncing_contact_logs_once(start_board: Callable[..., Board], peer: Pee
 
 
 def test_active_at_boot_is_reported(start_board: Callable[..., Board], peer: Peer) -> None:
-    start_board(inputs={35: 0}, alarms=[UPS])
+    start_board(inputs={35: 0, 36: 1}, alarms={"ups": UPS, "rack_door": {"pin": 36, "active": 1}})
     peer.wait_for(lambda _: "UPS on battery" in payloads(peer, log_topic("critical")), 10)
+    # without a message, the alarm's name is the line
+    peer.wait_for(lambda _: "rack_door" in payloads(peer, log_topic("critical")), 10)
 
 
 def test_bad_alarms_are_named_and_skipped(start_board: Callable[..., Board], peer: Peer) -> None:
     board = start_board(
         inputs={35: 1},
-        alarms=[
-            {"pin": "35", "message": "x"},
-            {"pin": 4, "level": "fatal", "message": "x"},
-            {"pin": 4},
-            "UPS",
-            UPS,
-        ],
+        alarms={
+            "a": {"pin": "35", "message": "x"},
+            "b": {"pin": 4, "level": "fatal", "message": "x"},
+            "c": {"pin": 4, "message": 7},
+            "d": "UPS",
+            "ups": UPS,
+        },
     )
-    board.wait_output("alarm 0 ignored: no pin number")
-    board.wait_output("alarm 1 ignored: level must be one of debug, info, warning, error, critical")
-    board.wait_output("alarm 2 ignored: no message")
-    board.wait_output("alarm 3 ignored: not an object")
+    board.wait_output("alarm a ignored: no pin number")
+    board.wait_output("alarm b ignored: level must be one of debug, info, warning, error, critical")
+    board.wait_output("alarm c ignored: message is not text")
+    board.wait_output("alarm d ignored: not an object")
     # the good one still runs
     board.set_input(35, 0)
     peer.wait_for(lambda _: "UPS on battery" in payloads(peer, log_topic("critical")), 10)
 
 
-def test_alarms_not_a_list(start_board: Callable[..., Board]) -> None:
-    board = start_board(alarms={"pin": 35})
-    board.wait_output("alarms must be a list of inputs: ignored")
+def test_alarms_not_an_object(start_board: Callable[..., Board]) -> None:
+    board = start_board(alarms=[UPS])
+    board.wait_output("alarms must be an object of named inputs: ignored")
     assert "running:" in board.output()

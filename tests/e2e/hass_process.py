@@ -422,6 +422,39 @@ class HassApi:
         """Add SmartServer through its config flow."""
         return await self.run_flow("smartserver", {"base_topic": base_topic})
 
+    async def add_server(
+        self, entry_id: str, name: str, server_id: str, relay_node: str, grace_s: int = 120
+    ) -> dict[str, str]:
+        """Run the "Add server" subentry flow as the UI does; return what its key step shows."""
+        flow: dict[str, Any] = await self.request(
+            "POST",
+            "/api/config/config_entries/subentries/flow",
+            json_body={"handler": [entry_id, "server"], "show_advanced_options": False},
+        )
+        if flow.get("step_id") != "user":
+            raise HassError(f"the server flow did not start: {flow}")
+        path = f"/api/config/config_entries/subentries/flow/{flow['flow_id']}"
+        fields = {
+            "name": name,
+            "server_id": server_id,
+            "relay_node": relay_node,
+            "start_grace": grace_s,
+            "stop_grace": grace_s,
+        }
+        shown: dict[str, Any] = await self.request("POST", path, json_body=fields)
+        if shown.get("step_id") != "agent":
+            raise HassError(f"the server flow refused {fields}: {shown}")
+        done = await self.request("POST", path, json_body={})
+        if done["type"] != "create_entry":
+            raise HassError(f"the server flow did not create the server: {done}")
+        placeholders: dict[str, str] = shown["description_placeholders"]
+        return placeholders
+
+    async def subentries(self, entry_id: str) -> list[dict[str, Any]]:
+        """The entry's subentries (servers)."""
+        found: list[dict[str, Any]] = await self.ws("config_entries/subentries/list", entry_id=entry_id)
+        return found
+
     async def wait_loaded(self, domain: str, within: float = 60) -> dict[str, Any]:
         """Wait until the domain's (first) entry is loaded; raise on a failed state."""
 
@@ -493,6 +526,12 @@ class HassApi:
 
         result: str = await poll(entity, 30, f"automation {automation_id} to load")
         return result
+
+
+def agent_settings(placeholders: dict[str, str]) -> dict[str, str]:
+    """The agent's settings as the server flow shows them (an env file)."""
+    lines = placeholders["agent_settings"].splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 async def set_up(

@@ -24,7 +24,7 @@ from tests.harness.system_bus import SystemBus
 
 from .browser import Chromium
 from .conftest import System, keep_logs
-from .hass_process import HassApi, poll
+from .hass_process import HassApi, agent_settings, poll
 from .test_end_to_end import check_screenshot
 
 NODE = "rack-relay"
@@ -58,35 +58,6 @@ FIND_TOGGLE = """(() => {
 })()"""
 
 
-async def add_server(api: HassApi, entry_id: str) -> dict[str, Any]:
-    """Run the "Add server" subentry flow as the UI does; return what its key step shows."""
-    flow: dict[str, Any] = await api.request(
-        "POST",
-        "/api/config/config_entries/subentries/flow",
-        json_body={"handler": [entry_id, "server"], "show_advanced_options": False},
-    )
-    assert flow["type"] == "form", flow
-    assert flow["step_id"] == "user", flow
-    shown: dict[str, Any] = await api.request(
-        "POST",
-        f"/api/config/config_entries/subentries/flow/{flow['flow_id']}",
-        json_body={
-            "name": "NAS",
-            "server_id": SERVER,
-            "relay_node": NODE,
-            "start_grace": 120,
-            "stop_grace": 120,
-        },
-    )
-    assert shown["type"] == "form", shown
-    assert shown["step_id"] == "agent", shown
-    done = await api.request(
-        "POST", f"/api/config/config_entries/subentries/flow/{flow['flow_id']}", json_body={}
-    )
-    assert done["type"] == "create_entry", done
-    return shown
-
-
 async def click_toggle(browser: Chromium) -> bool:
     """Click the switch's toggle with a real mouse event; return whether it was checked."""
     spot: dict[str, Any] = await poll(lambda: browser.evaluate(FIND_TOGGLE), 30, "the power toggle")
@@ -111,13 +82,10 @@ async def test_server_from_flow_to_power_off(
 ) -> None:
     """Add, boot, alert, switch on, switch off: the whole story of one server."""
     entry = await api.wait_loaded("smartserver")
-    shown = await add_server(api, entry["entry_id"])
-    placeholders = shown["description_placeholders"]
+    placeholders = await api.add_server(entry["entry_id"], "NAS", SERVER, NODE)
     assert placeholders["relay_node"] == NODE
     node_key = placeholders["node_key"]
-    settings = dict(
-        line.split("=", 1) for line in placeholders["agent_settings"].splitlines() if not line.startswith("#")
-    )
+    settings = agent_settings(placeholders)
     command_key = settings["SMARTSERVER_KEY"]
     assert settings["SMARTSERVER_SERVER_ID"] == SERVER
     assert settings["SMARTSERVER_BROKER_PORT"] == str(system.broker.tls_port)
@@ -125,8 +93,7 @@ async def test_server_from_flow_to_power_off(
     assert len(command_key) >= 40
     assert node_key != command_key
     # what the user saw is what was saved
-    subentries = await api.ws("config_entries/subentries/list", entry_id=entry["entry_id"])
-    assert [s["title"] for s in subentries] == ["NAS"]
+    assert [s["title"] for s in await api.subentries(entry["entry_id"])] == ["NAS"]
 
     # the node's configuration, where the integration serves it from
     clients = system.hass.config_dir / "smartserver" / "clients" / NODE

@@ -1,34 +1,47 @@
 """script/develop's runner: a local TLS broker and Home Assistant with SmartServer set up.
 
-Everything lives in the git-ignored .dev/ folder and is reused by the next run:
-certificates, the broker's password, ports, Home Assistant's config and its owner.
-Ctrl-C stops what this started, by PID. Run through script/develop (it bootstraps).
+Everything lives in the git-ignored .dev/ folder (SMARTSERVER_DEV_DIR) and is reused by
+the next run: certificates, the broker's password, ports, Home Assistant's config and its
+owner. With --demo it also runs a simulated relay node and server (tests/e2e/demo.py), so
+the dashboard has a power switch to try. Ctrl-C stops what this started, by PID. Run
+through script/develop (it bootstraps).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
 import secrets
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tests.e2e.hass_process import REPO, HassApi, HassProcess, Owner, set_up
+from tests.e2e.demo import NODE, SERVER, SERVER_NAME, DemoServer, write_node_config
+from tests.e2e.hass_process import REPO, HassApi, HassProcess, Owner, agent_settings, set_up
 from tests.harness.certs import certs_at, certs_valid, make_certs
 from tests.harness.mosquitto import Broker
 from tests.harness.procs import free_port, port_open
 
-DEV = REPO / ".dev"
+DEV = Path(os.environ.get("SMARTSERVER_DEV_DIR") or REPO / ".dev")
 STATE = DEV / "dev.json"
 OWNER_USERNAME = "dev"
 
 
 def _port(preferred: int) -> int:
     return preferred if not port_open(preferred) else free_port()
+
+
+def save_state(state: dict[str, Any]) -> None:
+    """Keep the state private: it holds passwords and keys."""
+    DEV.mkdir(parents=True, exist_ok=True)
+    STATE.write_text(json.dumps(state, indent=2) + "\n")
+    STATE.chmod(0o600)
 
 
 def load_state() -> dict[str, Any]:
@@ -43,10 +56,25 @@ def load_state() -> dict[str, Any]:
     }
     for key, make in defaults.items():
         state.setdefault(key, make())
-    DEV.mkdir(exist_ok=True)
-    STATE.write_text(json.dumps(state, indent=2) + "\n")
-    STATE.chmod(0o600)
+    save_state(state)
     return state
+
+
+async def demo_keys(api: HassApi, state: dict[str, Any]) -> tuple[str, str]:
+    """The demo server's keys: added through the server flow once, then kept."""
+    entry = await api.wait_loaded("smartserver")
+    servers = [s for s in await api.subentries(entry["entry_id"]) if s["title"] == SERVER_NAME]
+    keys = state.get("demo")
+    if servers and keys:
+        return keys["node_key"], keys["command_key"]
+    for server in servers:  # its keys were lost with dev.json: add it again
+        await api.ws(
+            "config_entries/subentries/delete", entry_id=entry["entry_id"], subentry_id=server["subentry_id"]
+        )
+    shown = await api.add_server(entry["entry_id"], SERVER_NAME, SERVER, NODE)
+    state["demo"] = {"node_key": shown["node_key"], "command_key": agent_settings(shown)["SMARTSERVER_KEY"]}
+    save_state(state)
+    return state["demo"]["node_key"], state["demo"]["command_key"]
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -70,8 +98,21 @@ Restart Home Assistant from its UI to load code changes. Ctrl-C stops everything
 """
 
 
+def demo_banner(demo: DemoServer) -> str:
+    """How to try the simulated server."""
+    return f"""Demo: "{SERVER_NAME}" is off; its power switch presses the button of relay node
+  {NODE} (the firmware on MicroPython's unix port); the server boots and its agent
+  connects. Switching it off shuts it down through (a fake) logind.
+  Let the UPS run on battery (a critical log line):  echo 0 > {demo.ups_input}
+  and back on mains:                                 echo 1 > {demo.ups_input}
+"""
+
+
 def main() -> int:
     """Start the broker and Home Assistant, set them up, wait for Ctrl-C."""
+    parser = argparse.ArgumentParser(description="A local broker and Home Assistant with SmartServer.")
+    parser.add_argument("--demo", action="store_true", help="also run a simulated relay node and server")
+    args = parser.parse_args()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = time.monotonic()
     state = load_state()
@@ -86,6 +127,7 @@ def main() -> int:
     )
     hass = HassProcess(DEV / "config", port=state["hass_port"], name="SmartServer dev")
     owner = Owner(OWNER_USERNAME, state["owner_password"])
+    demo: DemoServer | None = None
     try:
         broker.start()
         hass.install_component("symlink")
@@ -93,22 +135,34 @@ def main() -> int:
         hass.start()
         print(f"starting Home Assistant on {hass.url} (log: {hass.config_dir / 'home-assistant.log'}) ...")
 
-        async def prepare() -> None:
+        async def prepare() -> tuple[str, str] | None:
             async with HassApi(hass) as api:
                 await set_up(api, owner, broker, report=lambda step: print(step, flush=True))
+                return await demo_keys(api, state) if args.demo else None
 
-        asyncio.run(prepare())
+        keys = asyncio.run(prepare())
+        if keys is not None:
+            write_node_config(hass.config_dir)
+            demo = DemoServer(DEV / "demo", broker, *keys, report=lambda line: print(line, flush=True))
+            demo.start()
         print(banner(hass, broker, owner, time.monotonic() - started), flush=True)
+        if demo is not None:
+            print(demo_banner(demo), flush=True)
         while True:
             hass.check_alive()
             if not broker.running:
                 print("mosquitto exited:\n" + broker.log[-2000:], file=sys.stderr)
                 return 1
-            time.sleep(1)
+            for _ in range(5):
+                if demo is not None:
+                    demo.step()
+                time.sleep(0.2)
     except KeyboardInterrupt:
         print("\nstopping")
         return 0
     finally:
+        if demo is not None:
+            demo.stop()
         hass.stop()
         broker.stop()
 

@@ -69,7 +69,7 @@ def system(
     ready = False
     try:
         broker.start()
-        hass.install_component("copy")
+        hass.install_component("release")
         hass.write_configuration()
         hass.start()
 

@@ -13,7 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,10 +125,11 @@ class HassProcess:
         path = self.config_dir / LOG_FILE
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def install_component(self, how: Literal["copy", "symlink"]) -> Path:
-        """Put custom_components/smartserver into the config folder, as HACS does.
+    def install_component(self, how: Literal["release", "symlink"]) -> Path:
+        """Put custom_components/smartserver into the config folder.
 
-        HACS copies the folder; a symlink lets a developer's edits apply on restart.
+        "release" unpacks the zip that script/release builds, as HACS installs a
+        `zip_release`; a symlink lets a developer's edits apply on restart.
         """
         target = self.config_dir / "custom_components" / "smartserver"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -136,8 +139,16 @@ class HassProcess:
             shutil.rmtree(target)
         if how == "symlink":
             target.symlink_to(COMPONENT, target_is_directory=True)
-        else:
-            shutil.copytree(COMPONENT, target, ignore=shutil.ignore_patterns("__pycache__"))
+            return target
+        with tempfile.TemporaryDirectory() as out:
+            subprocess.run(
+                [sys.executable, str(REPO / "script" / "release"), "--out", out],
+                check=True,
+                capture_output=True,
+            )
+            filename = json.loads((REPO / "hacs.json").read_text())["filename"]
+            with zipfile.ZipFile(Path(out) / filename) as release:
+                release.extractall(target)
         return target
 
     def write_configuration(self) -> None:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.firmware.board import Board, board_config, secrets_config
+from tests.firmware.board import FIRMWARE, Board, board_config, secrets_config
 from tests.harness.agent import AgentProcess, agent_env
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
@@ -28,6 +28,7 @@ from .hass_process import HassApi, agent_settings, poll
 from .test_end_to_end import check_screenshot
 
 NODE = "rack-relay"
+VERSION = (FIRMWARE / "remote_config.py").read_text().split('VERSION = "')[1].split('"')[0]
 SERVER = "nas01"
 RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 35
 SENSE_ON, SENSE_OFF = 0, 1  # the power LED's optocoupler pulls the input low
@@ -153,8 +154,13 @@ async def test_server_from_flow_to_power_off(
 
         await poll(logged, 10, "the critical line in the node's log file")
 
-        # 4. the switch, as the integration named it, on a dashboard
+        # the firmware inside the release zip (as HACS installed it) is what the node runs
         registry = await api.ws("config/entity_registry/list")
+        firmware = next(e["entity_id"] for e in registry if e["unique_id"] == f"node_{NODE}_firmware")
+        update = await api.wait_state(firmware, "off", within=30)
+        assert update["attributes"]["installed_version"] == update["attributes"]["latest_version"] == VERSION
+
+        # 4. the switch, as the integration named it, on a dashboard
         switch = next(
             e["entity_id"]
             for e in registry

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -537,6 +538,23 @@ class HassApi:
 
         result: str = await poll(entity, 30, f"automation {automation_id} to load")
         return result
+
+
+def integration_problems(log: str) -> list[str]:
+    """Lines of HA's log where SmartServer misbehaved: its own warnings and errors,
+    errors naming it from any logger, and calls that blocked the event loop."""
+    record = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) \([^)]*\) \[([^\]]+)\] (.*)$")
+
+    def ours(line: str) -> bool:
+        if "Detected blocking call" in line:
+            return True
+        match = record.match(line)
+        return match is not None and (
+            match[2].startswith("custom_components.smartserver")
+            or (match[1] != "WARNING" and "smartserver" in match[3])
+        )
+
+    return [line for line in log.splitlines() if ours(line)]
 
 
 def agent_settings(placeholders: dict[str, str]) -> dict[str, str]:

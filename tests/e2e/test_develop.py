@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.harness.procs import free_port, stop, wait_for
 
 from .conftest import keep_logs
-from .hass_process import REPO, HassApi, HassProcess, Owner
+from .hass_process import REPO, HassApi, HassProcess, Owner, integration_problems
 
 SWITCH = "switch.demo_server_power"
 
@@ -129,6 +129,7 @@ async def test_develop_demo(tmp_path: Path) -> None:
             assert [s["title"] for s in await api.subentries(entry["entry_id"])] == ["Demo server"]
             await api.wait_state(SWITCH, "off", within=90)
         run.ctrl_c()
+        assert integration_problems(hass.log) == []
         ok = True
     finally:
         stop(run.proc, timeout=60)

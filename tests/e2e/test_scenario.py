@@ -24,7 +24,7 @@ from tests.harness.system_bus import SystemBus
 
 from .browser import Chromium
 from .conftest import System, keep_logs
-from .hass_process import HassApi, agent_settings, poll
+from .hass_process import HassApi, agent_settings, integration_problems, poll
 from .test_end_to_end import check_screenshot
 
 NODE = "rack-relay"
@@ -212,6 +212,7 @@ async def test_server_from_flow_to_power_off(
             # a clean run: no repair issue of the integration's
             issues = (await api.ws("repairs/list_issues"))["issues"]
             assert [i for i in issues if i["domain"] == "smartserver"] == []
+            assert integration_problems(system.hass.log) == []
 
             # 6. the dashboard as it ends
             shot = await browser.screenshot(system.artifacts / "scenario.png")

@@ -93,6 +93,8 @@ def test_logs_buffered_while_offline(
         power_sense={"pin": 34, "debounce_ms": 30, "poll_ms": 5},
         mqtt={"broker_tries": 100},
     )
+    # the first state, once debounced; a loaded machine may take a while to get there
+    board.wait_output("power sense: OFF")
     peer.close()
     mosquitto.stop()
     board.wait_output("MQTT connection lost")

@@ -10,7 +10,7 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.device_automation import DeviceAutomationType
 from homeassistant.components.mqtt import MQTT_CONNECTION_STATE
 from homeassistant.const import Platform
-from homeassistant.core import Event, HomeAssistant, ServiceCall, State
+from homeassistant.core import HomeAssistant, ServiceCall, State
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.dispatcher import async_dispatcher_send
@@ -18,6 +18,7 @@ from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    async_capture_events,
     async_fire_mqtt_message,
     async_fire_time_changed,
     async_get_device_automations,
@@ -123,8 +124,8 @@ async def test_status_binary_sensor(
 async def test_bus_event_event_entity_and_levels(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
-    events: list[Event] = []
-    hass.bus.async_listen(EVENT_LOG, events.append)
+    # captured in the event loop, in order (a plain listener would run in the executor)
+    events = async_capture_events(hass, EVENT_LOG)
     for level in ["debug", "info", "warn", "error", "critical", "Fatal"]:
         async_fire_mqtt_message(hass, f"home/log/{level}/node1", f"a {level} line")
     await written(hass)

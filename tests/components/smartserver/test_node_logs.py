@@ -8,11 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from homeassistant.core import Event, HomeAssistant
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    async_capture_events,
     async_fire_mqtt_message,
     async_fire_time_changed,
 )
@@ -232,8 +233,8 @@ async def test_flood_of_20000_loses_nothing_and_is_rate_limited(
     hass: HomeAssistant, init_integration: MockConfigEntry, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)  # HA's per-message debug lines would dominate the run
-    events: list[Event] = []
-    hass.bus.async_listen(EVENT_LOG, events.append)
+    # captured in the event loop, in order (a plain listener would run in the executor)
+    events = async_capture_events(hass, EVENT_LOG)
     levels = ["debug", "info", "warning", "error", "critical"]
     for i in range(20_000):
         log(hass, levels[i % 5], f"node{i % 50}", f"flood {i}")
@@ -270,8 +271,8 @@ async def test_rate_limit_option(
     mock_config_entry: MockConfigEntry,
 ) -> None:
     entry = await _setup(hass, mock_config_entry, **{CONF_RATE_LIMIT: 2})
-    events: list[Event] = []
-    hass.bus.async_listen(EVENT_LOG, events.append)
+    # captured in the event loop, in order (a plain listener would run in the executor)
+    events = async_capture_events(hass, EVENT_LOG)
     for i in range(10):
         log(hass, "error", "node1", f"e{i}")
     await settle(hass)

@@ -10,7 +10,7 @@ from unittest.mock import patch
 
 import pytest
 from homeassistant.const import ATTR_ENTITY_ID
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from smartserver_node.client import build_firmware
@@ -112,10 +112,12 @@ async def test_install_is_confirmed_by_the_node(
     progress: list[int | None] = []
     hass.bus.async_listen(
         "state_changed",
-        lambda event: (
-            progress.append(event.data["new_state"].attributes.get("update_percentage"))
-            if event.data["entity_id"] == ENTITY
-            else None
+        callback(  # in the event loop, in order: a plain listener runs in the executor
+            lambda event: (
+                progress.append(event.data["new_state"].attributes.get("update_percentage"))
+                if event.data["entity_id"] == ENTITY
+                else None
+            ),
         ),
     )
     await install(hass)

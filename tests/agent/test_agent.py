@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 
 from tests.harness.agent import AgentProcess, agent_env
@@ -32,6 +33,21 @@ def wait_log(peer: Peer, topic_: str, text: str, count: int = 1) -> None:
 
 def online(peer: Peer, count: int = 1) -> None:
     wait_payload(peer, topic(p.SERVER_STATE), b"ONLINE", count)
+
+
+def stopped(peer: Peer) -> None:
+    """Last state OFFLINE, last heartbeat DEAD (the watcher may read them after the agent exits)."""
+
+    def last(msgs: list[paho.MQTTMessage], topic_: str) -> bytes | None:
+        matching = [m.payload for m in msgs if m.topic == topic_]
+        return matching[-1] if matching else None
+
+    peer.wait_for(
+        lambda msgs: (
+            last(msgs, topic(p.SERVER_STATE)) == b"OFFLINE"
+            and last(msgs, topic(p.SERVER_HEARTBEAT)) == b"DEAD"
+        )
+    )
 
 
 def assert_retained_online(broker: Broker) -> None:
@@ -89,8 +105,7 @@ def test_valid_shutdown_powers_off_exactly_once(
     assert len(system_bus.calls("PowerOff")) == 1
 
     assert agent.terminate() == 0
-    assert payloads(watcher, p.SERVER_STATE)[-1] == b"OFFLINE"
-    assert payloads(watcher, p.SERVER_HEARTBEAT)[-1] == b"DEAD"
+    stopped(watcher)
 
 
 @pytest.mark.parametrize(
@@ -233,8 +248,7 @@ def test_stop_publishes_offline_and_dead(start_agent: Callable[..., AgentProcess
     agent = start_agent()
     online(watcher)
     assert agent.terminate() == 0
-    assert payloads(watcher, p.SERVER_STATE)[-1] == b"OFFLINE"
-    assert payloads(watcher, p.SERVER_HEARTBEAT)[-1] == b"DEAD"
+    stopped(watcher)
     assert "stopping: state OFFLINE" in agent.output
 
 

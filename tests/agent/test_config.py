@@ -51,6 +51,11 @@ GOOD = {
         ({"data_dir": "relative/dir"}, "SMARTSERVER_DATA_DIR='relative/dir': must be an absolute path"),
         ({"log_level": "loud"}, "SMARTSERVER_LOG_LEVEL='loud'"),
         ({"env_file": "/nonexistent/agent.env"}, "SMARTSERVER_ENV_FILE: cannot read /nonexistent/agent.env"),
+        # as systemd's EnvironmentFile= passes a typo: a variable, not a line of a file
+        (
+            {"tls_inscure": "1"},
+            "environment: unknown setting SMARTSERVER_TLS_INSCURE (did you mean SMARTSERVER_TLS_INSECURE?)",
+        ),
     ],
 )
 def test_bad_configuration_exits_with_its_message(
@@ -164,7 +169,22 @@ def test_env_file_problems_named_with_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load({**GOOD, "SMARTSERVER_ENV_FILE": str(env_file)})
     assert f"{env_file} line 2: expected KEY=VALUE" in err.value.problems
-    assert f"{env_file} line 3: unknown setting SMARTSERVER_KEYY" in err.value.problems
+    assert (
+        f"{env_file} line 3: unknown setting SMARTSERVER_KEYY (did you mean SMARTSERVER_KEY?)"
+        in err.value.problems
+    )
+
+
+def test_unknown_environment_variables_are_problems() -> None:
+    with pytest.raises(ConfigError) as err:
+        load({**GOOD, "SMARTSERVER_FOO": "1", "SMARTSERVER_HEARTBEATS": "5", "SMARTSERVER_TLS_INSCURE": ""})
+    assert err.value.problems == [
+        "environment: unknown setting SMARTSERVER_FOO",
+        "environment: unknown setting SMARTSERVER_HEARTBEATS (did you mean SMARTSERVER_HEARTBEAT?)",
+        "environment: unknown setting SMARTSERVER_TLS_INSCURE (did you mean SMARTSERVER_TLS_INSECURE?)",
+    ]
+    # the node CLI's variables may share the shell; other prefixes are not ours
+    load({**GOOD, "SMARTSERVER_NODE_KEY": "x", "SMARTSERVER_MQTT_USER": "u", "SMARTSERVERX": "1"})
 
 
 def test_insecure_needs_its_own_setting() -> None:

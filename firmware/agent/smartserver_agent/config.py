@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -40,7 +41,10 @@ SETTINGS = {
     "SMARTSERVER_LOG_LEVEL": "debug, info, warning or error (default info)",
     ENV_FILE: "a file of KEY=VALUE lines read before the environment",
 }
+FILE_SETTINGS = frozenset(SETTINGS) - {ENV_FILE}
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# read by the project's node CLI (docs/management.md): may share a shell with the agent
+OTHER_TOOLS = frozenset({"SMARTSERVER_MQTT_USER", "SMARTSERVER_MQTT_PASSWORD", "SMARTSERVER_NODE_KEY"})
 
 
 class ConfigError(Exception):
@@ -127,12 +131,20 @@ def read_env_file(path: Path) -> tuple[dict[str, str], list[str]]:
             problems.append(f"{path} line {number}: expected KEY=VALUE")
             continue
         if name not in SETTINGS or name == ENV_FILE:
-            problems.append(f"{path} line {number}: unknown setting {name}")
+            problems.append(f"{path} line {number}: {unknown_setting(name, FILE_SETTINGS)}")
             continue
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[name] = value
     return values, problems
+
+
+def unknown_setting(name: str, known: Collection[str] = SETTINGS) -> str:
+    """Name an unknown setting, with the closest known one as a hint."""
+    # compare without the prefix every name shares, or everything looks close
+    suffixes = {known_name.removeprefix(PREFIX): known_name for known_name in known}
+    close = difflib.get_close_matches(name.removeprefix(PREFIX), suffixes, n=1, cutoff=0.7)
+    return f"unknown setting {name}" + (f" (did you mean {suffixes[close[0]]}?)" if close else "")
 
 
 T = TypeVar("T")
@@ -257,7 +269,12 @@ def load(env: Mapping[str, str] | None = None, env_file: Path | None = None) -> 
     values: dict[str, str] = {}
     if file_name:
         values, problems = read_env_file(Path(file_name))
-    values.update({k: v for k, v in env.items() if k.startswith(PREFIX)})
+    # systemd's EnvironmentFile= hands the file over as variables: a typo there must
+    # not silently fall back to a default either
+    for name in sorted(env):
+        if name.startswith(PREFIX) and name not in SETTINGS and name not in OTHER_TOOLS:
+            problems.append(f"environment: {unknown_setting(name)}")
+    values.update({k: v for k, v in env.items() if k in SETTINGS})
     read = _Reader(values)
     read.problems = problems
 

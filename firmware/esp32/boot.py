@@ -1,21 +1,14 @@
 # First code after reset: drive the relay pin inactive before anything else runs.
 # (Until here the pin is an input; pick a pin with a pull resistor that keeps the
-# relay off at reset, see docs/firmware.md.)
+# relay off at reset, see docs/firmware.md.) Pin and polarity come from board.py
+# only: a served configuration cannot change them.
 import machine
 
 
 def _relay_off():
     from board import BOARD
 
-    relay = dict(BOARD.get("relay") or {})
-    try:
-        import json
-
-        # The cached remote configuration wins, as it will in main.py.
-        with open("remote_config.json") as f:
-            relay.update(json.load(f).get("relay") or {})
-    except (OSError, ValueError, AttributeError):
-        pass
+    relay = BOARD.get("relay") or {}
     if relay.get("pin") is not None:
         machine.Pin(relay["pin"], machine.Pin.OUT, value=0 if relay.get("active", 1) else 1)
 

@@ -74,7 +74,7 @@ class RemoteConfig:
         return json.dumps([VERSION, PLATFORM, self._wait_s])
 
     def _on_answer(self, topic, payload, retained):
-        if self.done.is_set():
+        if self.done.is_set() or self._retained(topic, retained):
             return
         try:
             data = json.loads(payload)
@@ -98,6 +98,8 @@ class RemoteConfig:
         name = topic[len(self.answer) + 1 :]
         if name == "set" or self.done.is_set() or self._expected is None:
             return  # our own request, or a component without its count
+        if self._retained(topic, retained):
+            return
         try:
             self._got[name] = json.loads(payload)
         except ValueError:
@@ -105,6 +107,12 @@ class RemoteConfig:
             return
         self._progress.set()
         self._check()
+
+    def _retained(self, topic, retained):
+        # HA never retains answers: a retained one was left by some other client.
+        if retained:
+            log.warning("retained configuration message on %s ignored" % topic)
+        return retained
 
     def _check(self):
         if self._expected is not None and len(self._got) >= self._expected:

@@ -2,6 +2,7 @@
 # configuration (from HA, or its cache on flash) for the sections it may change.
 from binascii import hexlify
 
+import log
 import machine
 
 DEFAULTS = {
@@ -22,8 +23,12 @@ DEFAULTS = {
     "broker": {},
     "key": "",
 }
-# Sections the remote configuration may change; broker, WiFi and key stay local.
+# Sections the remote configuration may change; broker, WiFi, key and mgmt stay local.
+# Of the relay only its pulse times: whoever can publish an answer must not move or
+# invert an output pin (boot.py drives the board's relay pin before any check runs).
 REMOTE_SECTIONS = ("relay", "power_sense", "alarms", "log")
+RELAY_SERVED = ("press_ms", "hold_ms", "max_on_ms")
+MAX_PULSE_MS = 10000  # relay.CAP_MS
 
 
 def valid_id(value):
@@ -63,6 +68,46 @@ def load(remote=None):
 def apply_remote(config, remote):
     if not remote:
         return
+    relay = config.get("relay")
+    relay_pin = relay.get("pin") if isinstance(relay, dict) else None
     for section in REMOTE_SECTIONS:
-        if section in remote:
-            merge(config, section, remote[section])
+        if section not in remote:
+            continue
+        values = remote[section]
+        if section == "relay":
+            values = _relay_times(values, relay)
+            if values is None:
+                continue
+        elif section == "power_sense":
+            old = config.get(section)
+            merge(config, section, values)
+            if not _input_ok(section, config[section], relay_pin):
+                config[section] = old
+            continue
+        elif section == "alarms" and isinstance(values, dict):
+            values = {n: v for n, v in values.items() if _input_ok("alarm " + n, v, relay_pin)}
+        merge(config, section, values)
+
+
+def _relay_times(values, relay):
+    if not isinstance(values, dict) or not isinstance(relay, dict):
+        return None
+    times = {}
+    for key, value in values.items():
+        ok = key in RELAY_SERVED and isinstance(value, int) and not isinstance(value, bool)
+        if ok and 1 <= value <= MAX_PULSE_MS:
+            times[key] = value
+        elif relay.get(key) != value:
+            log.error("served relay.%s refused: only pulse times (1-10000 ms) are served" % key)
+    return times
+
+
+def _input_ok(name, spec, relay_pin):
+    # An input on the relay pin would stop driving it (a pull-up could even close it).
+    if spec is None:
+        return True  # not wired
+    pin = spec.get("pin") if isinstance(spec, dict) else None
+    if isinstance(pin, int) and not isinstance(pin, bool) and pin != relay_pin:
+        return True
+    log.error("served %s refused: pin %r is the relay's or not a pin" % (name, pin))
+    return False

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
@@ -36,7 +39,7 @@ def test_full_answer_is_applied_and_cached(
 def test_chunked_answer(
     make_board: Callable[..., Board], peer: Peer, config_server: Callable[..., ConfigServer]
 ) -> None:
-    components = {"relay": {"pin": 26}, "power_sense": None, "_order": ["relay", "power_sense"]}
+    components = {"relay": {"press_ms": 90}, "power_sense": None, "_order": ["relay", "power_sense"]}
     server = config_server(components)
     board = make_board(config={"wait_s": 0.05})
     board.boot()
@@ -48,7 +51,7 @@ def test_chunked_answer(
     # Every component arrived on its own topic.
     for name in components:
         assert payloads(peer, protocol.login_component("home", NODE, name))
-    assert board.count_events("pin", "26", "mode", "out", "0") == 1
+    assert "configuration received: 2 components" in board.output()
 
 
 def test_rerequest_until_complete(
@@ -70,7 +73,7 @@ def test_cached_configuration_when_the_broker_is_down(
     mosquitto: Broker,
     config_server: Callable[..., ConfigServer],
 ) -> None:
-    config_server({"relay": {"pin": 27}})
+    config_server({"relay": {"press_ms": 120}})
     board = make_board()
     board.boot()
     board.wait_output("running: relay")
@@ -80,10 +83,8 @@ def test_cached_configuration_when_the_broker_is_down(
     board.wait_output("using the cached configuration")
     board.wait_output("MQTT connection to 127.0.0.1")  # failing, yet running:
     board.wait_output("running: relay", count=2)
-    # First boot: boot.py drove the board's pin 25, the relay then ran on the served 27.
-    # Second boot: boot.py and the relay both drove the cached pin 27 only.
-    assert board.count_events("pin", "25", "mode", "out", "0") == 1
-    assert board.count_events("pin", "27", "mode", "out", "0") == 3
+    # Each boot: boot.py, then the relay drove the board's pin 25 inactive.
+    assert board.count_events("pin", "25", "mode", "out", "0") == 4
 
 
 def test_changed_configuration_restarts_cleanly(
@@ -124,3 +125,60 @@ def test_bad_answers_are_ignored(make_board: Callable[..., Board], peer: Peer) -
     board.wait_output("neither an object nor a count")
     board.wait_output("configuration has 99999 components, more than 16")
     assert not (board.flash / CACHE).exists()
+
+
+def test_served_configuration_cannot_drive_pins(
+    make_board: Callable[..., Board], peer: Peer, config_server: Callable[..., ConfigServer]
+) -> None:
+    # Whoever can publish an answer must not move, invert or hijack the relay's pin.
+    config_server(
+        {
+            "relay": {"pin": 26, "active": 0, "max_skew_s": 3600, "press_ms": 90},
+            "power_sense": {"pin": 25, "pull": "up"},
+            "alarms": {"onrelay": {"pin": 25, "pull": "up"}, "ups": {"pin": 35, "pull": "up"}},
+        }
+    )
+    board = make_board()
+    board.boot()
+    board.wait_output("running:")
+    assert set(board.log_lines("running:")[0].split(": ")[1].split(", ")) == {
+        "relay",
+        "power_sense",
+        "alarms",
+    }
+    for refused in ("relay.pin", "relay.active", "relay.max_skew_s", "power_sense", "alarm onrelay"):
+        assert f"served {refused} refused" in board.output(), refused
+    # The served pulse time is used, on the board's pin and polarity.
+    peer.publish(POWER_SET, signed(protocol.PRESS))
+    board.wait(lambda: len(board.pulses(25)) == 1, what="the PRESS pulse")
+    assert 89 <= board.pulses(25)[0].ms < 150
+    # Rebooted from the cache: boot.py drives the board's pin, never the served one.
+    board.stop()
+    board.boot()
+    board.wait_output("running:", count=2)
+    assert board.count_events("pin", "25", "mode", "out", "0") == 4
+    assert board.count_events("pin", "25", "mode", "in") == 0
+    assert board.count_events("pin", "26") == 0
+    assert board.count_events("pin", "35", "mode", "in") == 2
+
+
+@pytest.mark.parametrize("wait_s", [None, 0.05])
+def test_retained_answers_are_ignored(
+    make_board: Callable[..., Board], peer: Peer, wait_s: float | None
+) -> None:
+    # HA never retains answers: a retained one was left by another client.
+    answer = protocol.login_answer("home", NODE)
+    component = protocol.login_component("home", NODE, "relay")
+    if wait_s is None:
+        peer.publish(answer, json.dumps({"relay": {"press_ms": 90}}), retain=True)
+    else:
+        peer.publish(answer, b"1", retain=True)
+        peer.publish(component, json.dumps({"press_ms": 90}), retain=True)
+    board = make_board(config={"wait_s": wait_s, "boot_wait_s": 2})
+    board.boot()
+    board.wait_output("starting with the board configuration")
+    board.wait_output(f"retained configuration message on {answer} ignored")
+    assert "configuration received" not in board.output()
+    assert not (board.flash / CACHE).exists()
+    peer.publish(answer, b"", retain=True)
+    peer.publish(component, b"", retain=True)

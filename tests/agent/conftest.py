@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 
 from tests.harness.agent import TEST_KEY, AgentProcess, agent_env
@@ -31,10 +33,39 @@ def payloads(peer: Peer, leaf: str) -> list[bytes]:
     return [m.payload for m in peer.received(topic(leaf))]
 
 
+# docs/broker.md's setting: without it mosquitto holds a small packet to the watcher
+# behind the watcher's delayed ACK (~40 ms), and arrival times lag the broker by that
+NODELAY = "set_tcp_nodelay true"
+
+
 @pytest.fixture
-def watcher(mosquitto: Broker) -> Iterator[Peer]:
+def mosquitto(mosquitto_factory: Callable[..., Broker], request: pytest.FixtureRequest) -> Broker:
+    """The harness's broker; indirect parametrization adds configuration lines."""
+    return mosquitto_factory(extra_config=getattr(request, "param", ""))
+
+
+class TimedPeer(Peer):
+    """A Peer that notes when each message arrived, on the clock the fake logind records."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.arrivals: list[tuple[float, str, bytes]] = []
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # noted before the message is visible to a waiter, so a waiter always finds it
+        self.arrivals.append((time.time(), msg.topic, msg.payload))
+        super()._on_message(client, userdata, msg)
+
+    def arrived(self, topic_: str, payload: bytes) -> float:
+        """When the first `payload` on `topic_` arrived."""
+        return next(at for at, t, got in self.arrivals if t == topic_ and got == payload)
+
+
+@pytest.fixture
+def watcher(mosquitto: Broker) -> Iterator[TimedPeer]:
     """A client subscribed to everything under `home/` before any agent starts."""
-    peer = Peer(mosquitto).connect()
+    peer = TimedPeer(mosquitto)
+    peer.connect()
     peer.subscribe("home/#")
     yield peer
     peer.close()

@@ -14,7 +14,7 @@ from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 from tests.harness.system_bus import SystemBus
 
-from .conftest import SERVER, p, payloads, signed, topic
+from .conftest import NODELAY, SERVER, TimedPeer, p, payloads, signed, topic
 
 LOG_WARNING = p.log_topic("home", "warning", SERVER)
 LOG_ERROR = p.log_topic("home", "error", SERVER)
@@ -33,6 +33,18 @@ def wait_log(peer: Peer, topic_: str, text: str, count: int = 1) -> None:
 
 def online(peer: Peer, count: int = 1) -> None:
     wait_payload(peer, topic(p.SERVER_STATE), b"ONLINE", count)
+
+
+def methods(bus: SystemBus) -> list[str]:
+    """The logind methods called so far, oldest first."""
+    return [call["method"] for call in bus.calls()]
+
+
+def assert_not_powering_off(peer: Peer, bus: SystemBus) -> None:
+    """Nothing of a shutdown so far: no logind call, no SHUTTING_DOWN, no DEAD."""
+    assert bus.calls() == []
+    assert b"SHUTTING_DOWN" not in payloads(peer, p.SERVER_STATE)
+    assert b"DEAD" not in payloads(peer, p.SERVER_HEARTBEAT)
 
 
 def stopped(peer: Peer) -> None:
@@ -81,8 +93,9 @@ def test_start_heartbeat_network_and_retained(
     assert_retained_online(mosquitto)
 
 
+@pytest.mark.parametrize("mosquitto", [NODELAY], indirect=True)
 def test_valid_shutdown_powers_off_exactly_once(
-    start_agent: Callable[..., AgentProcess], watcher: Peer, system_bus: SystemBus
+    start_agent: Callable[..., AgentProcess], watcher: TimedPeer, system_bus: SystemBus
 ) -> None:
     agent = start_agent()
     online(watcher)
@@ -94,15 +107,22 @@ def test_valid_shutdown_powers_off_exactly_once(
     wait_payload(watcher, topic(p.SERVER_STATE), b"SHUTTING_DOWN")
     wait_payload(watcher, topic(p.SERVER_HEARTBEAT), b"DEAD")
     agent.wait_output("logind accepted PowerOff")
-    assert [c["method"] for c in system_bus.calls()] == ["CanPowerOff", "PowerOff"]
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"]
     assert system_bus.calls("PowerOff")[0]["args"] == [False]
+    # HA heard of the shutdown before logind was even asked: a clean disconnect
+    # discards the Will, so these are all HA gets from a server that powers off
+    asked = system_bus.calls("CanPowerOff")[0]["time"]
+    assert watcher.arrived(topic(p.SERVER_STATE), b"SHUTTING_DOWN") < asked
+    assert watcher.arrived(topic(p.SERVER_HEARTBEAT), b"DEAD") < asked
+    assert asked <= system_bus.calls("PowerOff")[0]["time"]
 
     # the same command again, and a fresh one while shutting down: nothing more
     watcher.publish(topic(p.SERVER_SYSTEM), command)
     wait_log(watcher, LOG_WARNING, "replayed")
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"]
     watcher.publish(topic(p.SERVER_SYSTEM), signed())
     wait_log(watcher, LOG_WARNING, "already in progress", count=2)
-    assert len(system_bus.calls("PowerOff")) == 1
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"]
 
     assert agent.terminate() == 0
     stopped(watcher)
@@ -141,10 +161,11 @@ def test_refused_commands_never_power_off(
     watcher.publish(topic(p.SERVER_SYSTEM), payload())
     wait_log(watcher, LOG_WARNING, f"refused command on {topic(p.SERVER_SYSTEM)}: {reason}")
     agent.wait_output(reason)
-    # a valid command right after is served: the refused one was really refused
+    assert_not_powering_off(watcher, system_bus)
+    # a valid command right after is served, once: the refused one was really refused
     watcher.publish(topic(p.SERVER_SYSTEM), signed())
     agent.wait_output("logind accepted PowerOff")
-    assert len(system_bus.calls("PowerOff")) == 1
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"]
 
 
 def test_retained_and_unknown_commands_refused(
@@ -153,10 +174,11 @@ def test_retained_and_unknown_commands_refused(
     watcher.publish(topic(p.SERVER_SYSTEM), signed(), retain=True)
     agent = start_agent()
     wait_log(watcher, LOG_WARNING, "retained")
+    assert_not_powering_off(watcher, system_bus)
     online(watcher)
     watcher.publish(topic(p.SERVER_SYSTEM), signed("REBOOT"))
     wait_log(watcher, LOG_WARNING, "unknown command 'REBOOT'")
-    assert system_bus.calls("PowerOff") == []
+    assert_not_powering_off(watcher, system_bus)
     agent.wait_output("retained")
 
 
@@ -172,9 +194,10 @@ def test_retained_and_unknown_commands_refused(
         ),
     ],
 )
+@pytest.mark.parametrize("mosquitto", [NODELAY], indirect=True)
 def test_refused_power_off_restores_online(
     start_agent: Callable[..., AgentProcess],
-    watcher: Peer,
+    watcher: TimedPeer,
     system_bus: SystemBus,
     control: dict[str, str],
     error: str,
@@ -195,10 +218,15 @@ def test_refused_power_off_restores_online(
     assert len(system_bus.calls("CanPowerOff")) == 1
     assert len(system_bus.calls("PowerOff")) == power_off_calls
     agent.wait_output("power off failed: ")
+    asked = system_bus.calls("CanPowerOff")[0]["time"]
+    assert watcher.arrived(topic(p.SERVER_STATE), b"SHUTTING_DOWN") < asked
+    assert watcher.arrived(topic(p.SERVER_HEARTBEAT), b"DEAD") < asked
+    tried = methods(system_bus)
 
     # a replay of the failed command stays refused; a fresh one is tried again
     watcher.publish(topic(p.SERVER_SYSTEM), command)
     wait_log(watcher, LOG_WARNING, "replayed")
+    assert methods(system_bus) == tried
     system_bus.set_control()
     watcher.publish(topic(p.SERVER_SYSTEM), signed())
     agent.wait_output("logind accepted PowerOff")
@@ -213,9 +241,10 @@ def test_command_flood_is_refused_without_a_log_flood(
     for number in range(200):
         watcher.publish(topic(p.SERVER_SYSTEM), signed(age=120 + number), qos=0)
     agent.wait_output("refused command", count=200)
+    assert_not_powering_off(watcher, system_bus)
     watcher.publish(topic(p.SERVER_SYSTEM), signed())
     agent.wait_output("logind accepted PowerOff")
-    assert len(system_bus.calls("PowerOff")) == 1
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"]
     lines = [m for m in watcher.received() if m.topic.startswith("home/log/")]
     assert len(lines) <= 20  # the journal has every line, MQTT at most 20 per 10 s
 

@@ -227,6 +227,8 @@ class Manager:
 
     def _cmd_get(self, nonce, arg):
         path = self._path(arg)
+        if path.startswith("secrets."):
+            raise Refused("%s is not read remotely (WiFi and broker passwords)" % path)
         os.stat(path)  # OSError now, not in the task
         asyncio.create_task(self._stream_file(nonce, path))
 

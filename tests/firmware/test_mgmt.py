@@ -157,6 +157,9 @@ def test_refused_commands(start_board: Callable[..., Board], node: Node, mosquit
     assert (board.flash / "keep.txt").exists()
     with pytest.raises(NodeError, match="bad path"):
         node.get("../etc/passwd")
+    # WiFi and broker passwords do not leave the node.
+    with pytest.raises(NodeError, match=r"secrets\.py is not read remotely"):
+        node.get("secrets.py")
 
 
 def test_eval_and_exec_when_enabled(start_board: Callable[..., Board], node: Node) -> None:

@@ -30,6 +30,17 @@ def node_device_info(node_id: str, name: str | None = None) -> DeviceInfo:
 
 
 @callback
+def node_device_link(hass: HomeAssistant, entry_id: str, node_id: str) -> dr.DeviceEntry:
+    """Return the node's device, created if new, without touching its name."""
+    registry = dr.async_get(hass)
+    # Look up first: get_or_create with node_device_info would reset the name.
+    device = registry.async_get_device_by_identifier(node_identifier(node_id), entry_id)
+    if device is None:
+        device = registry.async_get_or_create(config_entry_id=entry_id, **node_device_info(node_id))
+    return device
+
+
+@callback
 def server_device_info(
     hass: HomeAssistant, entry_id: str, server_id: str, name: str, relay_node: str | None
 ) -> DeviceInfo:
@@ -41,10 +52,5 @@ def server_device_info(
         model="Homelab server",
     )
     if relay_node:
-        registry = dr.async_get(hass)
-        # Look up first: get_or_create would reset a name from device_names.yaml.
-        node = registry.async_get_device_by_identifier(node_identifier(relay_node), entry_id)
-        if node is None:
-            node = registry.async_get_or_create(config_entry_id=entry_id, **node_device_info(relay_node))
-        info["via_device_id"] = node.id
+        info["via_device_id"] = node_device_link(hass, entry_id, relay_node).id
     return info

@@ -20,13 +20,14 @@ from homeassistant.components import mqtt
 from homeassistant.components.update import UpdateEntity, UpdateEntityFeature
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import protocol
 from .const import DOMAIN, LOGGER
 from .coordinator import SmartServerConfigEntry
 from .entity import SmartServerEntity
-from .helpers import node_device_info
+from .helpers import node_device_link, node_identifier
 
 PARALLEL_UPDATES = 1
 BUNDLE_DIR = Path(__file__).parent / "firmware"
@@ -70,10 +71,12 @@ async def async_setup_entry(
     bundle = await hass.async_add_executor_job(load_bundle, BUNDLE_DIR)
     hub = entry.runtime_data.servers
     assert hub is not None
-    # On the node's device, which belongs to the hub entry (helpers.server_device_info).
+    # On the node's device, which belongs to the hub entry (created here if new).
     keys: dict[str, str] = {}
     for server in hub.servers.values():
         keys.setdefault(server.config.relay_node, server.config.node_key)
+    for node in keys:
+        node_device_link(hass, entry.entry_id, node)
     async_add_entities(
         NodeFirmwareEntity(entry.runtime_data.base_topic, node, key, bundle) for node, key in keys.items()
     )
@@ -94,7 +97,8 @@ class NodeFirmwareEntity(SmartServerEntity, UpdateEntity):
         self._key = key
         self._bundle = bundle
         self._attr_unique_id = f"node_{node}_firmware"
-        self._attr_device_info = node_device_info(node)
+        # Identifiers only: a name here would overwrite the one from device_names.yaml.
+        self._attr_device_info = DeviceInfo(identifiers={node_identifier(node)})
         self._attr_latest_version = bundle.version if bundle else None
         self._replies: dict[str, asyncio.Queue[tuple[int, str, bytes]]] = {}
         self._info: asyncio.Queue[dict[str, Any]] | None = None

@@ -34,6 +34,7 @@ from custom_components.smartserver.const import DOMAIN
 from custom_components.smartserver.servers import Issue
 
 from .conftest import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID, START_GRACE, STOP_GRACE
+from .nodes_common import node_device, request, root, write
 
 SWITCH = "switch.nas_power"
 SENSOR = "sensor.nas_power_state"
@@ -591,3 +592,19 @@ async def test_ha_starts_while_the_server_boots(
     assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
     assert await report(hass, (STATE, "ONLINE")) == "on"
     assert issues(issue_registry) == set()
+
+
+async def test_relay_node_name_survives_reload(hass: HomeAssistant) -> None:
+    """The update entity links to the relay node's device without resetting its name."""
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    write(root(hass) / "device_names.yaml", f"{RELAY_NODE}: rack relay\n")
+    await request(hass, RELAY_NODE)
+    device = node_device(hass, entry, RELAY_NODE)
+    assert device is not None
+    assert device.name == "rack relay"
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get(f"update.{RELAY_NODE}_firmware") is not None
+    device = node_device(hass, entry, RELAY_NODE)
+    assert device is not None
+    assert device.name == "rack relay"

@@ -170,7 +170,12 @@ class LogWriter:
     @callback
     def add(self, line: LogLine) -> None:
         """Queue a line; starts the writer if it is idle."""
-        self._buffer.append(line)
+        self.add_many([line])
+
+    @callback
+    def add_many(self, lines: list[LogLine]) -> None:
+        """Queue lines (in order); starts the writer if it is idle."""
+        self._buffer.extend(lines)
         if (self._task is None or self._task.done()) and not self._closing:
             self._task = self._hass.async_create_background_task(self._drain(), "smartserver log writer")
 

@@ -54,6 +54,8 @@ MAX_HA_TEXT: Final = 255
 STALE_AFTER_S: Final = 300
 MAX_WARNED: Final = 200
 REFRESH_PAYLOAD: Final = "REFRESH"
+# Parsed log topics remembered (a hostile client could invent endless ones).
+MAX_LOG_TOPICS: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,18 @@ def prepare_answer(storage: Storage, node_id: str) -> Answer:
             continue
         components.append((name, json.dumps(value, separators=(",", ":"))))
     digest = hashlib.sha256(payload.encode()).hexdigest()
-    return Answer(storage.node_dir(node_id).name, payload, digest, components, loaded.warnings)
+    return Answer(loaded.name, payload, digest, components, loaded.warnings)
+
+
+def prepare_answers(storage: Storage, node_ids: list[str]) -> list[Answer | Exception]:
+    """Prepare several answers in one executor job; a failure is returned in its place."""
+    results: list[Answer | Exception] = []
+    for node_id in node_ids:
+        try:
+            results.append(prepare_answer(storage, node_id))
+        except Exception as err:  # raised again in that request's own task
+            results.append(err)
+    return results
 
 
 def node_id_of_device(device: dr.AnyDeviceEntry) -> str | None:
@@ -166,6 +179,11 @@ class NodeHub:
         self.nodes: dict[str, Node] = {}
         self.signal_new_node = f"{DOMAIN}_{entry.entry_id}_new_node"
         self._answers: dict[str, asyncio.Task[None]] = {}
+        # Requests of one event-loop turn, prepared together in one executor job.
+        self._to_prepare: list[tuple[str, asyncio.Future[Answer]]] = []
+        # Log messages of one event-loop turn: (topic, payload, received), handled together.
+        self._log_queue: list[tuple[str, Any, float]] = []
+        self._log_topics: dict[str, tuple[str, str] | None] = {}
         self._warned: set[str] = set()
         self._stopped = False
         self._unsub_subscribed: Any = None
@@ -207,6 +225,7 @@ class NodeHub:
         """Stop answering, then write every queued log line and close the files."""
         if self._stopped:
             return
+        self._process_logs()
         self._stopped = True
         if self._unsub_subscribed is not None:
             self._unsub_subscribed()
@@ -338,36 +357,67 @@ class NodeHub:
 
     @callback
     def _on_log(self, msg: mqtt.ReceiveMessage) -> None:
-        parsed = protocol.parse_log(self.options.base, msg.topic)
-        if parsed is None:
-            return
-        node_id, level = parsed.node, parsed.level
-        if not protocol.valid_id(node_id):
-            self._refuse(node_id, "a log line")
-            return
-        if level not in LEVEL_RANK:
-            level = msg.topic.rsplit("/", 2)[-2]  # unknown: kept as given
-        message = _text(msg.payload)
-        received = time.time()
-        self.writer.add(LogLine(received, level, node_id, message))
-        node = self.nodes.get(node_id) or self._contact(node_id)
-        node.seen = time.monotonic()
-        text = message[:MAX_HA_TEXT]
-        node.last_level, node.last_message, node.last_log_ts = level, text, received
-        if level == "error":
-            node.errors += 1
-        elif level == "critical":
-            node.criticals += 1
-        if LEVEL_RANK.get(level, UNKNOWN_RANK) >= self.options.event_rank:
-            if self._take_token(node):
-                self._fire(node, level, text)
-            else:
-                node.suppressed += 1
-        self._state_changed(node)
+        """Queue the message; the queue is handled once per event-loop turn."""
+        queue = self._log_queue
+        queue.append((msg.topic, msg.payload, time.time()))
+        if len(queue) == 1:
+            self.hass.loop.call_soon(self._process_logs)
 
-    def _take_token(self, node: Node) -> bool:
-        """Token bucket: `rate` events per second per node, bursts of `rate`."""
+    def _log_topic(self, topic: str) -> tuple[str, str] | None:
+        """Node id and level of a log topic, or None (not ours, or a refused id)."""
+        if topic in self._log_topics:
+            return self._log_topics[topic]
+        result: tuple[str, str] | None = None
+        if (parsed := protocol.parse_log(self.options.base, topic)) is not None:
+            if not protocol.valid_id(parsed.node):
+                self._refuse(parsed.node, "a log line")
+            else:
+                level = parsed.level
+                if level not in LEVEL_RANK:
+                    level = topic.rsplit("/", 2)[-2]  # unknown: kept as given
+                result = (parsed.node, level)
+        if len(self._log_topics) >= MAX_LOG_TOPICS:
+            self._log_topics.clear()
+        self._log_topics[topic] = result
+        return result
+
+    @callback
+    def _process_logs(self) -> None:
+        """Every queued line to the writer; node states and events (rate-limited)."""
+        batch, self._log_queue = self._log_queue, []
+        if not batch:
+            return
+        lines: list[LogLine] = []
+        changed: dict[str, Node] = {}
+        event_rank = self.options.event_rank
         now = time.monotonic()
+        for topic, payload, received in batch:
+            if (parsed := self._log_topic(topic)) is None:
+                continue
+            node_id, level = parsed
+            message = _text(payload)
+            lines.append(LogLine(received, level, node_id, message))
+            if (node := changed.get(node_id)) is None:
+                node = changed[node_id] = self.nodes.get(node_id) or self._contact(node_id)
+            text = message[:MAX_HA_TEXT]
+            node.last_level, node.last_message, node.last_log_ts = level, text, received
+            if level == "error":
+                node.errors += 1
+            elif level == "critical":
+                node.criticals += 1
+            if LEVEL_RANK.get(level, UNKNOWN_RANK) >= event_rank:
+                if self._take_token(node, now):
+                    self._fire(node, level, text)
+                else:
+                    node.suppressed += 1
+        if lines:
+            self.writer.add_many(lines)
+        for node in changed.values():
+            node.seen = now
+            self._state_changed(node)
+
+    def _take_token(self, node: Node, now: float) -> bool:
+        """Token bucket: `rate` events per second per node, bursts of `rate`."""
         rate = self.options.rate
         node.tokens = min(rate, node.tokens + (now - node.refilled) * rate)
         node.refilled = now
@@ -452,7 +502,7 @@ class NodeHub:
         """Read the configuration; on a parse error log it and raise a repair issue."""
         issue_id = f"config_file_{node_id}"
         try:
-            answer = await self.hass.async_add_executor_job(prepare_answer, self.storage, node_id)
+            answer = await self._load(node_id)
         except ConfigFileError as err:
             placeholders = {"node": node_id, "file": err.path, "line": str(err.line), "reason": err.reason}
             LOGGER.error("Configuration of %s not served: %s", node_id, err)
@@ -488,6 +538,40 @@ class NodeHub:
                 LOGGER.warning("Configuration of %s: %s", node_id, warning)
         self._names_seen({node_id: answer.name})
         return answer
+
+    def _load(self, node_id: str) -> asyncio.Future[Answer]:
+        """Prepare the node's answer together with the other requests of this event-loop turn."""
+        future: asyncio.Future[Answer] = self.hass.loop.create_future()
+        if not self._to_prepare:
+            self.hass.loop.call_soon(self._prepare_batch)
+        self._to_prepare.append((node_id, future))
+        return future
+
+    @callback
+    def _prepare_batch(self) -> None:
+        batch, self._to_prepare = self._to_prepare, []
+        job = self.hass.async_add_executor_job(prepare_answers, self.storage, [n for n, _f in batch])
+        job.add_done_callback(partial(self._batch_done, [future for _n, future in batch]))
+
+    @staticmethod
+    def _batch_done(
+        futures: list[asyncio.Future[Answer]], job: asyncio.Future[list[Answer | Exception]]
+    ) -> None:
+        if job.cancelled():
+            results: list[Answer | BaseException | None] = [None] * len(futures)
+        elif (error := job.exception()) is not None:
+            results = [error] * len(futures)
+        else:
+            results = list(job.result())
+        for future, result in zip(futures, results, strict=True):
+            if future.done():  # the request was replaced or cancelled meanwhile
+                continue
+            if result is None:
+                future.cancel()
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     async def async_push_config(self, node_id: str) -> None:
         """Send a node its configuration now, in the form it last asked for."""

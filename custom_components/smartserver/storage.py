@@ -12,6 +12,7 @@ event loop. Layout (SmartServer's, with `Clients/` still accepted):
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import hjson
+import orjson
 import yaml
 
 from . import protocol
@@ -52,6 +54,7 @@ class NodeConfig:
     config: dict[str, Any]
     files: list[str]
     warnings: list[str] = field(default_factory=list)
+    name: str = ""  # the node's directory name
 
     def components(self) -> list[tuple[str, Any]]:
         """Components in `_order` order, for a chunked answer."""
@@ -68,13 +71,23 @@ def _decode(raw: bytes, rel: str) -> str:
         raise ConfigFileError(rel, raw[: err.start].count(b"\n") + 1, "not UTF-8") from err
 
 
-def parse_file(path: Path, rel: str) -> Any:
-    """Parse a .json or .hjson file; raise ConfigFileError with the line if it fails."""
-    text = _decode(path.read_bytes(), rel)
+def parse_file(path: str | os.PathLike[str], rel: str) -> Any:
+    """Parse a .json or .hjson file; raise ConfigFileError with the line if it fails.
+
+    JSON goes through orjson; what orjson refuses is parsed again by the standard
+    library, which accepts the same documents as before (integers beyond 64 bits,
+    NaN) and gives its usual message and line for real errors.
+    """
+    with open(path, "rb") as file:
+        raw = file.read()
+    text = _decode(raw, rel)
     try:
-        if path.suffix == ".hjson":
+        if os.fspath(path).endswith(".hjson"):
             return _plain(hjson.loads(text))
-        return json.loads(text)
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return json.loads(text)
     except ValueError as err:
         line = getattr(err, "lineno", 1)
         raise ConfigFileError(rel, line, str(getattr(err, "msg", err))) from err
@@ -95,6 +108,7 @@ class Storage:
     def __init__(self, root: Path) -> None:
         """Use `root`; nothing is created until a node is seen."""
         self.root = root
+        self._root_prefix = os.path.join(os.fspath(root), "")
         self._lock = threading.RLock()
         self._names: dict[str, str | None] = {}
         self._names_stamp: tuple[int, int] | None = None
@@ -114,12 +128,10 @@ class Storage:
             return legacy
         return path
 
-    def rel(self, path: Path) -> str:
+    def rel(self, path: str | os.PathLike[str]) -> str:
         """Return a path relative to the root, for messages."""
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
+        text, prefix = os.fspath(path), self._root_prefix
+        return text[len(prefix) :] if text.startswith(prefix) else text
 
     # device_names.yaml -------------------------------------------------------
 
@@ -158,7 +170,10 @@ class Storage:
 
     def name_of(self, node_id: str) -> str:
         """Return the directory name of a node: its name if valid and unique, else its id."""
-        names = self.read_names()
+        return self._name_in(self.read_names(), node_id)
+
+    @staticmethod
+    def _name_in(names: dict[str, str | None], node_id: str) -> str:
         name = names.get(node_id)
         if not name or name == node_id:
             return node_id
@@ -172,9 +187,12 @@ class Storage:
 
     def name_problem(self, node_id: str) -> str | None:
         """Why a configured name is not used, for a warning."""
-        names = self.read_names()
+        return self._problem_in(self.read_names(), node_id)
+
+    @classmethod
+    def _problem_in(cls, names: dict[str, str | None], node_id: str) -> str | None:
         name = names.get(node_id)
-        if name and name != node_id and self.name_of(node_id) == node_id:
+        if name and name != node_id and cls._name_in(names, node_id) == node_id:
             return f"name {name!r} for {node_id} in {NAMES_FILE} is not usable (invalid or not unique)"
         return None
 
@@ -202,11 +220,13 @@ class Storage:
         if not protocol.valid_id(node_id):
             raise ValueError(f"refused node id {node_id!r}")
         with self._lock:
-            self.read_names()
-            self._remember(node_id)
-            name = self.name_of(node_id)
+            names = self.read_names()
+            if node_id not in names:
+                self._remember(node_id)
+                names = self._names
+            name = self._name_in(names, node_id)
             known = self._dirs.get(node_id)
-            if known is not None and known.name == name and known.is_dir():
+            if known is not None and known.name == name and os.path.isdir(known):
                 return known
             clients = self.clients_dir()
             path = clients / name
@@ -233,44 +253,61 @@ class Storage:
             directory = self.node_dir(node_id)
             if self.names_error is not None:
                 raise self.names_error
+            names = self._names
         warnings: list[str] = []
-        if problem := self.name_problem(node_id):
+        if problem := self._problem_in(names, node_id):
             warnings.append(problem)
-        whole = [directory / f"config{suffix}" for suffix in SUFFIXES]
-        present = [path for path in whole if path.is_file()]
+        folder = os.fspath(directory)
+        with os.scandir(folder) as scan:
+            entries = {entry.name: entry for entry in scan}
+        present = [entries[f"config{suffix}"] for suffix in SUFFIXES if f"config{suffix}" in entries]
+        present = [entry for entry in present if entry.is_file()]
         if present:
             if len(present) > 1:
-                warnings.append(f"{self.rel(present[1])} ignored: {self.rel(present[0])} is used")
-            config = parse_file(present[0], self.rel(present[0]))
+                warnings.append(f"{self.rel(present[1].path)} ignored: {self.rel(present[0].path)} is used")
+            rel = self.rel(present[0].path)
+            config = parse_file(present[0].path, rel)
             if not isinstance(config, dict):
-                raise ConfigFileError(self.rel(present[0]), 1, "must be an object")
-            return NodeConfig(config, [self.rel(present[0])], warnings)
-        return self._load_components(directory / "config", warnings)
+                raise ConfigFileError(rel, 1, "must be an object")
+            return NodeConfig(config, [rel], warnings, directory.name)
+        loaded = self._load_components(os.path.join(folder, "config"), warnings, entries.get("config"))
+        loaded.name = directory.name
+        return loaded
 
-    def _load_components(self, folder: Path, warnings: list[str]) -> NodeConfig:
-        chosen: dict[str, Path] = {}
-        entries = sorted(folder.iterdir()) if folder.is_dir() else []
-        for path in entries:
-            if path.is_dir():
-                warnings.append(f"{self.rel(path)}/ ignored: subdirectories are not read")
-            elif path.suffix not in SUFFIXES:
-                warnings.append(f"{self.rel(path)} ignored: not .json or .hjson")
-            elif not protocol.COMPONENT_PATTERN.fullmatch(path.stem):
-                warnings.append(f"{self.rel(path)} ignored: {path.stem!r} is not a usable component name")
-            elif (other := chosen.get(path.stem)) is not None:
-                keep, drop = (other, path) if other.suffix == ".hjson" else (path, other)
-                warnings.append(f"{self.rel(drop)} ignored: {self.rel(keep)} is used")
-                chosen[path.stem] = keep
+    def _load_components(
+        self, folder: str, warnings: list[str], found: os.DirEntry[str] | None
+    ) -> NodeConfig:
+        chosen: dict[str, tuple[str, str]] = {}  # stem -> (path, path relative to the root)
+        entries: list[os.DirEntry[str]] = []
+        if found is not None and found.is_dir():
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        rel_folder = self.rel(folder)
+        for entry in entries:
+            rel = f"{rel_folder}/{entry.name}"
+            stem, suffix = os.path.splitext(entry.name)
+            if entry.is_dir():
+                warnings.append(f"{rel}/ ignored: subdirectories are not read")
+            elif suffix not in SUFFIXES:
+                warnings.append(f"{rel} ignored: not .json or .hjson")
+            elif not protocol.COMPONENT_PATTERN.fullmatch(stem):
+                warnings.append(f"{rel} ignored: {stem!r} is not a usable component name")
+            elif (other := chosen.get(stem)) is not None:
+                keep, drop = (
+                    (other, (entry.path, rel)) if other[0].endswith(".hjson") else ((entry.path, rel), other)
+                )
+                warnings.append(f"{drop[1]} ignored: {keep[1]} is used")
+                chosen[stem] = keep
             else:
-                chosen[path.stem] = path
+                chosen[stem] = (entry.path, rel)
         config: dict[str, Any] = {}
-        for stem, path in chosen.items():
-            value = parse_file(path, self.rel(path))
+        for stem, (path, rel) in chosen.items():
+            value = parse_file(path, rel)
             if stem == ORDER:
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ConfigFileError(self.rel(path), 1, "must be a list of component names")
+                    raise ConfigFileError(rel, 1, "must be a list of component names")
             elif not isinstance(value, dict):
-                raise ConfigFileError(self.rel(path), 1, "a component must be an object")
+                raise ConfigFileError(rel, 1, "a component must be an object")
             config[stem] = value
         order = config.pop(ORDER, None)
         if order is None:
@@ -281,4 +318,4 @@ class Storage:
             if unlisted := [name for name in config if name not in order]:
                 warnings.append(f"components not in {ORDER} are not built: {', '.join(unlisted)}")
         config[ORDER] = order
-        return NodeConfig(config, [self.rel(path) for path in chosen.values()], warnings)
+        return NodeConfig(config, [rel for _path, rel in chosen.values()], warnings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from homeassistant.core import HomeAssistant
@@ -14,6 +15,7 @@ from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
+from custom_components.smartserver import nodes
 from custom_components.smartserver.const import DOMAIN
 
 from .nodes_common import (
@@ -406,3 +408,81 @@ async def test_last_served_time_and_hash(
     payload = answers(mqtt_mock)[-1][1]
     assert digest.state == hashlib.sha256(payload.encode()).hexdigest()[:12]
     await settle(hass)
+
+
+async def test_requests_of_one_loop_turn_share_one_executor_job(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mqtt_mock: MqttMockHAClient
+) -> None:
+    """A burst is read and parsed in one executor job; a broken file only fails its node."""
+    component(hass, "node1", "led.json", {"pin": 1})
+    write(root(hass) / "clients/node2/config/led.json", "{oops")
+    component(hass, "node3", "led.json", {"pin": 3})
+    mqtt_mock.async_publish.reset_mock()
+    with patch.object(nodes, "prepare_answers", wraps=nodes.prepare_answers) as prepare:
+        for node in ("node1", "node2", "node3", "node1"):  # node1 asks again: one answer
+            async_fire_mqtt_message(hass, f"home/login/{node}/set", '"1.0.0"')
+        await settle(hass)
+    assert [call.args[1] for call in prepare.call_args_list] == [["node1", "node2", "node3", "node1"]]
+    assert sorted(answers(mqtt_mock)) == [
+        ("home/login/node1", '{"led":{"pin":1},"_order":["led"]}'),
+        ("home/login/node3", '{"led":{"pin":3},"_order":["led"]}'),
+    ]
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, "config_file_node2")
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["file"] == "clients/node2/config/led.json"
+    assert "Expecting property name" in issue.translation_placeholders["reason"]
+
+
+async def test_failed_or_cancelled_batch_reaches_every_request(hass: HomeAssistant) -> None:
+    """An executor job that fails as a whole fails each request; a cancelled one cancels them."""
+    failed = hass.loop.create_future()
+    failed.set_exception(OSError("executor gone"))
+    waiting = [hass.loop.create_future(), hass.loop.create_future()]
+    waiting[1].cancel()  # replaced meanwhile: left alone
+    nodes.NodeHub._batch_done(waiting, failed)
+    assert isinstance(waiting[0].exception(), OSError)
+
+    cancelled = hass.loop.create_future()
+    cancelled.cancel()
+    waiting = [hass.loop.create_future()]
+    nodes.NodeHub._batch_done(waiting, cancelled)
+    assert waiting[0].cancelled()
+
+
+async def test_json_orjson_refuses_is_served_as_before(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mqtt_mock: MqttMockHAClient
+) -> None:
+    """orjson parses JSON first; what only the standard library accepts still works the same."""
+    write(root(hass) / "clients/node1/config/led.json", '{"big": 123456789012345678901234567890, "x": NaN}')
+    await request(hass, "node1")
+    assert answers(mqtt_mock) == [
+        ("home/login/node1", '{"led":{"big":123456789012345678901234567890,"x":NaN},"_order":["led"]}')
+    ]
+
+
+async def test_hjson_wins_over_json_of_the_same_component(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mqtt_mock: MqttMockHAClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    component(hass, "node1", "led.json", {"pin": 1})
+    write(root(hass) / "clients/node1/config/led.hjson", "{pin: 2}")
+    await request(hass, "node1")
+    assert answers(mqtt_mock) == [("home/login/node1", '{"led":{"pin":2},"_order":["led"]}')]
+    assert "clients/node1/config/led.json ignored: clients/node1/config/led.hjson is used" in caplog.text
+
+
+async def test_unreadable_component_not_served(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mqtt_mock: MqttMockHAClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = root(hass) / "clients/node1/config"
+    folder.mkdir(parents=True)
+    (folder / "led.json").symlink_to(folder / "missing.json")
+    await request(hass, "node1")
+    assert answers(mqtt_mock) == []
+    assert "Could not read the configuration of node1" in caplog.text

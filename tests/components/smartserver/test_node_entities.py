@@ -45,6 +45,8 @@ from .nodes_common import component, node_device, published, request, settle, wa
 
 
 async def written(hass: HomeAssistant) -> None:
+    """Handle what was received (log lines are handled once per loop turn), then the rate limit."""
+    await settle(hass)
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=5))
     await settle(hass)
 

@@ -6,6 +6,7 @@ import logging
 import re
 from datetime import timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from homeassistant.core import HomeAssistant
@@ -19,7 +20,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
-from custom_components.smartserver import logs
+from custom_components.smartserver import logs, nodes
 from custom_components.smartserver.const import (
     CONF_BASE_TOPIC,
     CONF_LOG_BACKUPS,
@@ -280,3 +281,40 @@ async def test_rate_limit_option(
     assert len(events) + node.suppressed == 10
     assert len(events) >= 2
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_lines_of_one_loop_turn_handled_together(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Queued lines keep their order, their own times and every count; parsed topics are bounded."""
+    hub = init_integration.runtime_data.nodes
+    with patch.object(nodes, "MAX_LOG_TOPICS", 2):
+        for i in range(6):
+            log(hass, ("info", "error", "critical")[i % 3], f"node{i % 2}", f"line {i}")
+        log(hass, "info", "..", "refused")
+        assert len(hub._log_queue) == 7  # handled once the loop turns
+        await flush(hass, init_integration)
+        assert len(hub._log_topics) <= 2
+    got = [LINE.fullmatch(line) for line in lines(general_log(hass))]
+    assert [m.groups()[1:] for m in got if m] == [
+        ("INFO", "node0", "line 0"),
+        ("ERROR", "node1", "line 1"),
+        ("CRITICAL", "node0", "line 2"),
+        ("INFO", "node1", "line 3"),
+        ("ERROR", "node0", "line 4"),
+        ("CRITICAL", "node1", "line 5"),
+    ]
+    assert (hub.nodes["node0"].errors, hub.nodes["node0"].criticals) == (1, 1)
+    assert hub.nodes["node1"].last_message == "line 5"
+    await written(hass)
+    state = hass.states.get("sensor.node0_last_log")
+    assert state is not None
+    assert state.state == "line 4"
+
+
+async def test_lines_queued_at_unload_are_written(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    log(hass, "info", "node1", "last words")
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    assert lines(node_log(hass, "node1"))[-1].endswith("last words")

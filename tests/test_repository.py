@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import struct
@@ -56,29 +57,231 @@ def test_brand_icon_is_a_square_png() -> None:
 
 
 def test_translations_match_strings() -> None:
+    spec = importlib.util.spec_from_file_location("translations", REPO / "script" / "translations.py")
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     rendered = json.loads((COMPONENT / "translations" / "en.json").read_text())
-    assert set(rendered) == set(STRINGS)
+    # every nested key and text, not only the sections
+    assert rendered == script.resolve(STRINGS, STRINGS)
     assert "[%key:" not in json.dumps(rendered)
 
 
-def _literal_keywords(keyword: str) -> set[str]:
-    found: set[str] = set()
-    for source in SOURCES.values():
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.keyword) and node.arg == keyword:
-                value = node.value
-                if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                    found.add(value.value)
+def _tree(name: str) -> ast.Module:
+    return ast.parse(SOURCES[name])
+
+
+def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _str_constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level NAME = "text" (also annotated: `Final`)."""
+    found: dict[str, str] = {}
+    for node in tree.body:
+        target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and isinstance(value, ast.Constant) and isinstance(value.value, str):
+            found[target.id] = value.value
     return found
 
 
+CONSTANTS = _str_constants(_tree("const.py"))
+
+
+def _enum_values(tree: ast.Module, name: str) -> set[str] | None:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return set(_str_constants(ast.Module(body=node.body, type_ignores=[])).values())
+    return None
+
+
+def _call_name(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _literal(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return CONSTANTS.get(node.id)
+    return None
+
+
+def _values(tree: ast.Module, parents: dict[ast.AST, ast.AST], expr: ast.expr) -> set[str]:
+    """What `expr` can be: a literal or const.py constant; a parameter typed with an enum of
+    the module; or a parameter of a helper, as the helper's callers pass it."""
+    if (text := _literal(expr)) is not None:
+        return {text}
+    assert isinstance(expr, ast.Name), ast.unparse(expr)
+    func = parents[expr]
+    while not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+        func = parents[func]
+    params = [a for a in func.args.args if a.arg not in {"self", "cls"}]
+    param = next(a for a in params if a.arg == expr.id)
+    if isinstance(param.annotation, ast.Name) and (values := _enum_values(tree, param.annotation.id)):
+        return values
+    index = params.index(param)
+    found: set[str] = set()
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and _call_name(call) == func.name:
+            passed = [kw.value for kw in call.keywords if kw.arg == param.arg] or call.args[index : index + 1]
+            assert passed, ast.unparse(call)
+            found |= _values(tree, parents, passed[0])
+    assert found, f"{func.name}({param.arg}) is never called with a literal"
+    return found
+
+
+def _translation_keys() -> dict[str, set[str]]:
+    """Every translation key in the code, by the strings.json section it must be in."""
+    used: dict[str, set[str]] = {}
+    for name in SOURCES:
+        tree = _tree(name)
+        parents = _parents(tree)
+        platform = name.removesuffix(".py")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    attr = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                    if attr == "_attr_translation_key" and node.value is not None:
+                        used.setdefault(f"entity.{platform}", set()).update(
+                            _values(tree, parents, node.value)
+                        )
+            if not isinstance(node, ast.Call):
+                continue
+            for keyword in node.keywords:
+                if keyword.arg != "translation_key":
+                    continue
+                called = _call_name(node)
+                if called.endswith("Description"):  # entity descriptions
+                    section = f"entity.{platform}"
+                elif called == "async_create_issue":
+                    section = "issues"
+                elif called == "SelectSelectorConfig":
+                    section = "selector"
+                elif called.endswith(("Error", "NotReady", "Failed")):
+                    section = "exceptions"
+                else:
+                    raise AssertionError(f"{name}: translation_key in {called}(): which section?")
+                used.setdefault(section, set()).update(_values(tree, parents, keyword.value))
+    return used
+
+
+def _section(path: str) -> dict[str, Any]:
+    node: Any = STRINGS
+    for part in path.split("."):
+        node = node.get(part, {})
+    assert isinstance(node, dict)
+    return node
+
+
 def test_every_translation_key_in_the_code_exists() -> None:
-    known = set(STRINGS["exceptions"]) | set(STRINGS.get("issues", {}))
-    for platform in STRINGS.get("entity", {}).values():
-        known |= set(platform)
-    used = _literal_keywords("translation_key")
-    assert used, "no translation keys found: the scan is broken"
-    assert used <= known, f"missing in strings.json: {sorted(used - known)}"
+    used = _translation_keys()
+    # the scan finds each kind: keywords, _attr_translation_key, helpers, enums, selectors
+    assert {"firmware"} <= used["entity.update"]
+    assert {"link", "agent"} <= used["entity.binary_sensor"]
+    assert {"node_no_answer", "publish_failed", "mqtt_not_ready"} <= used["exceptions"]
+    assert {"agent_lost", "config_file_error"} <= used["issues"]
+    assert used["selector"] == {"event_level"}
+    missing = {section: sorted(keys - set(_section(section))) for section, keys in used.items()}
+    assert {section: keys for section, keys in missing.items() if keys} == {}
+    for key in used["selector"]:
+        assert STRINGS["selector"][key]["options"]
+
+
+# HA's default reasons of the flow helpers that abort without one
+_HELPER_ABORTS = {
+    "async_update_and_abort": "reconfigure_successful",
+    "async_update_reload_and_abort": "reconfigure_successful",
+    "_abort_if_unique_id_configured": "already_configured",
+    "_async_abort_entries_match": "already_configured",
+}
+
+
+def _flow_texts(nodes: list[ast.AST]) -> dict[str, set[str]]:
+    """Abort reasons, error keys and form steps the code in `nodes` can show."""
+    found: dict[str, set[str]] = {"abort": set(), "error": set(), "step": set()}
+    for node in (n for top in nodes for n in ast.walk(top)):
+        if isinstance(node, ast.Call):
+            called = _call_name(node)
+            kwargs = {kw.arg: kw.value for kw in node.keywords}
+            if called == "async_abort" or called in _HELPER_ABORTS:
+                reason = _literal(kwargs["reason"]) if "reason" in kwargs else _HELPER_ABORTS[called]
+                assert reason, ast.unparse(node)
+                found["abort"].add(reason)
+            elif called == "async_show_form":
+                step = _literal(kwargs["step_id"])
+                assert step, ast.unparse(node)
+                found["step"].add(step)
+        elif (
+            isinstance(node, ast.Assign)
+            and isinstance(target := node.targets[0], ast.Subscript)
+            and isinstance(target.value, ast.Name)
+            and target.value.id == "errors"
+        ):
+            key = _literal(node.value)
+            assert key, ast.unparse(node)
+            found["error"].add(key)
+    return found
+
+
+def _flows() -> dict[str, dict[str, set[str]]]:
+    """The texts of each flow class in config_flow.py, by its strings.json section."""
+    tree = _tree("config_flow.py")
+    helpers = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    subentries: dict[str, str] = {}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.FunctionDef) and call.name == "async_get_supported_subentry_types":
+            for ret in ast.walk(call):
+                if isinstance(ret, ast.Dict):
+                    for key, value in zip(ret.keys, ret.values, strict=True):
+                        assert key is not None
+                        assert isinstance(value, ast.Name)
+                        subentry_type = _literal(key)
+                        assert subentry_type
+                        subentries[value.id] = f"config_subentries.{subentry_type}"
+    flows: dict[str, dict[str, set[str]]] = {}
+    for name, cls in classes.items():
+        bases = {b.id for b in cls.bases if isinstance(b, ast.Name)}
+        if "ConfigFlow" in bases:
+            section = "config"
+        elif bases & {"OptionsFlow", "OptionsFlowWithReload"}:
+            section = "options"
+        elif "ConfigSubentryFlow" in bases:
+            section = subentries[name]
+        else:
+            continue
+        # module-level helpers the class calls (`_check_base(user_input, errors)`) count too
+        calls = {_call_name(c) for c in ast.walk(cls) if isinstance(c, ast.Call)}
+        flows[section] = _flow_texts([cls, *(helpers[c] for c in calls & set(helpers))])
+    return flows
+
+
+def test_every_flow_text_exists() -> None:
+    flows = _flows()
+    assert set(flows) == {"config", "options", "config_subentries.server"}
+    assert "reconfigure_successful" in flows["config_subentries.server"]["abort"]
+    assert "invalid_base_topic" in flows["config"]["error"] & flows["options"]["error"]
+    missing = {
+        f"{section}.{kind}": sorted(keys - set(_section(f"{section}.{kind}")))
+        for section, texts in flows.items()
+        for kind, keys in texts.items()
+    }
+    assert {where: keys for where, keys in missing.items() if keys} == {}
+
+
+def test_every_repair_flow_abort_exists() -> None:
+    aborts = _flow_texts([_tree("repairs.py")])["abort"]
+    assert aborts
+    fix_flows = [issue["fix_flow"] for issue in STRINGS["issues"].values() if "fix_flow" in issue]
+    for fix_flow in fix_flows:
+        assert aborts <= set(fix_flow.get("abort", {}))
 
 
 @pytest.mark.parametrize("section", ["exceptions", "issues"])

@@ -151,6 +151,21 @@ async def test_new_node_gets_directory_and_name_entry(
     assert (root(hass) / "device_names.yaml").read_text().count("node1") == 1
 
 
+async def test_status_alone_creates_the_device_but_no_files(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """docs/nodes.md: files wait for the first configuration request or log line."""
+    before = tree(root(hass))
+    async_fire_mqtt_message(hass, "home/node/node1/status", "ONLINE")
+    await settle(hass)
+    assert node_device(hass, init_integration, "node1") is not None
+    assert tree(root(hass)) == before
+    async_fire_mqtt_message(hass, "home/log/info/node1", "booted")
+    await settle(hass)
+    await wait_until((root(hass) / "clients/node1/config").is_dir)
+    assert "node1: null" in (root(hass) / "device_names.yaml").read_text()
+
+
 async def test_named_node_is_renamed(
     hass: HomeAssistant, init_integration: MockConfigEntry, mqtt_mock: MqttMockHAClient
 ) -> None:

@@ -55,6 +55,10 @@ NETWORK_CHECKS: Mapping[str, tuple[str, ...]] = {
     "internet": ("reachable", "internet"),
 }
 REFRESH_PAYLOAD = "refresh"
+# A live ALIVE stays fresh for this many heartbeat intervals: the largest gap seen
+# between two of them in the agent's session, at least the agent's default.
+HEARTBEAT_S = 30.0
+FRESH_BEATS = 3
 _ANNOUNCED_DOWN = (protocol.ServerState.SHUTTING_DOWN, protocol.ServerState.OFFLINE)
 
 
@@ -216,6 +220,12 @@ class Server:
         self._overdue = False
         # The agent connected again and has not said its state yet: it is starting.
         self._new_session = False
+        # When the last live (not retained) ALIVE arrived, and the largest gap between two.
+        self._alive_at: float | None = None
+        self._beat_gap = HEARTBEAT_S
+        self._stale_timer: CALLBACK_TYPE | None = None
+        # HA saw the agent announce its shutdown live, not a retained one from an earlier boot.
+        self._down_live = False
         self._forced = False
         self.command: Command | None = None
         self._timers: dict[Command, CALLBACK_TYPE] = {}
@@ -244,6 +254,25 @@ class Server:
         """Whether the agent reports life in the current power cycle."""
         return self.heartbeat == protocol.ALIVE and not self._agent_stale
 
+    @property
+    def contradicted(self) -> bool:
+        """Whether the power sense reads OFF while the agent reports the server running."""
+        return self.power == protocol.POWER_OFF and self.agent_up and self.agent_state not in _ANNOUNCED_DOWN
+
+    def _beat_age(self) -> float | None:
+        return None if self._alive_at is None else time.monotonic() - self._alive_at
+
+    def _agent_live(self) -> bool:
+        """Whether the agent runs for sure: a fresh live ALIVE, no shutdown announced or forced."""
+        age = self._beat_age()
+        return (
+            self.agent_up
+            and age is not None
+            and age <= FRESH_BEATS * self._beat_gap
+            and self.agent_state not in _ANNOUNCED_DOWN
+            and not self._forced
+        )
+
     # Evidence ----------------------------------------------------------------------
 
     def _valid(self, what: str, payload: str, allowed: tuple[str, ...]) -> bool:
@@ -259,12 +288,21 @@ class Server:
         if not self._valid("heartbeat", payload, (protocol.ALIVE, protocol.DEAD)):
             return
         previous = self.heartbeat
+        was_contradicted = self.contradicted
         self.heartbeat = payload
         if payload == protocol.ALIVE:
             if previous == protocol.DEAD:
                 # A new agent session: what it said before no longer holds.
                 self.agent_state = None
                 self._new_session = True
+                self._down_live = False
+                self._alive_at = None
+                self._beat_gap = HEARTBEAT_S
+            if not retained:
+                now = time.monotonic()
+                if self._alive_at is not None:
+                    self._beat_gap = max(self._beat_gap, now - self._alive_at)
+                self._alive_at = now
             if previous == protocol.DEAD or not retained:
                 self._agent_stale = False
                 self._overdue = False
@@ -276,12 +314,21 @@ class Server:
                 )
                 self._raise(Issue.POWER_SENSE_MISMATCH)
             self._forced = False
-        elif previous == protocol.ALIVE:
-            self._agent_died()
+        else:
+            self._alive_at = None
+            if previous == protocol.ALIVE:
+                self._agent_died(was_contradicted)
         self._update()
 
     @callback
-    def _agent_died(self) -> None:
+    def _agent_died(self, was_contradicted: bool) -> None:
+        if was_contradicted:
+            LOGGER.warning(
+                "Server %s: the agent died (its Will): node %s's power sense (OFF) was right",
+                self.config.server_id,
+                self.config.relay_node,
+            )
+            ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(Issue.POWER_SENSE_MISMATCH))
         if self.agent_state in _ANNOUNCED_DOWN or self._forced:
             return
         if self.power == protocol.POWER_ON:
@@ -299,11 +346,15 @@ class Server:
             self._raise(Issue.AGENT_LOST)
 
     @callback
-    def async_agent_state(self, payload: str) -> None:
+    def async_agent_state(self, payload: str, retained: bool = False) -> None:
         """Take the agent's own state: STARTING, ONLINE, SHUTTING_DOWN or OFFLINE."""
         if not self._valid("state", payload, protocol.ServerState.ALL):
             return
         self.agent_state = payload
+        if payload not in _ANNOUNCED_DOWN:
+            self._down_live = False
+        elif not retained:
+            self._down_live = True
         self._new_session = False
         self._update()
 
@@ -312,12 +363,28 @@ class Server:
         """Take the relay node's power sense: ON or OFF."""
         if not self._valid("power sense", payload, (protocol.POWER_ON, protocol.POWER_OFF)):
             return
-        if payload != self.power:
+        changed = payload != self.power
+        if changed:
             self._overdue = False
         self.power = payload
         if payload == protocol.POWER_OFF:
-            self._agent_stale = True
-            ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(Issue.POWER_SENSE_MISMATCH))
+            if self._agent_live():
+                # A running server's button must never be pressed: the agent's live
+                # report wins until its Will or until its heartbeat goes stale.
+                if changed:
+                    LOGGER.warning(
+                        "Server %s: node %s's power sense reads OFF, but the agent said ALIVE "
+                        "%.0f s ago and %s; following the agent until its Will (DEAD) or no "
+                        "heartbeat for %.0f s",
+                        self.config.server_id,
+                        self.config.relay_node,
+                        self._beat_age() or 0.0,
+                        self.agent_state or "has not said its state",
+                        FRESH_BEATS * self._beat_gap,
+                    )
+            else:
+                self._agent_stale = True
+                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(Issue.POWER_SENSE_MISMATCH))
         self._update()
 
     @callback
@@ -383,7 +450,35 @@ class Server:
         if (new is PowerState.ON and self.agent_up) or new is PowerState.OFF:
             for issue in _SOLVED_BY[new]:
                 ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
+        self._watch_heartbeat()
         self._notify()
+
+    @callback
+    def _watch_heartbeat(self) -> None:
+        """While the power sense contradicts the agent, end that once the heartbeat is stale."""
+        if self._stale_timer:
+            self._stale_timer()
+            self._stale_timer = None
+        age = self._beat_age()
+        if not self.contradicted or age is None:
+            return
+        window = FRESH_BEATS * self._beat_gap
+
+        @callback
+        def stale(_now: datetime) -> None:
+            self._stale_timer = None
+            LOGGER.warning(
+                "Server %s: no heartbeat from the agent for %.0f s; following node %s's power sense (OFF)",
+                self.config.server_id,
+                window,
+                self.config.relay_node,
+            )
+            self._agent_stale = True
+            self._update()
+
+        self._stale_timer = async_call_later(
+            self.hass, max(window - age, 0.0), HassJob(stale, cancel_on_shutdown=True)
+        )
 
     @callback
     def _transition(self, old: PowerState | None, new: PowerState | None) -> None:
@@ -444,7 +539,13 @@ class Server:
             if self.power == protocol.POWER_ON and not self.agent_up:
                 self._overdue = True
                 self._update()
-                self._raise(grace.powered_silent)
+                if kind is Command.STOP and not self._down_live:
+                    # HA never saw this shutdown: the announcement is a retained one from
+                    # an earlier boot and the server may as well be booting, so no force
+                    # off is offered (stop_still_powered's fix would cut a booting server)
+                    self._raise(Issue.START_AGENT_SILENT, grace=f"{self.config.stop_grace:g}")
+                else:
+                    self._raise(grace.powered_silent)
             else:
                 self._raise(grace.stuck)
         elif asked and self.state in grace.unmoved:
@@ -457,6 +558,9 @@ class Server:
             cancel()
         self._timers.clear()
         self.command = None
+        if self._stale_timer:
+            self._stale_timer()
+            self._stale_timer = None
 
     # Repair issues ------------------------------------------------------------------
 
@@ -524,6 +628,9 @@ class Server:
 
     async def async_turn_on(self) -> None:
         """Press the power button, unless the server is on or starting."""
+        if self.contradicted:
+            # Not a silent no-op: the user sees off on the node's side and must know why.
+            raise self._error("power_sense_contradicts", relay_node=self.config.relay_node)
         if self.state in (PowerState.ON, PowerState.STARTING):
             LOGGER.debug("Server %s is %s: not pressing its power button", self.config.server_id, self.state)
             return
@@ -568,6 +675,8 @@ class Server:
             "heartbeat": self.heartbeat,
             "agent_state": self.agent_state,
             "power_sense": self.power,
+            "power_sense_contradicts_agent": self.contradicted,
+            "live_heartbeat_age_s": None if (age := self._beat_age()) is None else round(age, 1),
             "relay_node_status": self.node_status,
             "network": self.network,
             "command": self.command.value if self.command else None,
@@ -607,7 +716,7 @@ class ServerHub:
             return
         handlers: dict[str, Callable[[Server, mqtt.ReceiveMessage], None]] = {
             protocol.SERVER_HEARTBEAT: lambda s, msg: s.async_heartbeat(_text(msg), msg.retain),
-            protocol.SERVER_STATE: lambda s, msg: s.async_agent_state(_text(msg)),
+            protocol.SERVER_STATE: lambda s, msg: s.async_agent_state(_text(msg), msg.retain),
             protocol.SERVER_NETWORK: lambda s, msg: s.async_network(_text(msg)),
         }
         for leaf, handle in handlers.items():

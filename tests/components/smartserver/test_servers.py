@@ -396,6 +396,80 @@ async def test_power_sense_contradicts_live_agent(
     assert issues(issue_registry) == {f"{SERVER_ID}_power_sense_mismatch"}
 
 
+async def live_running(hass: HomeAssistant) -> None:
+    """Live evidence of a running server: the agent reports now, the power sense reads ON."""
+    assert await report(hass, (POWER, "ON"), (HEARTBEAT, "ALIVE"), (STATE, "ONLINE")) == "on"
+
+
+async def test_power_sense_off_does_not_override_a_live_agent(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    issue_registry: ir.IssueRegistry,
+    caplog: pytest.LogCaptureFixture,
+    init_server: MockConfigEntry,
+) -> None:
+    """A bouncing power sense must not show a running server off: ON would press its button."""
+    await live_running(hass)
+    assert await report(hass, (POWER, "OFF")) == "on"
+    assert hass.states.get(SWITCH).state == STATE_ON  # type: ignore[union-attr]
+    assert "power sense reads OFF, but the agent said ALIVE" in caplog.text
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_on")
+    assert err.value.translation_key == "power_sense_contradicts"
+    assert err.value.translation_placeholders == {"name": "NAS", "relay_node": RELAY_NODE}
+    assert published(mqtt_mock, POWER_SET) == []
+    runtime = init_server.runtime_data.servers.servers
+    (server,) = runtime.values()
+    assert server.diagnostics()["power_sense_contradicts_agent"] is True
+    # the next heartbeat proves the agent runs: the repair issue, as before
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "on"
+    assert issues(issue_registry) == {f"{SERVER_ID}_power_sense_mismatch"}
+    # the sense back ON ends the contradiction: ON is a no-op again
+    assert await report(hass, (POWER, "ON")) == "on"
+    await switch(hass, "turn_on")
+    assert published(mqtt_mock, POWER_SET) == []
+
+
+async def test_power_sense_off_confirmed_by_the_will(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, issue_registry: ir.IssueRegistry
+) -> None:
+    """The power really went: the broker's Will (DEAD) ends the contradiction, off."""
+    await live_running(hass)
+    assert await report(hass, (POWER, "OFF")) == "on"
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
+    assert issues(issue_registry) == set()
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
+
+
+async def test_power_sense_off_wins_once_the_heartbeat_is_stale(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    await live_running(hass)
+    assert await report(hass, (POWER, "OFF")) == "on"
+    # each live heartbeat keeps the agent's word for three intervals (30 s at least)
+    await elapse(hass, freezer, 80)
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "on"
+    await elapse(hass, freezer, 80)
+    assert power_state(hass) == "on"
+    # the agent has gone quiet (80 s was the largest gap, so 240 s since the last beat)
+    await elapse(hass, freezer, 161)
+    assert power_state(hass) == "off"
+    assert "no heartbeat from the agent for 240 s" in caplog.text
+    # a heartbeat after all: the agent runs, the sense is wrong again
+    assert await report(hass, (HEARTBEAT, "ALIVE")) == "on"
+
+
+async def test_power_sense_off_after_force_off_is_believed(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, init_server: MockConfigEntry
+) -> None:
+    await live_running(hass)
+    server = next(iter(init_server.runtime_data.servers.servers.values()))
+    await server.async_force_off()
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["HOLD"]
+    assert await report(hass, (POWER, "OFF")) == "off"
+
+
 async def test_agent_lost_without_power_sense(hass: HomeAssistant, issue_registry: ir.IssueRegistry) -> None:
     await running(hass, power=None)
     assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
@@ -543,6 +617,7 @@ async def test_issues_and_errors_are_translated(hass: HomeAssistant) -> None:
         "server_state_unknown": {"name"},
         "agent_not_connected": {"name"},
         "relay_node_offline": {"name", "relay_node"},
+        "power_sense_contradicts": {"name", "relay_node"},
     }
     for key, placeholders in errors.items():
         assert set(re.findall(r"{(\w+)}", strings["exceptions"][key]["message"])) <= placeholders, key
@@ -587,7 +662,13 @@ async def test_ha_starts_while_the_server_boots(
     assert await report(hass, (POWER, "ON")) == "stopping"
     await elapse(hass, freezer, STOP_GRACE + 1)
     assert power_state(hass) == "on"
-    assert issues(issue_registry) == {f"{SERVER_ID}_stop_still_powered"}
+    # HA never saw that shutdown: the server may be booting, so no force off is offered
+    assert issues(issue_registry) == {f"{SERVER_ID}_start_agent_silent"}
+    issue = issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_start_agent_silent")
+    assert issue is not None
+    assert not issue.is_fixable
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["grace"] == str(STOP_GRACE)
     # the agent comes up: a new session, starting, then on, and the issue is moot
     assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
     assert await report(hass, (STATE, "ONLINE")) == "on"

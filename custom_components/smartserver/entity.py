@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
@@ -72,8 +73,27 @@ class NodeEntity(SmartServerEntity):
         self.node = hub.nodes[node_id]
         self._attr_unique_id = f"node_{node_id}_{key}"
         self._attr_device_info = DeviceInfo(identifiers={node_identifier(node_id)})
+        self._mqtt_connected = True
+
+    @property
+    def available(self) -> bool:
+        """Unavailable while HA's MQTT client is disconnected: the state may be stale."""
+        return self._mqtt_connected
 
     async def async_added_to_hass(self) -> None:
+        """Follow HA's MQTT connection and the node."""
+        await super().async_added_to_hass()
+        self._mqtt_connected = mqtt.is_connected(self.hass)
+        self.async_on_remove(mqtt.async_subscribe_connection_status(self.hass, self._on_mqtt_connection))
+        self._follow_node()
+
+    @callback
+    def _on_mqtt_connection(self, connected: bool) -> None:
+        self._mqtt_connected = connected
+        self.async_write_ha_state()
+
+    @callback
+    def _follow_node(self) -> None:
         """Write the state whenever the hub says the node changed."""
         self.async_on_remove(
             async_dispatcher_connect(self.hass, self.hub.signal(self.node.node_id), self.async_write_ha_state)

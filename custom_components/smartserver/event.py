@@ -31,7 +31,8 @@ class NodeLogEvent(NodeEntity, EventEntity):
         super().__init__(hub, node_id, NODE_LOG_EVENT.key)
         self.entity_description = NODE_LOG_EVENT
 
-    async def async_added_to_hass(self) -> None:
+    @callback
+    def _follow_node(self) -> None:
         """Listen for the hub's (rate-limited) log events; no state writes otherwise."""
         self.async_on_remove(
             async_dispatcher_connect(self.hass, self.hub.event_signal(self.node.node_id), self._on_log)

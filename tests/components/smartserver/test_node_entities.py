@@ -123,6 +123,26 @@ async def test_status_binary_sensor(
     assert hass.states.get("binary_sensor.node2_status") is None
 
 
+async def test_unavailable_while_mqtt_is_disconnected(
+    hass: HomeAssistant, init_integration: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    await _node_traffic(hass)
+    entities = [
+        e.entity_id
+        for e in er.async_entries_for_config_entry(entity_registry, init_integration.entry_id)
+        if e.unique_id.startswith("node_node1_") and not e.disabled
+    ]
+    assert {e.split(".")[0] for e in entities} == {"sensor", "binary_sensor", "event"}
+    before = {e: hass.states.get(e).state for e in entities}  # type: ignore[union-attr]
+    assert "unavailable" not in before.values()
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
+    await settle(hass)
+    assert {e: hass.states.get(e).state for e in entities} == dict.fromkeys(entities, "unavailable")  # type: ignore[union-attr]
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
+    await settle(hass)
+    assert {e: hass.states.get(e).state for e in entities} == before  # type: ignore[union-attr]
+
+
 async def test_bus_event_event_entity_and_levels(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:

@@ -19,6 +19,7 @@ from .conftest import NODELAY, SERVER, TimedPeer, p, payloads, signed, topic
 LOG_WARNING = p.log_topic("home", "warning", SERVER)
 LOG_ERROR = p.log_topic("home", "error", SERVER)
 LOG_INFO = p.log_topic("home", "info", SERVER)
+DOCS = Path(__file__).parents[2] / "docs"
 
 
 def wait_payload(peer: Peer, topic_: str, payload: bytes, count: int = 1, timeout: float = 20) -> None:
@@ -331,28 +332,31 @@ def test_insecure_only_when_named(
     assert "TLS certificate verification is OFF" in agent.output
 
 
+def documented_acl(doc: str) -> list[str]:
+    """The agent's ACL lines for the server `nas` in a doc: from `user agent-nas` to a blank line."""
+    lines = [line.strip() for line in (DOCS / doc).read_text().splitlines()]
+    start = lines.index("user agent-nas")
+    end = next(i for i in range(start, len(lines)) if not lines[i] or lines[i].startswith("```"))
+    return lines[start:end]
+
+
 def test_works_with_the_documented_acl(
     mosquitto_factory: Callable[..., Broker], system_bus: SystemBus, tmp_path: Path
 ) -> None:
-    """docs/agent.md's ACL (own topics only) is all the agent needs."""
+    """The ACL of docs/broker.md and docs/agent.md (own topics only) is all the agent needs."""
+    documented = documented_acl("broker.md")
+    assert documented_acl("agent.md") == documented
+    assert any(line.startswith("topic") for line in documented)
+    agent_acl = "\n".join(documented).replace("nas", SERVER)
+    user = f"agent-{SERVER}"
     acl = tmp_path / "acl"
     acl.write_text("")  # mosquitto needs it at start; filled in once the users are known
     broker = mosquitto_factory(extra_config=f"acl_file {acl}")
-    acl.write_text(
-        f"user {broker.username}\ntopic readwrite #\n\n"
-        f"user smartserver-agent-{SERVER}\n"
-        f"topic readwrite home/server/{SERVER}/#\ntopic write home/log/+/{SERVER}\n"
-    )
+    acl.write_text(f"user {broker.username}\ntopic readwrite #\n\n{agent_acl}\n")
     broker.restart()
-    broker.add_user(f"smartserver-agent-{SERVER}", "agent-password")
+    broker.add_user(user, "agent-password")
     watcher = Peer(broker).connect()
-    env = agent_env(
-        tmp_path / "agent",
-        broker,
-        system_bus,
-        username=f"smartserver-agent-{SERVER}",
-        password="agent-password",
-    )
+    env = agent_env(tmp_path / "agent", broker, system_bus, username=user, password="agent-password")
     agent = AgentProcess(env, tmp_path / "agent")
     try:
         watcher.subscribe("home/#")
@@ -360,10 +364,13 @@ def test_works_with_the_documented_acl(
         online(watcher)
         watcher.wait_topic(topic(p.SERVER_NETWORK))
         wait_log(watcher, LOG_INFO, "connected to")
+        watcher.publish(topic(p.SERVER_REFRESH), b"")  # read on refresh
+        online(watcher, count=2)
         watcher.publish(topic(p.SERVER_SYSTEM), signed())
         agent.wait_output("logind accepted PowerOff")
         wait_log(watcher, LOG_WARNING, "SHUTDOWN accepted")
-        assert len(system_bus.calls("PowerOff")) == 1
+        wait_payload(watcher, topic(p.SERVER_HEARTBEAT), b"DEAD")
+        assert methods(system_bus) == ["CanPowerOff", "PowerOff"]
     finally:
         agent.stop()
         watcher.close()

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 import struct
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +359,36 @@ def test_documentation_links_resolve() -> None:
     # every page in docs/ is reachable from the README
     readme = (REPO / "README.md").read_text()
     assert [p.name for p in pages[1:] if f"docs/{p.name}" not in readme] == []
+
+
+def _host_packages(tmp_path: Path, python3_has_ensurepip: bool) -> str:
+    """Run script/bootstrap's host_packages with every command present but maybe ensurepip."""
+    script = (REPO / "script" / "bootstrap").read_text()
+    function = re.search(r"^host_packages\(\) \{\n.*?^\}\n", script, re.M | re.S)
+    assert function
+    pairs = re.search(r"for pair in (.*?); do", function.group(0), re.S)
+    assert pairs
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    for pair in pairs.group(1).replace("\\", " ").split():
+        stub = bin_dir / pair.split(":")[0]
+        stub.write_text("#!/bin/sh\nexit 0\n")
+        stub.chmod(0o755)
+    python3 = bin_dir / "python3"
+    python3.write_text(f"#!/bin/sh\nexit {0 if python3_has_ensurepip else 1}\n")
+    python3.chmod(0o755)
+    calls = tmp_path / "as_root"
+    calls.touch()
+    # the install's output goes to /dev/null: record the commands in a file
+    shell = f'{function.group(0)}log() {{ :; }}\nas_root() {{ echo "$*" >>"{calls}"; }}\nhost_packages\n'
+    subprocess.run(["/bin/bash", "-c", shell], env={"PATH": str(bin_dir)}, check=True)
+    return calls.read_text()
+
+
+def test_bootstrap_installs_python3_venv_for_ensure_uv(tmp_path: Path) -> None:
+    assert "python3 -m venv" in (REPO / "script" / "bootstrap").read_text()
+    installed = _host_packages(tmp_path / "without", python3_has_ensurepip=False).splitlines()[-1]
+    assert installed.split()[-1:] == ["python3-venv"]
+    assert _host_packages(tmp_path / "with", python3_has_ensurepip=True) == ""
+    # nothing drives Chromium through chromedriver (tests/e2e/browser.py speaks DevTools)
+    assert "chromium-driver" not in (REPO / "script" / "bootstrap").read_text()

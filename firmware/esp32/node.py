@@ -134,6 +134,7 @@ class Node:
             await self.mqtt.up.wait()
             try:
                 ntptime.settime()
+                sign.clock_synced()
                 log.debug("clock set by NTP: %d" % sign.unix_time())
                 await asyncio.sleep(43200)
             except (OSError, OverflowError) as err:

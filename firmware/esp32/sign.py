@@ -1,6 +1,9 @@
 # HMAC-SHA256 for signed commands (MicroPython has hashlib.sha256 but no hmac).
 # Signature: hex HMAC keyed with the node's key over
 # "<node_id>\n<cmd>\n<ts>\n<nonce>\n<arg>" (docs/protocol.md, "Signed commands").
+# Replays across a reboot (the nonce table is in RAM): a command signed before this
+# boot is refused, and so is one at or below the newest timestamp accepted ahead of
+# the node's clock (kept on flash; written only when a sender's clock runs ahead).
 import json
 import time
 from binascii import hexlify
@@ -9,6 +12,39 @@ from hashlib import sha256
 # Ports whose epoch is 2000 report Unix time minus this.
 EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
 CLOCK_SET_AFTER = 1700000000
+AHEAD = "sign_ts"
+_start = time.ticks_ms()  # imported at boot by node.py
+_boot_ms = None  # this boot in Unix milliseconds (whole numbers: ESP32 floats are 32-bit)
+
+
+def _read_ahead():
+    try:
+        with open(AHEAD) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+_floor = _ahead = _read_ahead()
+
+
+def clock_synced():
+    """After NTP set the clock (node.py): fix the boot time the first time."""
+    global _boot_ms
+    if _boot_ms is None and unix_time() >= CLOCK_SET_AFTER:
+        now_ms = time.time_ns() // 1000000 + EPOCH * 1000
+        _boot_ms = now_ms - time.ticks_diff(time.ticks_ms(), _start)
+
+
+def _note_ahead(ts):
+    global _ahead
+    if ts > _ahead:
+        _ahead = ts
+        try:
+            with open(AHEAD, "w") as f:
+                f.write(str(ts))
+        except OSError:
+            pass
 
 
 def hmac_sha256(key, msg):
@@ -84,10 +120,12 @@ class Verifier:
             raise Refused("bad signature")
         if now is None:
             now = unix_time()
-        if now < CLOCK_SET_AFTER:
+        if now < CLOCK_SET_AFTER or _boot_ms is None:
             raise Refused("clock not set (no NTP yet)")
         if abs(now - ts) > self.max_skew:
             raise Refused("stale (%d s from the node's clock)" % (now - ts))
+        if ts * 1000 < _boot_ms or ts <= _floor:
+            raise Refused("signed before the node's last boot")
         # A nonce older than twice the window is refused as stale anyway.
         self._seen = [s for s in self._seen if now - s[1] <= 2 * self.max_skew]
         for s in self._seen:
@@ -96,4 +134,6 @@ class Verifier:
         if len(self._seen) >= self._max:
             raise Refused("too many commands in %d s" % (2 * self.max_skew))
         self._seen.append([nonce, now])
+        if ts > now:
+            _note_ahead(ts)  # accepted before our clock got there: may outlive a reboot
         return cmd, arg

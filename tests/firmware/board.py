@@ -198,6 +198,12 @@ class Board:
         """Wait until the console shows `text` (at least `count` times)."""
         self.wait(lambda: self.output().count(text) >= count, timeout, repr(text))
 
+    def wait_commands(self, count: int = 1) -> None:
+        """Wait until boot `count` accepts signed commands: NTP set its clock, and a new
+        second began (a command signed in the second of the boot counts as older)."""
+        self.wait_output("clock set by NTP", count=count)
+        time.sleep(1 - time.time() % 1)
+
     def output(self) -> str:
         """Everything the firmware printed, all boots."""
         return self.console.read_text(errors="replace") if self.console.exists() else ""

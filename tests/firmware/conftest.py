@@ -67,6 +67,7 @@ def start_board(
             made.set_input(pin, level)
         made.boot()
         made.wait_output("running:")
+        made.wait_commands()
         return made
 
     return start

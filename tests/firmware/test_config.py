@@ -26,6 +26,7 @@ def test_full_answer_is_applied_and_cached(
     board = make_board(config={"wait_s": None})
     board.boot()
     board.wait_output("running: relay")
+    board.wait_commands()
     assert board.read_flash(CACHE) == components
     request = server.requests[0]
     assert request.wait_s is None
@@ -141,6 +142,7 @@ def test_served_configuration_cannot_drive_pins(
     board = make_board()
     board.boot()
     board.wait_output("running:")
+    board.wait_commands()
     assert set(board.log_lines("running:")[0].split(": ")[1].split(", ")) == {
         "relay",
         "power_sense",

@@ -116,7 +116,7 @@ def test_interrupted_transfer_leaves_the_old_file(start_board: Callable[..., Boa
     board.wait((board.flash / "app.txt.part").exists, what="the partial file")
     board.stop()
     board.boot()
-    board.wait_output("clock set by NTP", count=2)
+    board.wait_commands(count=2)
     assert node.get("app.txt") == old
 
 

@@ -42,6 +42,7 @@ def test_press_and_hold_pulses(make_board: Callable[..., Board], peer: Peer) -> 
     board = make_board(relay={"max_on_ms": 6000})
     board.boot()
     board.wait_output("running:")
+    board.wait_commands()
     peer.publish(POWER_SET, signed(protocol.PRESS))
     board.wait(lambda: len(board.pulses(25)) == 1, what="the PRESS pulse")
     peer.publish(POWER_SET, signed(protocol.HOLD))
@@ -57,6 +58,7 @@ def test_relay_on_time_is_capped(make_board: Callable[..., Board], peer: Peer) -
     board = make_board(relay={"hold_ms": 3500, "max_on_ms": 800})
     board.boot()
     board.wait_output("running:")
+    board.wait_commands()
     peer.publish(POWER_SET, signed(protocol.HOLD))
     board.wait(lambda: len(board.pulses(25)) == 1, what="the HOLD pulse")
     assert 799 <= board.pulses(25)[0].ms < 1200
@@ -71,6 +73,7 @@ def test_refused_commands(make_board: Callable[..., Board], peer: Peer) -> None:
     peer.publish(POWER_SET, signed(protocol.PRESS), retain=True)
     board.boot()
     board.wait_output("running:")
+    board.wait_commands()
     board.wait_output("refused: retained")
     peer.publish(POWER_SET, b"", retain=True)  # clear it from the broker
     now = int(time.time())
@@ -130,3 +133,27 @@ def test_power_sense_debounced_and_refreshed(
         assert (retained.payload, retained.retain) == (b"ON", True)
     finally:
         late.close()
+
+
+def test_replay_after_a_reboot_is_refused(start_board: Callable[..., Board], peer: Peer) -> None:
+    # The nonce table is in RAM: a reboot must not open a window for captured commands.
+    board = start_board()
+    press = signed(protocol.PRESS)
+    ahead_ts = int(time.time()) + 5  # from a sender whose clock runs ahead
+    ahead = signed(protocol.PRESS, ts=ahead_ts)
+    peer.publish(POWER_SET, press)
+    board.wait_output("button pulsed")
+    peer.publish(POWER_SET, ahead)
+    board.wait_output("button pulsed", count=2)
+    board.stop()
+    board.boot()
+    board.wait_output("running:", count=2)
+    board.wait_commands(count=2)
+    peer.publish(POWER_SET, press)
+    peer.publish(POWER_SET, ahead)
+    board.wait_output("refused: signed before the node's last boot", count=2)
+    while int(time.time()) <= ahead_ts:
+        time.sleep(0.1)
+    peer.publish(POWER_SET, signed(protocol.PRESS))
+    board.wait_output("button pulsed", count=3)
+    assert len(board.pulses(25)) == 3

@@ -9,13 +9,15 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.smartserver import protocol
 from custom_components.smartserver.const import CONF_BASE_TOPIC, DOMAIN
 from tests.harness.agent import TEST_KEY, AgentProcess, agent_env
+from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 from tests.harness.system_bus import SystemBus
 
 from .common import wait_state
-from .conftest import server_subentry
+from .conftest import RELAY_NODE, server_subentry
 
 SERVER = "srv1"  # the harness agent's id
 
@@ -31,6 +33,10 @@ async def test_switch_off_powers_the_server_off(
     agent = AgentProcess(
         agent_env(tmp_path / "agent", mosquitto, system_bus, heartbeat="1"), tmp_path / "agent"
     )
+    # the relay node's power sense: the server's power LED
+    node = await hass.async_add_executor_job(lambda: Peer(mosquitto, client_id="node-relay1").connect())
+    power = protocol.node_topic("home", RELAY_NODE, protocol.NODE_POWER)
+    await hass.async_add_executor_job(node.publish, power, "ON", 1, True)
     entry = MockConfigEntry(
         domain=DOMAIN,
         title="SmartServer",
@@ -49,15 +55,28 @@ async def test_switch_off_powers_the_server_off(
         await hass.services.async_call(
             "switch", "turn_off", {ATTR_ENTITY_ID: "switch.lab_power"}, blocking=True
         )
-        await wait_state(hass, "sensor.lab_power_state", "off")
+        # SHUTTING_DOWN and DEAD arrive before logind is asked: the server is stopping,
+        # and heads down (the switch shows off), but it is not off while it is powered
+        await wait_state(hass, "sensor.lab_power_state", "stopping")
         await hass.async_add_executor_job(agent.wait_output, "logind accepted PowerOff")
         assert [c["args"] for c in system_bus.calls("PowerOff")] == [[False]]
-        # the switch followed the agent's own reports, with no issue raised
+        await wait_state(hass, "binary_sensor.lab_agent", "off")
+        await hass.async_block_till_done()
+        assert hass.states.get("sensor.lab_power_state").state == "stopping"  # type: ignore[union-attr]
         assert hass.states.get("switch.lab_power").state == "off"  # type: ignore[union-attr]
-        assert hass.states.get("binary_sensor.lab_agent").state == "off"  # type: ignore[union-attr]
+
+        # the system powers off: the power LED goes dark, and only that makes it off
+        await hass.async_add_executor_job(node.publish, power, "OFF", 1, True)
+        await wait_state(hass, "sensor.lab_power_state", "off")
+        off = hass.states.get("sensor.lab_power_state")
+        assert off is not None
+        assert off.last_changed.timestamp() > system_bus.calls("PowerOff")[0]["time"]
+        # the switch followed the agent's own reports and the power sense, with no issue
+        assert hass.states.get("switch.lab_power").state == "off"  # type: ignore[union-attr]
         assert [i for (d, i) in issue_registry.issues if d == DOMAIN] == []
     finally:
         await hass.async_add_executor_job(agent.stop)
+        await hass.async_add_executor_job(node.close)
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
     assert len(system_bus.calls("PowerOff")) == 1

@@ -24,15 +24,19 @@ def _firmware_trial():
             json.dump(pending, f)
         return
     for name in pending.get("files", ()):
+        old = "fw_old/" + name
         try:
-            os.rename("fw_old/" + name, name + ".old")
+            os.stat(old)
         except OSError:
             continue  # not backed up (yet): the file in place is the old one
         try:
-            os.remove(name)
+            os.rename(old, name)  # replaces the new file atomically (littlefs, unix)
         except OSError:
-            pass
-        os.rename(name + ".old", name)
+            try:
+                os.remove(name)
+            except OSError:
+                pass
+            os.rename(old, name)  # a power loss before this: the next boot retries
     for name in pending.get("new", ()):
         try:
             os.remove(name)

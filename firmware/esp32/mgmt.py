@@ -32,7 +32,17 @@ def read_json(path, default=None):
 def write_json(path, data):
     with open(path + ".tmp", "w") as f:
         json.dump(data, f)
-    os.rename(path + ".tmp", path)
+    replace(path + ".tmp", path)
+
+
+def replace(src, dst):
+    # littlefs and unix replace an existing target atomically: the old file stays
+    # until the new one is in place. Only a filesystem that refuses loses it briefly.
+    try:
+        os.rename(src, dst)
+    except OSError:
+        remove(dst)
+        os.rename(src, dst)
 
 
 def remove(path):
@@ -213,8 +223,7 @@ class Manager:
             log.warning("put %s: checksum mismatch, old file kept" % t.path)
             self._reply(t.nonce, 0, "err", "checksum mismatch: got %s (%d bytes)" % (digest, t.got))
             return
-        remove(t.path)
-        os.rename(t.tmp, t.path)
+        replace(t.tmp, t.path)
         log.info("put %s: %d bytes" % (t.path, t.got))
         self._reply(t.nonce, 0, "ok", digest)
 

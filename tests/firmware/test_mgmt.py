@@ -3,9 +3,11 @@ smartserver-node client library (the CLI's core)."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +70,43 @@ def _raw_put(
         kind = "ok" if complete and seq == len(chunks) - 1 else "more"
         node.client.publish(node.data_topic, chunk_payload(nonce, seq, kind, piece), qos=1)
     return nonce
+
+
+IN_DELETE, IN_MOVED_TO = 0x200, 0x80
+
+
+def _dir_events(fd: int) -> list[tuple[int, str]]:
+    """(mask, name) of the inotify events waiting on `fd`."""
+    events = []
+    os.set_blocking(fd, False)
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return []
+    while data:
+        _, mask, _, size = struct.unpack_from("iIII", data)
+        events.append((mask, data[16 : 16 + size].rstrip(b"\0").decode()))
+        data = data[16 + size :]
+    return events
+
+
+def test_put_replaces_the_file_atomically(start_board: Callable[..., Board], node: Node) -> None:
+    # A power loss at any moment leaves the old file or the new one, never neither:
+    # the new file is renamed over the old one, which is never deleted first.
+    board = start_board(heapsize=HEAP)
+    node.put("app.txt", b"version one\n")
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init()
+    assert fd >= 0
+    try:
+        assert libc.inotify_add_watch(fd, str(board.flash).encode(), IN_DELETE | IN_MOVED_TO) >= 0
+        node.put("app.txt", b"version two\n")
+        events = _dir_events(fd)
+    finally:
+        os.close(fd)
+    assert (IN_MOVED_TO, "app.txt") in events
+    assert (IN_DELETE, "app.txt") not in events
+    assert (board.flash / "app.txt").read_bytes() == b"version two\n"
 
 
 def test_corrupt_chunk_and_wrong_sha_keep_the_old_file(start_board: Callable[..., Board], node: Node) -> None:

@@ -96,6 +96,7 @@ async def trial(mqtt, config, config_done, on_confirmed):
         if ticks_diff(now, start) > trial_ms:
             log.error("firmware %s did not become healthy: rolling back" % version)
             await asyncio.sleep_ms(300)  # let the log line go out
+            await mqtt.disconnect()  # OFFLINE first: a planned reset
             machine.reset()  # main.py restores the previous firmware
         await asyncio.sleep_ms(500)
     for name in state.get("files", ()):

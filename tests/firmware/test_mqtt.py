@@ -163,3 +163,11 @@ def test_oversized_messages_are_skipped(start_board: Callable[..., Board], peer:
     peer.publish(POWER_SET, signed(protocol.PRESS))
     board.wait(lambda: len(board.pulses(25)) == 1, what="a PRESS after the oversized message")
     assert board.running
+
+
+def test_node_id_defaults_to_the_chip_id(start_board: Callable[..., Board], peer: Peer) -> None:
+    # machine.unique_id() of the shim: 240ac4a1b2c3 (SHIM_CHIP_ID)
+    start_board(node_id=None)
+    status = protocol.node_topic("home", "240ac4a1b2c3", protocol.NODE_STATUS)
+    assert peer.wait_topic(status).payload == b"ONLINE"
+    assert protocol.login_answer("home", "240ac4a1b2c3") in {m.topic for m in peer.received()}

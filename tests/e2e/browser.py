@@ -7,6 +7,7 @@ import base64
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -44,11 +45,42 @@ DEEP_TEXT = """(() => {
   return parts.join(" ").replace(/\\s+/g, " ");
 })()"""
 
+# The viewport rectangle of an element found through the shadow roots: the first element
+# named by the first tag, then within it (its shadow root first) the next tag, and so on.
+FIND_BOX = """((tags) => {
+  const find = (root, tag) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === tag) return el;
+      if (el.shadowRoot) { const found = find(el.shadowRoot, tag); if (found) return found; }
+    }
+    return null;
+  };
+  let el = document;
+  for (const tag of tags) {
+    const found = (el.shadowRoot && find(el.shadowRoot, tag)) || find(el, tag);
+    if (!found) return null;
+    el = found;
+  }
+  const rect = el.getBoundingClientRect();
+  if (!rect.width || !rect.height) return null;
+  return {x: rect.x, y: rect.y, width: rect.width, height: rect.height};
+})"""
+
 # connected to HA's websocket, and the launch screen (the "Loading..." splash) is gone
 READY = (
     "document.querySelector('home-assistant')?.hass?.connected === true"
     " && !document.getElementById('ha-launch-screen')"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """An element's rectangle in viewport pixels (CSS pixels: the scale factor is 1)."""
+
+    x: float
+    y: float
+    width: float
+    height: float
 
 
 def chromium_binary() -> str:
@@ -164,6 +196,27 @@ class Chromium:
             return text if all(needle in text for needle in needles) else None
 
         result: str = await poll(shown, within, f"the page to show {needles}")
+        return result
+
+    async def box(self, *tags: str) -> Box | None:
+        """The rectangle of the element at the end of `tags` (see FIND_BOX), None if not shown."""
+        found = await self.evaluate(f"{FIND_BOX}({json.dumps([t.upper() for t in tags])})")
+        return None if found is None else Box(**found)
+
+    async def screenshot_with_box(self, path: Path, *tags: str, within: float = 30) -> tuple[Path, Box]:
+        """Save a PNG of the page and return where the element named by `tags` is on it.
+
+        The box is measured before and after the capture; a layout still moving is retried.
+        """
+
+        async def steady() -> tuple[Path, Box] | None:
+            before = await self.box(*tags)
+            if before is None:
+                return None
+            await self.screenshot(path)
+            return (path, before) if await self.box(*tags) == before else None
+
+        result: tuple[Path, Box] = await poll(steady, within, f"{tags} to be shown and still")
         return result
 
     async def screenshot(self, path: Path) -> Path:

@@ -6,24 +6,49 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 
 from PIL import Image
 
 from tests.harness.clients import Peer
 
-from .browser import Chromium
+from .browser import Box, Chromium
 from .conftest import System
 from .hass_process import COMPONENT, HassApi, poll
 
+# the toggle of an entities card's row: ha-entity-toggle's ha-switch
+TOGGLE = ("ha-entity-toggle", "ha-switch")
 
-def check_screenshot(path: Path, width: int, height: int) -> None:
-    """A real rendering, not a blank or splash page: full size and many colours."""
+
+def check_screenshot(path: Path, width: int, height: int, element: Box) -> None:
+    """A real rendering, not a blank or splash page: full size and many colours; and the
+    `element` is on it, inside the viewport, drawn (not the plain background)."""
+    assert element.width >= 8, element
+    assert element.height >= 8, element
+    assert element.x >= 0, element
+    assert element.y >= 0, element
+    assert element.x + element.width <= width, element
+    assert element.y + element.height <= height, element
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.size == (width, height)
-        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+        rgb = image.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 16)
+        crop = rgb.crop(
+            (
+                math.floor(element.x),
+                math.floor(element.y),
+                math.ceil(element.x + element.width),
+                math.ceil(element.y + element.height),
+            )
+        )
+        in_box = crop.getcolors(maxcolors=crop.width * crop.height) or []
     assert colours is None or len(colours) > 50, f"{path} looks blank ({len(colours)} colours)"
+    # a drawn switch has a track, a knob and anti-aliased edges; a background is one colour
+    commonest = max(count for count, _colour in in_box)
+    assert len(in_box) >= 3, f"{path}: nothing drawn at {element} ({in_box})"
+    assert commonest < 0.97 * crop.width * crop.height, f"{path}: {element} is mostly one colour"
 
 
 async def test_installed_like_hacs_and_connected(system: System, api: HassApi) -> None:
@@ -70,56 +95,54 @@ async def test_dashboard_in_browser(system: System, api: HassApi) -> None:
     async with Chromium(system.artifacts / "chromium") as browser:
         await browser.open_hass(system.hass.url, system.tokens, path)
         await browser.wait_text("Homelab rack", "Rack lights")
-        shot = await browser.screenshot(system.artifacts / "dashboard.png")
-        check_screenshot(shot, browser.width, browser.height)
+        shot, toggle = await browser.screenshot_with_box(system.artifacts / "dashboard.png", *TOGGLE)
+        check_screenshot(shot, browser.width, browser.height, toggle)
 
         await browser.open_hass(
             system.hass.url, system.tokens, "/config/integrations/integration/smartserver"
         )
         await browser.wait_text("SmartServer", "Custom integration")
-        shot = await browser.screenshot(system.artifacts / "integration.png")
-        check_screenshot(shot, browser.width, browser.height)
+        # the integration's page has no toggle: the row of its entry is what must be drawn
+        shot, row = await browser.screenshot_with_box(
+            system.artifacts / "integration.png", "ha-config-entry-row"
+        )
+        check_screenshot(shot, browser.width, browser.height, row)
 
 
-async def test_automation_on_mqtt_message(system: System, api: HassApi) -> None:
-    """An automation saved through HA's API runs when a critical log arrives over MQTT."""
-    flag = await api.create_input_boolean("Critical log seen")
+async def test_log_event_runs_an_automation(system: System, api: HassApi) -> None:
+    """docs/automations.md: a node's log line, published to the real broker, fires
+    `smartserver_log` (only from the event level up, default warning) and runs an automation."""
+    node = "e2e-node"
+    flag = await api.create_input_boolean("Disk failing")
+    condition = (
+        "{{ trigger.event.data.level == 'critical' and trigger.event.data.name == '" + node + "'"
+        " and trigger.event.data.message == 'disk /dev/sda failing' }}"
+    )
     automation = await api.save_automation(
-        "e2e_critical_log",
+        "e2e_log_event",
         {
-            "alias": "Critical node log",
-            "triggers": [{"trigger": "mqtt", "topic": "home/log/critical/+"}],
+            "alias": "Node log event",
+            "triggers": [{"trigger": "event", "event_type": "smartserver_log", "event_data": {"node": node}}],
+            "conditions": [{"condition": "template", "value_template": condition}],
             "actions": [{"action": "input_boolean.turn_on", "target": {"entity_id": flag}}],
         },
     )
-    assert (await api.state(flag) or {})["state"] == "off"
+    log = system.hass.config_dir / "smartserver" / "clients" / node / f"{node}.log"
     peer = Peer(system.broker).connect()
     try:
-        # HA debounces new subscriptions (~1 s): publish until the automation has run
-        async def fired() -> bool:
-            await asyncio.to_thread(peer.publish, "home/log/critical/e2e-node", "disk /dev/sda failing")
-            return bool((await api.state(flag) or {}).get("state") == "on")
-
-        await poll(fired, 30, f"{automation} to turn on {flag}", interval=0.5)
+        # below the event level: written to the node's log, but no event
+        await asyncio.to_thread(peer.publish, f"home/log/info/{node}", "booted")
+        await poll(
+            lambda: asyncio.to_thread(lambda: log.exists() and "booted" in log.read_text()),
+            30,
+            "the info line",
+        )
+        await asyncio.to_thread(peer.publish, f"home/log/critical/{node}", "disk /dev/sda failing")
+        await api.wait_state(flag, "on")
     finally:
         peer.close()
+    traces = await api.ws("trace/list", domain="automation", item_id="e2e_log_event")
+    assert len(traces) == 1, traces  # the info line fired nothing
     state = await api.state(automation)
     assert state is not None
     assert state["attributes"]["last_triggered"] is not None
-
-
-async def test_automation_on_event(system: System, api: HassApi) -> None:
-    """An event-triggered automation (the shape SmartServer's log events will use) runs."""
-    flag = await api.create_input_boolean("Event seen")
-    await api.save_automation(
-        "e2e_event",
-        {
-            "alias": "SmartServer event",
-            "triggers": [
-                {"trigger": "event", "event_type": "smartserver_e2e", "event_data": {"level": "critical"}}
-            ],
-            "actions": [{"action": "input_boolean.turn_on", "target": {"entity_id": flag}}],
-        },
-    )
-    await api.request("POST", "/api/events/smartserver_e2e", json_body={"level": "critical"})
-    await api.wait_state(flag, "on")

@@ -25,7 +25,7 @@ from tests.harness.system_bus import SystemBus
 from .browser import Chromium
 from .conftest import System, keep_logs
 from .hass_process import HassApi, agent_settings, integration_problems, poll
-from .test_end_to_end import check_screenshot
+from .test_end_to_end import TOGGLE, check_screenshot
 
 NODE = "rack-relay"
 VERSION = (FIRMWARE / "remote_config.py").read_text().split('VERSION = "')[1].split('"')[0]
@@ -215,8 +215,8 @@ async def test_server_from_flow_to_power_off(
             assert integration_problems(system.hass.log) == []
 
             # 6. the dashboard as it ends
-            shot = await browser.screenshot(system.artifacts / "scenario.png")
-            check_screenshot(shot, browser.width, browser.height)
+            shot, toggle = await browser.screenshot_with_box(system.artifacts / "scenario.png", *TOGGLE)
+            check_screenshot(shot, browser.width, browser.height, toggle)
         ok = True
     finally:
         if agent is not None:

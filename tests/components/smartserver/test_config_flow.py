@@ -26,6 +26,21 @@ async def test_user_flow_creates_hub(
     assert entry.runtime_data.base_topic == "lab"
 
 
+async def test_user_flow_base_topic_defaults_to_home(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, mqtt_client_closing: None
+) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    schema = result["data_schema"]
+    assert schema is not None
+    (field,) = (key for key in schema.schema if key == CONF_BASE_TOPIC)
+    assert field.default() == "home"
+    # a submission without it takes the default
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["options"] == {CONF_BASE_TOPIC: "home"}
+
+
 @pytest.mark.parametrize("bad", ["", "/home", "home/", "ho+me", "home/#", "a//b"])
 async def test_user_flow_rejects_bad_base(
     hass: HomeAssistant, mqtt_mock: MqttMockHAClient, mqtt_client_closing: None, bad: str

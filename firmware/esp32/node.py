@@ -239,4 +239,13 @@ def _read_json(path):
 def run():
     state = bootstate.BootState()
     node = Node(state)
-    asyncio.run(node.main())
+    try:
+        asyncio.run(node.main())
+    except Exception as err:
+        # A crash: main.py resets next, a planned disconnect. OFFLINE now, or the Will
+        # comes only when the broker notices the dead connection.
+        try:
+            asyncio.run(asyncio.wait_for_ms(node.mqtt.disconnect(), 3000))
+        except Exception:  # noqa: S110 (best effort: the crash report matters more)
+            pass
+        raise err

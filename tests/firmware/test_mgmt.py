@@ -213,6 +213,20 @@ def test_eval_and_exec_when_enabled(start_board: Callable[..., Board], node: Nod
         node.call("eval", "1 / 0")
 
 
+def test_a_crash_says_offline_before_the_reset(
+    start_board: Callable[..., Board], node: Node, peer: Peer, mosquitto: Broker
+) -> None:
+    board = start_board(heapsize=HEAP, mgmt={"eval": True})
+    crash = "import asyncio\nasync def f():\n    raise RuntimeError('boom')\nasyncio.create_task(f())"
+    node.call("exec", crash)
+    board.wait_output("crash before the last reboot")
+    assert "RuntimeError: boom" in board.output()
+    # A clean DISCONNECT after OFFLINE, not a dropped connection and the broker's Will.
+    board.wait(lambda: f"Client {NODE} disconnected." in mosquitto.log, what="the disconnect")
+    statuses = payloads(peer, STATUS)
+    assert statuses[statuses.index("ONLINE") :][:2] == ["ONLINE", "OFFLINE"]
+
+
 def _firmware(tmp_path: Path, version: str, broken: bool = False) -> Firmware:
     return build_firmware(firmware_sources(tmp_path / f"src-{version}", version, broken), MPY_CROSS)
 

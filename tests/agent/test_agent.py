@@ -374,3 +374,56 @@ def test_works_with_the_documented_acl(
     finally:
         agent.stop()
         watcher.close()
+
+
+@pytest.mark.parametrize("stop", ["kill", "terminate"])
+def test_replay_refused_after_a_restart(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, system_bus: SystemBus, stop: str
+) -> None:
+    """The accepted nonces outlive the process: a crash and restart reopen no replay window."""
+    agent = start_agent()
+    online(watcher)
+    command = signed()
+    watcher.publish(topic(p.SERVER_SYSTEM), command)
+    agent.wait_output("logind accepted PowerOff")
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"]
+    record = agent.directory / "data" / "replay.json"
+    assert json.loads(command)["nonce"] in json.loads(record.read_text())["nonces"]
+    assert record.stat().st_mode & 0o777 == 0o600
+
+    getattr(agent, stop)()  # systemd restarts a crashed agent within seconds
+    agent.start()  # the same data directory
+    online(watcher, count=2)
+    watcher.publish(topic(p.SERVER_SYSTEM), command)  # well within the 30 s skew
+    agent.wait_output(f"refused command on {topic(p.SERVER_SYSTEM)}: replayed")
+    wait_log(watcher, LOG_WARNING, "replayed")
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"]
+    assert payloads(watcher, p.SERVER_STATE)[-1] == b"ONLINE"
+
+    watcher.publish(topic(p.SERVER_SYSTEM), signed())  # a fresh one is served
+    agent.wait_output("logind accepted PowerOff", count=2)
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"] * 2
+
+
+def test_command_refused_when_it_cannot_be_recorded(
+    start_agent: Callable[..., AgentProcess], watcher: Peer, system_bus: SystemBus
+) -> None:
+    """An unwritable replay record refuses the command, loudly: the guard never falls open."""
+    agent = start_agent()
+    online(watcher)
+    record = agent.directory / "data" / "replay.json"
+    record.mkdir()  # the rename over it fails, even for root (a full disk fails the same way)
+    (record / "keep").write_text("")
+    watcher.publish(topic(p.SERVER_SYSTEM), signed())
+    wait_log(watcher, LOG_ERROR, f"refused command on {topic(p.SERVER_SYSTEM)}: cannot record it in {record}")
+    agent.wait_output("cannot record it in")
+    assert_not_powering_off(watcher, system_bus)
+    assert "SHUTDOWN accepted" not in agent.output
+    assert not record.with_name("replay.json.tmp").exists()
+
+    # once it can be written again, a fresh command is served, once
+    (record / "keep").unlink()
+    record.rmdir()
+    watcher.publish(topic(p.SERVER_SYSTEM), signed())
+    agent.wait_output("logind accepted PowerOff")
+    assert methods(system_bus) == ["CanPowerOff", "PowerOff"]

@@ -55,12 +55,16 @@ def _fields(payload: bytes) -> tuple[str, int, str, str, str]:
 
 @dataclass
 class Verifier:
-    """Checks commands for one server and remembers the nonces it accepted."""
+    """Checks commands for one server and remembers the nonces it accepted.
+
+    `floor`: commands signed at or before it are refused (the replay record was lost).
+    """
 
     key: str
     server_id: str
     max_skew: float = MAX_SKEW_S
     seen: dict[str, float] = field(default_factory=dict)
+    floor: float = 0.0
 
     def verify(self, payload: bytes, now: float) -> Command:
         """Return the command, or raise CommandError naming why it is refused."""
@@ -70,9 +74,17 @@ class Verifier:
             raise CommandError("bad signature")
         if abs(now - ts) > self.max_skew:
             raise CommandError(f"stale (ts {ts} is {now - ts:+.0f} s from this clock)")
+        if ts <= self.floor:
+            raise CommandError(
+                f"unverifiable: signed at {ts}, not after {self.floor:.0f} (the replay record was unreadable)"
+            )
         # a nonce older than the window is refused as stale anyway
         self.seen = {n: at for n, at in self.seen.items() if now - at <= 2 * self.max_skew}
         if nonce in self.seen:
             raise CommandError("replayed")
         self.seen[nonce] = now
         return Command(cmd, ts, nonce, arg)
+
+    def forget(self, nonce: str) -> None:
+        """Drop a nonce whose command was not carried out after all."""
+        self.seen.pop(nonce, None)

@@ -20,8 +20,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from . import logind, network
-from .commands import CommandError, Verifier
+from . import logind, network, replay
+from .commands import Command, CommandError, Verifier
 from .config import Config, tls_context
 from .protocol import (
     ALIVE,
@@ -55,6 +55,8 @@ MAX_QUEUED = 200
 # cannot turn into a flood of log messages
 LOG_BURST = 20
 LOG_WINDOW_S = 10.0
+# how long recording an accepted command's nonce may take before the command is refused
+RECORD_TIMEOUT_S = 3.0
 
 
 class Client(paho.Client):
@@ -138,7 +140,10 @@ class Agent:
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.verifier = Verifier(config.key, config.server_id, config.max_skew)
+        self.replay_path = config.data_dir / replay.REPLAY_FILE
+        known = replay.load(self.replay_path, clock(), config.max_skew)
+        self.verifier = Verifier(config.key, config.server_id, config.max_skew, known.seen, known.floor)
+        self.recorder = replay.Recorder(self.replay_path, config.max_skew)
         self.state = STARTING
         self.report: network.Report | None = None
         self.client = make_client(config)
@@ -302,10 +307,55 @@ class Agent:
         elif self.state == SHUTTING_DOWN:
             _LOGGER.warning("refused command on %s: a shutdown is already in progress", topic)
         else:
-            self.state = SHUTTING_DOWN  # now: a second command in this loop turn is refused
-            self._spawn(self._power_off())
+            previous, self.state = self.state, SHUTTING_DOWN  # now: a second command is refused
+            self._spawn(self._power_off(topic, command, previous))
 
-    async def _power_off(self) -> None:
+    async def _record(self) -> None:
+        """Write the accepted nonces to disk; raise OSError or TimeoutError if that fails.
+
+        In a daemon thread of its own, not the loop's executor: a disk that hangs must
+        neither stall the loop nor keep the process from exiting on SIGTERM.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        snapshot = self.recorder.snapshot(replay.ReplayState(self.verifier.seen, self.verifier.floor))
+
+        def settle(err: BaseException | None) -> None:
+            if done.done():
+                return
+            if err is None:
+                done.set_result(None)
+            else:
+                done.set_exception(err)
+
+        def write() -> None:
+            error: BaseException | None = None
+            try:
+                self.recorder.write(snapshot)
+            except Exception as err:  # handed to the loop, which refuses the command
+                error = err
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=write, name="replay-record", daemon=True).start()
+        await asyncio.wait_for(done, RECORD_TIMEOUT_S)
+
+    async def _power_off(self, topic: str, command: Command, previous: str) -> None:
+        try:
+            await self._record()
+        except (OSError, TimeoutError) as err:
+            self.verifier.forget(command.nonce)
+            self.state = previous
+            # wait_for's TimeoutError (an OSError too) has no message
+            reason = str(err) or f"no answer within {RECORD_TIMEOUT_S:g} s"
+            _LOGGER.error(
+                "refused command on %s: cannot record it in %s (%s); without that record "
+                "a replay after a restart would go unnoticed",
+                topic,
+                self.replay_path,
+                reason,
+            )
+            return
         _LOGGER.warning("SHUTDOWN accepted: powering off through logind")
         # a clean disconnect discards the Will: say DEAD ourselves first
         await self.announce_down(SHUTTING_DOWN)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
-from datetime import timedelta
+import zoneinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from unittest.mock import patch
 
@@ -318,3 +320,16 @@ async def test_lines_queued_at_unload_are_written(
     log(hass, "info", "node1", "last words")
     await hass.config_entries.async_unload(init_integration.entry_id)
     assert lines(node_log(hass, "node1"))[-1].endswith("last words")
+
+
+def test_stamps_match_datetime() -> None:
+    """The per-second stamp cache formats exactly as datetime does, across DST and rounding."""
+    tz = zoneinfo.ZoneInfo("America/Los_Angeles")
+    stamps = logs.Stamps(tz)
+    dst_end = datetime(2026, 11, 1, 8, 59, 58, tzinfo=UTC).timestamp()  # 01:59:58 PDT, then PST
+    times = [dst_end + i * 0.2503 for i in range(40)]
+    times += [1_800_000_000.9999996, 1_800_000_000.0004996, 1_800_000_001.5, 0.0005]
+    times += [random.Random(7).uniform(0, 2_000_000_000) for _ in range(2000)]
+    for received in times:
+        expected = datetime.fromtimestamp(received, tz).isoformat(sep=" ", timespec="milliseconds")
+        assert stamps(received) == expected, received

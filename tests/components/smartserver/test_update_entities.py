@@ -1,0 +1,524 @@
+"""The firmware update entities on the mocked MQTT client: one per node, versions and
+builds, and the install against a scripted node."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from homeassistant.components import mqtt
+from homeassistant.components.update import UpdateEntityFeature
+from homeassistant.const import ATTR_ENTITY_ID, ATTR_SUPPORTED_FEATURES, Platform
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_mqtt_message,
+    snapshot_platform,
+)
+from pytest_homeassistant_custom_component.typing import MqttMockHAClient
+from syrupy.assertion import SnapshotAssertion
+
+from custom_components.smartserver import protocol
+from custom_components.smartserver.const import DOMAIN
+from custom_components.smartserver.helpers import node_device_info, node_identifier
+
+from .conftest import NODE_KEY, RELAY_NODE
+
+RELAY = f"update.{RELAY_NODE}_firmware"
+NODE2 = "node2"
+OTHER = f"update.{NODE2}_firmware"
+VERSION = "0.2.0"
+FILES = {"node.mpy": b"N" * 3000, "mgmt.mpy": b"M" * 100}
+
+
+def build_hash(files: dict[str, bytes]) -> str:
+    """The build hash of smartserver-node and script/deploy-firmware."""
+    lines = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()[:12]
+
+
+BUILD = build_hash(FILES)
+
+
+def make_bundle(directory: Path, version: str = VERSION, build: str = BUILD) -> Path:
+    """The integration's firmware/ folder as script/release writes it."""
+    directory.mkdir()
+    for name, data in FILES.items():
+        (directory / name).write_bytes(data)
+    digests = {n: hashlib.sha256(d).hexdigest() for n, d in sorted(FILES.items())}
+    manifest = {"version": version, "build": build, "files": digests}
+    (directory / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))
+    (directory / "CHANGELOG.md").write_text(f"## {version}\n\n- test release\n")
+    return directory
+
+
+def info(version: str = "0.1.0", build: str | None = "0123456789ab", update: Any = None) -> str:
+    """A node's info as firmware/esp32/node.py publishes it (the fields used here)."""
+    data: dict[str, Any] = {"version": version, "update": update, "uptime_s": 12}
+    if build is not None:
+        data["build"] = build
+    return json.dumps(data)
+
+
+def publish_info(hass: HomeAssistant, node: str, payload: str | bytes, retain: bool = False) -> None:
+    """The node's info; the broker marks it retained only when it delivers the stored copy."""
+    async_fire_mqtt_message(hass, f"home/node/{node}/info", payload, qos=1, retain=retain)
+
+
+def versions(hass: HomeAssistant, entity_id: str) -> tuple[str, str | None, str | None]:
+    state = hass.states.get(entity_id)
+    assert state is not None
+    return state.state, state.attributes["installed_version"], state.attributes["latest_version"]
+
+
+async def install(hass: HomeAssistant, entity_id: str = RELAY) -> None:
+    await hass.services.async_call("update", "install", {ATTR_ENTITY_ID: entity_id}, blocking=True)
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    """The bundled firmware: 0.2.0 with the build of FILES."""
+    return make_bundle(tmp_path / "firmware")
+
+
+@pytest.fixture
+async def setup(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    server_config_entry: MockConfigEntry,
+    bundle_dir: Path,
+) -> AsyncGenerator[MockConfigEntry]:
+    """The hub with its server (relay1) and only the update platform, carrying the bundle."""
+    server_config_entry.add_to_hass(hass)
+    with (
+        patch("custom_components.smartserver.update.BUNDLE_DIR", bundle_dir),
+        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
+    ):
+        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+        await hass.async_block_till_done()
+        yield server_config_entry
+        await hass.config_entries.async_unload(server_config_entry.entry_id)
+        await hass.async_block_till_done()
+
+
+Reply = tuple[int, str, bytes]
+
+
+@dataclass
+class FakeNode:
+    """relay1's management side: checks the signatures, stores puts, replies as scripted.
+
+    `script` maps a command to the reply chunks it gets instead of a plain `ok`;
+    after `update` the node publishes the infos in `after_update`.
+    """
+
+    hass: HomeAssistant
+    node: str = RELAY_NODE
+    script: dict[str, list[Reply]] = field(default_factory=dict)
+    after_update: list[str] = field(default_factory=list)
+    commands: list[protocol.Command] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    _seen: dict[str, float] = field(default_factory=dict)
+    _puts: dict[str, tuple[str, bytearray]] = field(default_factory=dict)
+
+    async def start(self) -> Callable[[], None]:
+        return await mqtt.async_subscribe(
+            self.hass, f"home/node/{self.node}/mgmt/+", self._on_message, qos=1, encoding=None
+        )
+
+    @callback
+    def _on_message(self, msg: mqtt.ReceiveMessage) -> None:
+        assert isinstance(msg.payload, bytes)
+        if msg.topic.endswith("/cmd"):
+            command = protocol.verify_command(NODE_KEY, self.node, msg.payload, time.time(), self._seen)
+            self.commands.append(command)
+            if command.cmd == "put":
+                self._puts[command.nonce] = (command.arg.split("\n")[0], bytearray())
+            else:
+                self._answer(command, b"")
+        elif msg.topic.endswith("/data"):
+            head, _, body = msg.payload.partition(b"\n")
+            nonce, _seq, kind = head.decode().split(" ")
+            path, data = self._puts[nonce]
+            data += body
+            if kind == "ok":
+                self.files[path] = bytes(data)
+                command = next(c for c in self.commands if c.nonce == nonce)
+                self._answer(command, hashlib.sha256(data).hexdigest().encode())
+
+    def _answer(self, command: protocol.Command, body: bytes) -> None:
+        chunks = self.script.get(command.cmd, [(0, "ok", body)])
+        for seq, kind, part in chunks:
+            payload = f"{command.nonce} {seq} {kind}\n".encode() + part
+            self.hass.loop.call_soon(
+                async_fire_mqtt_message, self.hass, f"home/node/{self.node}/mgmt/reply", payload, 1
+            )
+        if command.cmd == "update" and chunks[-1][1] == "ok":
+            for text in self.after_update:
+                self.hass.loop.call_soon(publish_info, self.hass, self.node, text)
+
+
+@pytest.fixture
+async def node(hass: HomeAssistant, setup: MockConfigEntry) -> AsyncGenerator[FakeNode]:
+    """relay1 on 0.1.0, answering management commands; confirms 0.2.0 after update."""
+    fake = FakeNode(hass, after_update=[info(VERSION, BUILD, {"result": "confirmed", "version": VERSION})])
+    unsubscribe = await fake.start()
+    publish_info(hass, RELAY_NODE, info())
+    await hass.async_block_till_done()
+    yield fake
+    unsubscribe()
+
+
+# One entity per node -------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("mqtt_client_closing")
+async def test_entities(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    server_config_entry: MockConfigEntry,
+    bundle_dir: Path,
+    entity_registry: er.EntityRegistry,
+    snapshot: SnapshotAssertion,
+) -> None:
+    """The relay node's entity (install) and one of a node whose key HA lacks (none)."""
+    server_config_entry.add_to_hass(hass)
+    with (
+        patch("custom_components.smartserver.update.BUNDLE_DIR", bundle_dir),
+        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
+    ):
+        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+        await hass.async_block_till_done()
+    publish_info(hass, RELAY_NODE, info())
+    publish_info(hass, NODE2, info(VERSION, BUILD))
+    await hass.async_block_till_done()
+    await snapshot_platform(hass, entity_registry, snapshot, server_config_entry.entry_id)
+    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+
+
+async def test_a_node_gets_its_entity_with_its_first_info(
+    hass: HomeAssistant, setup: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    assert hass.states.get(OTHER) is None
+    # A pysmartnode node: status and logs, never info.
+    async_fire_mqtt_message(hass, "home/node/pysmart1/status", "ONLINE", retain=True)
+    async_fire_mqtt_message(hass, "home/log/info/pysmart1", "booted")
+    publish_info(hass, NODE2, info())
+    await hass.async_block_till_done()
+    assert versions(hass, OTHER) == ("on", "0.1.0", VERSION)
+    state = hass.states.get(OTHER)
+    assert state is not None
+    assert state.attributes[ATTR_SUPPORTED_FEATURES] == UpdateEntityFeature.RELEASE_NOTES
+    # Later infos update it; none adds a second entity.
+    publish_info(hass, NODE2, info(VERSION, BUILD))
+    publish_info(hass, NODE2, info(VERSION, BUILD))
+    await hass.async_block_till_done()
+    assert versions(hass, OTHER) == ("off", VERSION, VERSION)
+    firmware = [e.entity_id for e in er.async_entries_for_config_entry(entity_registry, setup.entry_id)]
+    assert sorted(firmware) == [OTHER, RELAY]
+    assert hass.states.get("update.pysmart1_firmware") is None
+    entry = entity_registry.async_get(OTHER)
+    assert entry is not None
+    assert entry.unique_id == f"node_{NODE2}_firmware"
+
+
+async def test_entities_come_back_after_a_restart(
+    hass: HomeAssistant, setup: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    """The retained info finds the node again: same entity, no duplicate."""
+    publish_info(hass, NODE2, info(), retain=True)
+    await hass.async_block_till_done()
+    assert await hass.config_entries.async_reload(setup.entry_id)
+    await hass.async_block_till_done()
+    publish_info(hass, NODE2, info(), retain=True)  # the broker delivers the stored info again
+    await hass.async_block_till_done()
+    assert versions(hass, OTHER) == ("on", "0.1.0", VERSION)
+    ids = sorted(e.entity_id for e in er.async_entries_for_config_entry(entity_registry, setup.entry_id))
+    assert ids == [OTHER, RELAY]
+
+
+async def test_the_device_name_is_kept(
+    hass: HomeAssistant, setup: MockConfigEntry, device_registry: dr.DeviceRegistry
+) -> None:
+    """Linked by identifiers: the name from device_names.yaml stays."""
+    device_registry.async_get_or_create(
+        config_entry_id=setup.entry_id, **node_device_info(NODE2, "Rack switch")
+    )
+    publish_info(hass, NODE2, info())
+    await hass.async_block_till_done()
+    device = device_registry.async_get_device_by_identifier(node_identifier(NODE2), setup.entry_id)
+    assert device is not None
+    assert device.name == "Rack switch"
+    registry = er.async_get(hass)
+    entity_id = registry.async_get_entity_id("update", DOMAIN, f"node_{NODE2}_firmware")
+    assert entity_id == "update.rack_switch_firmware"
+    entry = registry.async_get(entity_id)
+    assert entry is not None
+    assert entry.device_id == device.id
+
+
+@pytest.mark.parametrize(
+    "node_id",
+    ["bad.id", "..", "a" * 65, "nöde", "node%2F1"],
+    ids=["dot", "dots", "long", "umlaut", "encoded"],
+)
+async def test_hostile_node_ids_are_refused(
+    hass: HomeAssistant,
+    setup: MockConfigEntry,
+    device_registry: dr.DeviceRegistry,
+    caplog: pytest.LogCaptureFixture,
+    node_id: str,
+) -> None:
+    publish_info(hass, node_id, info())
+    publish_info(hass, node_id, info())
+    await hass.async_block_till_done()
+    assert hass.states.async_entity_ids("update") == [RELAY]
+    assert device_registry.async_get_device_by_identifier(node_identifier(node_id), setup.entry_id) is None
+    assert caplog.text.count("not a valid node id") == 1
+
+
+async def test_topics_not_of_a_node_info_are_ignored(hass: HomeAssistant, setup: MockConfigEntry) -> None:
+    # Same filter, other levels: a base with another prefix cannot match, nor a deeper leaf.
+    async_fire_mqtt_message(hass, "home/node/node3/info/extra", info())
+    async_fire_mqtt_message(hass, "other/node/node3/info", info())
+    await hass.async_block_till_done()
+    assert hass.states.async_entity_ids("update") == [RELAY]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "not json",
+        "[1, 2]",
+        '{"build": "abc"}',
+        '{"version": true}',
+        '{"version": ""}',
+        '{"version": {"x": 1}}',
+        json.dumps({"version": "1.0", "pad": "x" * 5000}),
+    ],
+    ids=["text", "list", "no-version", "bool", "empty", "object", "huge"],
+)
+async def test_invalid_info_adds_no_entity(
+    hass: HomeAssistant, setup: MockConfigEntry, caplog: pytest.LogCaptureFixture, payload: str
+) -> None:
+    publish_info(hass, NODE2, payload)
+    publish_info(hass, RELAY_NODE, payload)
+    await hass.async_block_till_done()
+    assert hass.states.get(OTHER) is None
+    assert versions(hass, RELAY) == ("unknown", None, VERSION)
+    assert "info that is not a JSON object with a version" in caplog.text
+
+
+async def test_a_cleared_info_is_ignored_quietly(
+    hass: HomeAssistant, setup: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    publish_info(hass, RELAY_NODE, info())
+    publish_info(hass, RELAY_NODE, b"")
+    publish_info(hass, NODE2, b"")
+    await hass.async_block_till_done()
+    assert versions(hass, RELAY) == ("on", "0.1.0", VERSION)
+    assert hass.states.get(OTHER) is None
+    assert "Ignored" not in caplog.text
+
+
+async def test_a_removed_device_comes_back_with_the_next_info(
+    hass: HomeAssistant, setup: MockConfigEntry, device_registry: dr.DeviceRegistry
+) -> None:
+    publish_info(hass, NODE2, info())
+    await hass.async_block_till_done()
+    device = device_registry.async_get_device_by_identifier(node_identifier(NODE2), setup.entry_id)
+    assert device is not None
+    device_registry.async_remove_device(device.id)
+    await hass.async_block_till_done()
+    assert hass.states.get(OTHER) is None
+    publish_info(hass, NODE2, info())
+    await hass.async_block_till_done()
+    assert versions(hass, OTHER) == ("on", "0.1.0", VERSION)
+
+
+async def test_the_relay_node_keeps_install_when_its_info_comes_first(
+    hass: HomeAssistant, setup: MockConfigEntry, device_registry: dr.DeviceRegistry
+) -> None:
+    """Re-added from its info after its device was removed, the relay node keeps its key."""
+    device = device_registry.async_get_device_by_identifier(node_identifier(RELAY_NODE), setup.entry_id)
+    assert device is not None
+    device_registry.async_remove_device(device.id)
+    await hass.async_block_till_done()
+    assert hass.states.get(RELAY) is None
+    publish_info(hass, RELAY_NODE, info())
+    await hass.async_block_till_done()
+    state = hass.states.get(RELAY)
+    assert state is not None
+    assert state.attributes[ATTR_SUPPORTED_FEATURES] & UpdateEntityFeature.INSTALL
+
+
+async def test_release_notes_are_the_bundled_changelog(
+    hass: HomeAssistant, setup: MockConfigEntry, hass_ws_client: Any
+) -> None:
+    client = await hass_ws_client(hass)
+    await client.send_json({"id": 1, "type": "update/release_notes", "entity_id": RELAY})
+    result = await client.receive_json()
+    assert result["result"] == f"## {VERSION}\n\n- test release\n"
+
+
+async def test_a_node_without_its_key_in_ha_offers_no_install(
+    hass: HomeAssistant, setup: MockConfigEntry
+) -> None:
+    publish_info(hass, NODE2, info())
+    await hass.async_block_till_done()
+    with pytest.raises(HomeAssistantError):
+        await install(hass, OTHER)
+    assert versions(hass, OTHER) == ("on", "0.1.0", VERSION)
+
+
+# Versions and builds ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [
+        (info("0.1.0", "0123456789ab"), ("on", "0.1.0", VERSION)),
+        (info(VERSION, BUILD), ("off", VERSION, VERSION)),
+        (info(VERSION, "0123456789ab"), ("on", f"{VERSION}+0123456789ab", f"{VERSION}+{BUILD}")),
+        (info(VERSION, ""), ("off", VERSION, VERSION)),
+        (info(VERSION, None), ("off", VERSION, VERSION)),
+        (info("0.3.0", "0123456789ab"), ("off", "0.3.0", VERSION)),
+    ],
+    ids=["older", "same-build", "other-build", "no-build", "build-missing", "newer"],
+)
+async def test_the_build_counts_when_the_version_is_the_same(
+    hass: HomeAssistant, setup: MockConfigEntry, installed: str, expected: tuple[str, str, str]
+) -> None:
+    publish_info(hass, RELAY_NODE, installed)
+    await hass.async_block_till_done()
+    assert versions(hass, RELAY) == expected
+
+
+async def test_a_bundle_without_build_compares_versions_only(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    server_config_entry: MockConfigEntry,
+    tmp_path: Path,
+) -> None:
+    server_config_entry.add_to_hass(hass)
+    with (
+        patch("custom_components.smartserver.update.BUNDLE_DIR", make_bundle(tmp_path / "fw", build="")),
+        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
+    ):
+        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+        await hass.async_block_till_done()
+    publish_info(hass, RELAY_NODE, info(VERSION, "0123456789ab"))
+    await hass.async_block_till_done()
+    assert versions(hass, RELAY) == ("off", VERSION, VERSION)
+    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+
+
+async def test_without_a_bundle_only_the_installed_version_shows(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    server_config_entry: MockConfigEntry,
+) -> None:
+    server_config_entry.add_to_hass(hass)
+    with (
+        patch("custom_components.smartserver.update.BUNDLE_DIR", Path("/nonexistent")),
+        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
+    ):
+        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+        await hass.async_block_till_done()
+    publish_info(hass, RELAY_NODE, info())
+    await hass.async_block_till_done()
+    assert versions(hass, RELAY) == ("unknown", "0.1.0", None)
+    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+
+
+async def test_a_corrupt_bundle_is_not_offered(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    server_config_entry: MockConfigEntry,
+    bundle_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (bundle_dir / "node.mpy").write_bytes(b"tampered")
+    server_config_entry.add_to_hass(hass)
+    with (
+        patch("custom_components.smartserver.update.BUNDLE_DIR", bundle_dir),
+        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
+    ):
+        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
+        await hass.async_block_till_done()
+    publish_info(hass, RELAY_NODE, info())
+    await hass.async_block_till_done()
+    assert versions(hass, RELAY) == ("unknown", "0.1.0", None)
+    assert "node.mpy does not match its manifest" in caplog.text
+    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+
+
+# Install --------------------------------------------------------------------------------
+
+
+async def test_install_stages_the_bundle_and_waits_for_the_confirmation(
+    hass: HomeAssistant, node: FakeNode, bundle_dir: Path
+) -> None:
+    progress: list[int | None] = []
+    hass.bus.async_listen(
+        "state_changed",
+        callback(
+            lambda event: (
+                progress.append(event.data["new_state"].attributes.get("update_percentage"))
+                if event.data["entity_id"] == RELAY
+                else None
+            )
+        ),
+    )
+    await install(hass)
+    manifest = (bundle_dir / "manifest.json").read_bytes()
+    assert node.files == {f"fw_new/{n}": d for n, d in FILES.items()} | {"fw_new/manifest.json": manifest}
+    assert [c.cmd for c in node.commands] == ["put", "put", "put", "update"]
+    assert node.commands[-1].arg == hashlib.sha256(manifest).hexdigest()
+    assert versions(hass, RELAY) == ("off", VERSION, VERSION)
+    # 90 % once staged, kept while the node reboots and reports (its info is a write too)
+    assert [p for p in progress if p is not None] == [0, 2, 90, 90]
+    assert progress[-1] is None
+
+
+async def test_only_this_build_confirmed_is_success(hass: HomeAssistant, node: FakeNode) -> None:
+    """Same version, another build: a confirmed result of the installed one is not the verdict."""
+    publish_info(hass, RELAY_NODE, info(VERSION, "0123456789ab", {"result": "confirmed", "version": VERSION}))
+    await hass.async_block_till_done()
+    assert versions(hass, RELAY)[0] == "on"
+    node.after_update = [
+        info(VERSION, "0123456789ab", {"result": "confirmed", "version": VERSION}),  # still the old one
+        info("0.1.0", "0123456789ab", {"result": "rolled back", "version": "0.1.5"}),  # another update's
+        info(VERSION, BUILD, None),  # rebooted, on trial
+    ]
+    with (
+        patch("custom_components.smartserver.update.CONFIRM_TIMEOUT_S", 0.1),
+        pytest.raises(HomeAssistantError, match=r"has not confirmed firmware 0\.2\.0 yet"),
+    ):
+        await install(hass)
+    publish_info(hass, RELAY_NODE, info(VERSION, BUILD, {"result": "confirmed", "version": VERSION}))
+    await hass.async_block_till_done()
+    assert versions(hass, RELAY) == ("off", VERSION, VERSION)
+
+
+async def test_a_rollback_is_an_error(hass: HomeAssistant, node: FakeNode) -> None:
+    node.after_update = [info("0.1.0", "0123456789ab", {"result": "rolled back", "version": VERSION})]
+    with pytest.raises(HomeAssistantError) as err:
+        await install(hass)
+    assert err.value.translation_key == "firmware_rolled_back"
+    assert "did not run firmware 0.2.0 healthily and rolled back" in str(err.value)
+    assert versions(hass, RELAY) == ("on", "0.1.0", VERSION)

@@ -1,5 +1,5 @@
 """The firmware update entities on the mocked MQTT client: one per node, versions and
-builds, and the install against a scripted node."""
+builds, and the install against a scripted node (replies refused)."""
 
 from __future__ import annotations
 
@@ -493,6 +493,27 @@ async def test_install_stages_the_bundle_and_waits_for_the_confirmation(
     # 90 % once staged, kept while the node reboots and reports (its info is a write too)
     assert [p for p in progress if p is not None] == [0, 2, 90, 90]
     assert progress[-1] is None
+
+
+async def test_a_refusal_is_an_error_the_user_can_read(hass: HomeAssistant, node: FakeNode) -> None:
+    node.script["put"] = [(0, "err", b"refused: bad signature")]
+    with pytest.raises(HomeAssistantError) as err:
+        await install(hass)
+    assert err.value.translation_domain == DOMAIN
+    assert err.value.translation_key == "node_refused"
+    assert str(err.value) == f"Node `{RELAY_NODE}` refused the firmware update: refused: bad signature"
+    assert [c.cmd for c in node.commands] == ["put"]
+    state = hass.states.get(RELAY)
+    assert state is not None
+    assert state.state == "on"
+    assert state.attributes["in_progress"] is False
+
+
+async def test_a_refused_update_command_is_an_error_too(hass: HomeAssistant, node: FakeNode) -> None:
+    node.script["update"] = [(0, "err", b"staged file node.mpy missing or corrupt")]
+    with pytest.raises(HomeAssistantError, match=r"refused the firmware update: staged file node\.mpy"):
+        await install(hass)
+    assert versions(hass, RELAY) == ("on", "0.1.0", VERSION)
 
 
 async def test_only_this_build_confirmed_is_success(hass: HomeAssistant, node: FakeNode) -> None:

@@ -242,9 +242,11 @@ class NodeFirmwareEntity(SmartServerEntity, UpdateEntity):
     @callback
     def _on_reply(self, msg: mqtt.ReceiveMessage) -> None:
         payload = msg.payload.encode() if isinstance(msg.payload, str) else bytes(msg.payload)
-        head, _, body = payload.partition(b"\n")
+        head, sep, body = payload.partition(b"\n")
         parts = head.decode(errors="replace").split(" ")
-        if len(parts) == 3 and parts[1].isdigit() and parts[0] in self._replies:
+        if not sep or len(parts) != 3 or not parts[1].isdigit() or parts[2] not in ("more", "ok", "err"):
+            return
+        if parts[0] in self._replies:
             self._replies[parts[0]].put_nowait((int(parts[1]), parts[2], body))
 
     async def async_release_notes(self) -> str | None:
@@ -252,7 +254,11 @@ class NodeFirmwareEntity(SmartServerEntity, UpdateEntity):
         return self._bundle.notes if self._bundle else None
 
     async def _command(self, cmd: str, arg: str = "", chunks: list[bytes] | None = None) -> bytes:
-        """Send a signed command (and a put's chunks); return the reply or raise."""
+        """Send a signed command (and a put's chunks); return the reply or raise.
+
+        Reply chunks must arrive as `seq` 0, 1, 2, ... (docs/management.md): a chunk
+        seen before (an MQTT redelivery) is dropped, a gap (a chunk lost) stops it.
+        """
         assert self._key is not None  # install is offered only with the key
         payload = protocol.sign_command(self._key, self.node_id, cmd, int(time.time()), arg)
         nonce = json.loads(payload)["nonce"]
@@ -265,14 +271,21 @@ class NodeFirmwareEntity(SmartServerEntity, UpdateEntity):
                 data = f"{nonce} {seq} {kind}\n".encode() + piece
                 await mqtt.async_publish(self.hass, self._topic(protocol.NODE_MGMT_DATA), data, qos=1)
             body = b""
+            expected = 0
             while True:
                 try:
                     async with asyncio.timeout(REPLY_TIMEOUT_S):
-                        _seq, kind, part = await replies.get()
+                        seq, kind, part = await replies.get()
                 except TimeoutError as err:
                     raise self._error("node_no_answer") from err
+                if seq < expected:
+                    LOGGER.debug("Node %s: dropped reply chunk %d of %s again", self.node_id, seq, cmd)
+                    continue
                 if kind == "err":
                     raise self._error("node_refused", reason=part.decode(errors="replace"))
+                if seq > expected:
+                    raise self._error("node_reply_gap", seq=str(seq), expected=str(expected))
+                expected += 1
                 body += part
                 if kind == "ok":
                     return body

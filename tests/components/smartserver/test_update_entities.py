@@ -1,5 +1,5 @@
 """The firmware update entities on the mocked MQTT client: one per node, versions and
-builds, and the install against a scripted node (replies refused)."""
+builds, and the install against a scripted node (replies refused, lost, repeated)."""
 
 from __future__ import annotations
 
@@ -514,6 +514,40 @@ async def test_a_refused_update_command_is_an_error_too(hass: HomeAssistant, nod
     with pytest.raises(HomeAssistantError, match=r"refused the firmware update: staged file node\.mpy"):
         await install(hass)
     assert versions(hass, RELAY) == ("on", "0.1.0", VERSION)
+
+
+async def test_a_lost_reply_chunk_is_no_success(hass: HomeAssistant, node: FakeNode) -> None:
+    """Chunk 0 never came, chunk 1 says ok: the install stops instead of going on."""
+    node.script["put"] = [(1, "ok", b"")]
+    with pytest.raises(HomeAssistantError) as err:
+        await install(hass)
+    assert err.value.translation_key == "node_reply_gap"
+    assert "sent reply chunk 1 of the firmware update where chunk 0 was due" in str(err.value)
+    assert [c.cmd for c in node.commands] == ["put"]
+
+
+async def test_a_repeated_reply_chunk_is_dropped(hass: HomeAssistant, node: FakeNode) -> None:
+    """An MQTT redelivery of a chunk already taken is not a second chunk."""
+    node.script["update"] = [(0, "more", b"swapping"), (0, "more", b"swapping"), (1, "ok", b"")]
+    await install(hass)
+    assert versions(hass, RELAY) == ("off", VERSION, VERSION)
+
+
+async def test_a_reply_that_never_ends_times_out(hass: HomeAssistant, node: FakeNode) -> None:
+    node.script["update"] = [(0, "more", b"")]
+    with (
+        patch("custom_components.smartserver.update.REPLY_TIMEOUT_S", 0.05),
+        pytest.raises(HomeAssistantError, match="did not answer the firmware update"),
+    ):
+        await install(hass)
+
+
+async def test_other_replies_are_ignored(hass: HomeAssistant, node: FakeNode) -> None:
+    """Not a reply chunk, or one for another command: the install carries on."""
+    for payload in (b"garbage", b"abc 0 ok", b"abc x ok\n", b"abc 0 maybe\n", b"0123456789abcdef 0 ok\n"):
+        async_fire_mqtt_message(hass, f"home/node/{RELAY_NODE}/mgmt/reply", payload)
+    await install(hass)
+    assert versions(hass, RELAY) == ("off", VERSION, VERSION)
 
 
 async def test_only_this_build_confirmed_is_success(hass: HomeAssistant, node: FakeNode) -> None:

@@ -43,8 +43,9 @@ def bundle(tmp_path: Path, version: str, broken: bool = False) -> Path:
 async def node(
     hass: HomeAssistant, micropython: MicroPython, mosquitto: Broker, tmp_path: Path
 ) -> AsyncGenerator[Board]:
-    """Relay node relay1 with the server subentry's node key; HA's configuration is
-    served by a peer (the integration on main does not serve it yet)."""
+    """Relay node relay1 with the server subentry's node key. It boots before the
+    integration is set up (`setup` needs it running), so a peer answers its configuration
+    requests until then, with the empty configuration the integration serves as well."""
     peer = await hass.async_add_executor_job(lambda: Peer(mosquitto).connect())
     await hass.async_add_executor_job(peer.subscribe, "home/#")
     ConfigServer(peer, {})

@@ -97,6 +97,8 @@ class LogFiles:
         self.tz = tz
         self._stamps = Stamps(tz)
         self._handles: dict[Path, BinaryIO] = {}
+        # Each node's current log path: a rename leaves the old one to be closed.
+        self._paths: dict[str, Path] = {}
         # Formatted lines per node (None: the general log) whose write failed.
         self._retry: dict[str | None, list[bytes]] = {}
 
@@ -131,7 +133,13 @@ class LogFiles:
     def _node_log(self, node: str, result: WriteResult) -> Path:
         directory = self.storage.node_dir(node)
         result.names[node] = directory.name
-        return directory / f"{directory.name}.log"
+        path = directory / f"{directory.name}.log"
+        old = self._paths.get(node)
+        if old != path:
+            if old is not None and (handle := self._handles.pop(old, None)) is not None:
+                handle.close()
+            self._paths[node] = path
+        return path
 
     def _open(self, path: Path) -> BinaryIO:
         handle = self._handles.pop(path, None)

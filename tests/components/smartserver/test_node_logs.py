@@ -192,6 +192,23 @@ async def test_zero_backups_truncates(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
+async def test_rename_closes_the_old_log_handle(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """After a rename only the new path is open: the old handle is not left behind."""
+    files = init_integration.runtime_data.nodes.writer.files
+    log(hass, "info", "node1", "before")
+    await flush(hass, init_integration)
+    assert node_log(hass, "node1") in files._handles
+    (root(hass) / "device_names.yaml").write_text("node1: kitchen\n")
+    log(hass, "info", "node1", "after")
+    await flush(hass, init_integration)
+    kitchen = root(hass) / "clients/kitchen/kitchen.log"
+    assert node_log(hass, "node1") not in files._handles
+    assert kitchen in files._handles
+    assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["before", "after"]
+
+
 @pytest.mark.parametrize("target", ["node", "general"])
 async def test_write_error_logged_and_retried(
     hass: HomeAssistant,

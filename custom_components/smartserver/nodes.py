@@ -96,6 +96,8 @@ class Node:
     name: str
     device_id: str | None = None
     online: bool | None = None
+    # Whether going offline was logged: logged once, and its return once.
+    offline_logged: bool = False
     last_level: str | None = None
     last_message: str | None = None
     last_log_ts: float | None = None
@@ -351,6 +353,12 @@ class NodeHub:
             return
         node = self._contact(node_id)
         node.online = None if not text else text == protocol.ONLINE
+        if node.online is False and not node.offline_logged:
+            node.offline_logged = True
+            LOGGER.info("Node %s is offline", node_id)
+        elif node.online and node.offline_logged:
+            node.offline_logged = False
+            LOGGER.info("Node %s is back online", node_id)
         self._state_changed(node)
 
     # logs ---------------------------------------------------------------------------------

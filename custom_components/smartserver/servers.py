@@ -227,6 +227,8 @@ class Server:
         # HA saw the agent announce its shutdown live, not a retained one from an earlier boot.
         self._down_live = False
         self._forced = False
+        # The agent's loss was logged: its return is logged once too.
+        self._lost_logged = False
         self.command: Command | None = None
         self._timers: dict[Command, CALLBACK_TYPE] = {}
         self._listeners: list[CALLBACK_TYPE] = []
@@ -288,6 +290,7 @@ class Server:
         if not self._valid("heartbeat", payload, (protocol.ALIVE, protocol.DEAD)):
             return
         previous = self.heartbeat
+        was_up = self.agent_up
         was_contradicted = self.contradicted
         self.heartbeat = payload
         if payload == protocol.ALIVE:
@@ -314,10 +317,14 @@ class Server:
                 )
                 self._raise(Issue.POWER_SENSE_MISMATCH)
             self._forced = False
+            if not was_up and self.agent_up and self._lost_logged:
+                self._lost_logged = False
+                LOGGER.info("Server %s: the agent is connected again", self.config.server_id)
         else:
             self._alive_at = None
             if previous == protocol.ALIVE:
                 self._agent_died(was_contradicted)
+                self._lost_logged = True
         self._update()
 
     @callback
@@ -329,9 +336,11 @@ class Server:
                 self.config.relay_node,
             )
             ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(Issue.POWER_SENSE_MISMATCH))
-        if self.agent_state in _ANNOUNCED_DOWN or self._forced:
             return
-        if self.power == protocol.POWER_ON:
+        if self.agent_state in _ANNOUNCED_DOWN or self._forced or self.power == protocol.POWER_OFF:
+            # expected (a shutdown, a force off, no power): once, at info
+            LOGGER.info("Server %s: the agent disconnected", self.config.server_id)
+        elif self.power == protocol.POWER_ON:
             LOGGER.warning(
                 "Server %s: the agent stopped reporting without announcing a shutdown; "
                 "the power sense still reads ON, so the server stays on",

@@ -13,6 +13,7 @@ from homeassistant.helpers.entity import Entity, EntityDescription
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .helpers import node_identifier, server_device_info
+from .nodes import SERVER_LOG_KEYS
 from .servers import Server
 
 if TYPE_CHECKING:
@@ -68,12 +69,22 @@ class NodeEntity(SmartServerEntity):
     """An entity of one ESP32 node; its state lives in the node hub."""
 
     def __init__(self, hub: NodeHub, node_id: str, key: str) -> None:
-        """Attach to the node's device (created by the hub on first contact)."""
+        """Attach to the node's device (created by the hub on first contact).
+
+        A server agent's log entities go on the server's device instead.
+        """
         self.hub = hub
+        self._mqtt_connected = True
+        if (config := hub.servers.get(node_id)) is not None:
+            self.node = hub.server_logs[node_id]
+            self._attr_unique_id = f"server_{node_id}_{key}"
+            self._attr_device_info = server_device_info(
+                hub.hass, hub.entry.entry_id, node_id, config.name, config.relay_node
+            )
+            return
         self.node = hub.nodes[node_id]
         self._attr_unique_id = f"node_{node_id}_{key}"
         self._attr_device_info = DeviceInfo(identifiers={node_identifier(node_id)})
-        self._mqtt_connected = True
 
     @property
     def available(self) -> bool:
@@ -116,4 +127,10 @@ def async_setup_node_entities(
 
     for node_id in list(hub.nodes):
         add(node_id)
+    for server_id, config in hub.servers.items():
+        # only the log entities: an agent has no status topic or configuration
+        if server_entities := [
+            e for e in make(hub, server_id) if e.entity_description.key in SERVER_LOG_KEYS
+        ]:
+            async_add_entities(server_entities, config_subentry_id=config.subentry_id)
     entry.async_on_unload(async_dispatcher_connect(hass, hub.signal_new_node, add))

@@ -89,9 +89,20 @@ class WriteResult:
 class LogFiles:
     """Rotating log files; used from one executor job at a time."""
 
-    def __init__(self, storage: Storage, max_bytes: int, backups: int, tz: tzinfo) -> None:
-        """Write under `storage`, rotate at `max_bytes` keeping `backups` old files."""
+    def __init__(
+        self,
+        storage: Storage,
+        max_bytes: int,
+        backups: int,
+        tz: tzinfo,
+        servers: frozenset[str] = frozenset(),
+    ) -> None:
+        """Write under `storage`, rotate at `max_bytes` keeping `backups` old files.
+
+        Lines of the ids in `servers` (server agents) go to the server's log, not a node's.
+        """
         self.storage = storage
+        self.servers = servers
         self.max_bytes = max_bytes
         self.backups = backups
         self.tz = tz
@@ -121,7 +132,12 @@ class LogFiles:
             del groups[None]
         for node, texts in groups.items():
             try:
-                path = self.storage.root / GENERAL_LOG if node is None else self._node_log(node, result)
+                if node is None:
+                    path = self.storage.root / GENERAL_LOG
+                elif node in self.servers:
+                    path = self.storage.server_log(node)
+                else:
+                    path = self._node_log(node, result)
                 self._append(path, texts)
             except OSError as err:
                 self.close_quietly()

@@ -38,8 +38,9 @@ from .const import (
     EVENT_LOG,
     LOGGER,
 )
-from .helpers import node_device_info, node_identifier
+from .helpers import node_device_info, node_identifier, server_identifier
 from .logs import LogFiles, LogLine, LogWriter
+from .servers import ServerConfig, server_subentries
 from .storage import ConfigFileError, Storage
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ MAX_WARNED: Final = 200
 REFRESH_PAYLOAD: Final = "REFRESH"
 # Parsed log topics remembered (a hostile client could invent endless ones).
 MAX_LOG_TOPICS: Final = 4096
+# The node entities a server's agent gets for its log lines, on the server's device.
+SERVER_LOG_KEYS: Final = frozenset({"log", "last_log", "errors", "criticals", "suppressed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +178,17 @@ class NodeHub:
         self.entry = entry
         self.options = options
         self.storage = Storage(options.storage)
+        # Each agent logs under its server id: those lines belong to the server, not a node.
+        self.servers: dict[str, ServerConfig] = {}
+        for subentry in server_subentries(entry):
+            config = ServerConfig.from_subentry(subentry)
+            self.servers[config.server_id] = config
+        self.server_logs = {sid: Node(sid, config.name) for sid, config in self.servers.items()}
         tz = dt_util.get_default_time_zone()
-        self.writer = LogWriter(hass, LogFiles(self.storage, options.max_bytes, options.backups, tz))
+        files = LogFiles(
+            self.storage, options.max_bytes, options.backups, tz, servers=frozenset(self.servers)
+        )
+        self.writer = LogWriter(hass, files)
         self.writer.names_listener = self._names_seen
         self.nodes: dict[str, Node] = {}
         self.signal_new_node = f"{DOMAIN}_{entry.entry_id}_new_node"
@@ -191,8 +203,17 @@ class NodeHub:
         self._unsub_subscribed: Any = None
         registry = dr.async_get(hass)
         for device in dr.async_entries_for_config_entry(registry, entry.entry_id):
-            if (node_id := node_id_of_device(device)) is not None:
-                self.nodes[node_id] = Node(node_id, device.name or node_id, device.id)
+            if (node_id := node_id_of_device(device)) is None:
+                continue
+            if node_id in self.servers:
+                # made from the agent's log lines before its server was added
+                LOGGER.info(
+                    "Removed node device %s: the id is a server's, its agent's lines go to the server",
+                    node_id,
+                )
+                registry.async_update_device(device.id, remove_config_entry_id=entry.entry_id)
+                continue
+            self.nodes[node_id] = Node(node_id, device.name or node_id, device.id)
 
     def signal(self, node_id: str) -> str:
         """Dispatcher signal: the node's state changed."""
@@ -205,6 +226,13 @@ class NodeHub:
     async def async_start(self) -> None:
         """Subscribe, and send `refresh` once the status subscription is active."""
         hass, base, entry = self.hass, self.options.base, self.entry
+        registry = dr.async_get(hass)
+        for server_id, node in self.server_logs.items():
+            # the platforms made the server's device: its events carry its id
+            if device := registry.async_get_device_by_identifier(
+                server_identifier(server_id), entry.entry_id
+            ):
+                node.device_id = device.id
         status = protocol.node_filter(base, protocol.NODE_STATUS)
         self._unsub_subscribed = mqtt.async_on_subscribe_done(hass, status, 1, self._first_refresh)
         entry.async_on_unload(self.async_stop)
@@ -233,7 +261,7 @@ class NodeHub:
             self._unsub_subscribed()
         for task in self._answers.values():
             task.cancel()
-        for node in self.nodes.values():
+        for node in [*self.nodes.values(), *self.server_logs.values()]:
             if node.write_timer is not None:
                 node.write_timer()
         await self.writer.async_close()
@@ -406,7 +434,9 @@ class NodeHub:
             message = _text(payload)
             lines.append(LogLine(received, level, node_id, message))
             if (node := changed.get(node_id)) is None:
-                node = changed[node_id] = self.nodes.get(node_id) or self._contact(node_id)
+                node = changed[node_id] = (
+                    self.server_logs.get(node_id) or self.nodes.get(node_id) or self._contact(node_id)
+                )
             text = message[:MAX_HA_TEXT]
             node.last_level, node.last_message, node.last_log_ts = level, text, received
             if level == "error":

@@ -7,6 +7,7 @@ event loop. Layout (SmartServer's, with `Clients/` still accepted):
     <root>/clients/<name>/config.json   served as-is (or config.hjson)
     <root>/clients/<name>/config/*.json one component per file (or *.hjson)
     <root>/clients/<name>/<name>.log    the node's log
+    <root>/servers/<id>/<id>.log        a server agent's log (its server id)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from . import protocol
 
 NAMES_FILE: Final = "device_names.yaml"
 CLIENTS: Final = "clients"
+SERVERS: Final = "servers"
 LEGACY_CLIENTS: Final = "Clients"
 SUFFIXES: Final = (".hjson", ".json")
 ORDER: Final = "_order"
@@ -238,6 +240,12 @@ class Storage:
                     (path / "config").mkdir(parents=True, exist_ok=True)
             self._dirs[node_id] = path
             return path
+
+    def server_log(self, server_id: str) -> Path:
+        """Return the log of a server's agent (named by its id, which never changes)."""
+        if not protocol.valid_id(server_id):
+            raise ValueError(f"refused server id {server_id!r}")
+        return self.root / SERVERS / server_id / f"{server_id}.log"
 
     @staticmethod
     def _rename(old: Path, new: Path) -> None:

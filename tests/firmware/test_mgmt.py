@@ -274,6 +274,24 @@ def test_update_kept_once_healthy(start_board: Callable[..., Board], node: Node,
     board.wait_output("firmware 0.2.0 confirmed")
 
 
+def _failed_update(board: Board, node: Node, firmware: Firmware, confirm_timeout: float) -> str:
+    """Run an update that must fail (the node reboots meanwhile, so in a thread); its error."""
+    errors: list[NodeError] = []
+
+    def run() -> None:
+        try:
+            node.update(firmware, confirm_timeout=confirm_timeout)
+        except NodeError as err:
+            errors.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    board.wait(lambda: not worker.is_alive(), timeout=confirm_timeout + 30, what="the update")
+    worker.join()
+    assert errors, "the update did not fail"
+    return str(errors[0])
+
+
 def test_update_that_never_gets_healthy_rolls_back(
     start_board: Callable[..., Board], node: Node, tmp_path: Path
 ) -> None:
@@ -281,20 +299,7 @@ def test_update_that_never_gets_healthy_rolls_back(
     old_node = (board.flash / "node.mpy").read_bytes()
     firmware = _firmware(tmp_path, "0.3.0", broken=True)
 
-    errors: list[Exception] = []
-
-    def run() -> None:
-        try:
-            node.update(firmware, confirm_timeout=60)
-        except NodeError as err:
-            errors.append(err)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    board.wait(lambda: not worker.is_alive(), timeout=90, what="the update")
-    worker.join()
-    assert errors
-    assert "rolled back firmware 0.3.0" in str(errors[0])
+    assert "rolled back firmware 0.3.0" in _failed_update(board, node, firmware, 60)
     board.wait_output("firmware 0.3.0 was not confirmed: previous firmware restored")
     assert (board.flash / "node.mpy").read_bytes() == old_node
     info = _info(board, node, lambda i: i.get("update") is not None)
@@ -319,20 +324,7 @@ def test_update_not_healthy_within_trial_s_rolls_back(
     # The new firmware runs fine, but HA's configuration never arrives: never healthy.
     server.answer = False
     firmware = _firmware(tmp_path, "0.4.0")
-    errors: list[Exception] = []
-
-    def run() -> None:
-        try:
-            node.update(firmware, confirm_timeout=90)
-        except NodeError as err:
-            errors.append(err)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    board.wait(lambda: not worker.is_alive(), timeout=120, what="the update")
-    worker.join()
-    assert errors
-    assert "rolled back firmware 0.4.0" in str(errors[0])
+    assert "rolled back firmware 0.4.0" in _failed_update(board, node, firmware, 90)
     assert "firmware 0.4.0 did not become healthy: rolling back" in board.output()
     info = _info(board, node, lambda i: i.get("update") is not None)
     assert info["version"] == "0.1.0"

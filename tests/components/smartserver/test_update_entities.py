@@ -85,6 +85,17 @@ async def install(hass: HomeAssistant, entity_id: str = RELAY) -> None:
     await hass.services.async_call("update", "install", {ATTR_ENTITY_ID: entity_id}, blocking=True)
 
 
+async def setup_update(hass: HomeAssistant, entry: MockConfigEntry, bundle: Path) -> None:
+    """Set up the hub with only the update platform, carrying `bundle` as the bundled firmware."""
+    entry.add_to_hass(hass)
+    with (
+        patch("custom_components.smartserver.update.BUNDLE_DIR", bundle),
+        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
+    ):
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+
+
 @pytest.fixture
 def bundle_dir(tmp_path: Path) -> Path:
     """The bundled firmware: 0.2.0 with the build of FILES."""
@@ -193,13 +204,7 @@ async def test_entities(
     snapshot: SnapshotAssertion,
 ) -> None:
     """The relay node's entity (install) and one of a node whose key HA lacks (none)."""
-    server_config_entry.add_to_hass(hass)
-    with (
-        patch("custom_components.smartserver.update.BUNDLE_DIR", bundle_dir),
-        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
-    ):
-        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
-        await hass.async_block_till_done()
+    await setup_update(hass, server_config_entry, bundle_dir)
     publish_info(hass, RELAY_NODE, info())
     publish_info(hass, NODE2, info(VERSION, BUILD))
     await hass.async_block_till_done()
@@ -412,13 +417,7 @@ async def test_a_bundle_without_build_compares_versions_only(
     server_config_entry: MockConfigEntry,
     tmp_path: Path,
 ) -> None:
-    server_config_entry.add_to_hass(hass)
-    with (
-        patch("custom_components.smartserver.update.BUNDLE_DIR", make_bundle(tmp_path / "fw", build="")),
-        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
-    ):
-        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
-        await hass.async_block_till_done()
+    await setup_update(hass, server_config_entry, make_bundle(tmp_path / "fw", build=""))
     publish_info(hass, RELAY_NODE, info(VERSION, "0123456789ab"))
     await hass.async_block_till_done()
     assert versions(hass, RELAY) == ("off", VERSION, VERSION)
@@ -431,13 +430,7 @@ async def test_without_a_bundle_only_the_installed_version_shows(
     mqtt_client_closing: None,
     server_config_entry: MockConfigEntry,
 ) -> None:
-    server_config_entry.add_to_hass(hass)
-    with (
-        patch("custom_components.smartserver.update.BUNDLE_DIR", Path("/nonexistent")),
-        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
-    ):
-        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
-        await hass.async_block_till_done()
+    await setup_update(hass, server_config_entry, Path("/nonexistent"))
     publish_info(hass, RELAY_NODE, info())
     await hass.async_block_till_done()
     assert versions(hass, RELAY) == ("unknown", "0.1.0", None)
@@ -453,13 +446,7 @@ async def test_a_corrupt_bundle_is_not_offered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (bundle_dir / "node.mpy").write_bytes(b"tampered")
-    server_config_entry.add_to_hass(hass)
-    with (
-        patch("custom_components.smartserver.update.BUNDLE_DIR", bundle_dir),
-        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
-    ):
-        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
-        await hass.async_block_till_done()
+    await setup_update(hass, server_config_entry, bundle_dir)
     publish_info(hass, RELAY_NODE, info())
     await hass.async_block_till_done()
     assert versions(hass, RELAY) == ("unknown", "0.1.0", None)

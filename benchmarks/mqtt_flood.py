@@ -3,10 +3,13 @@
 Own processes so neither shares Home Assistant's interpreter lock.
   publish  <port> <user> <password> <ca> <qos> <messages> <nodes>
   count    <port> <user> <password> <ca> <qos> <messages>   (prints time of the last, count)
+  tail     <log file> <offset> <messages>   (prints time, lines and distinct numbers on disk)
 """
 
 from __future__ import annotations
 
+import os
+import re
 import ssl
 import sys
 import threading
@@ -72,5 +75,43 @@ def count(port: str, user: str, password: str, ca: str, qos: str, messages: str)
     client.loop_stop()
 
 
+def tail(path: str, offset: str, messages: str) -> None:
+    """Print `<wall time> <lines> <distinct>` once every flood message number is on disk.
+
+    Reads only what was appended to `path` after `offset` (the log is not rotated during
+    the flood: the benchmark sets its maximum size to 1 GiB). If the numbers stop
+    growing for 15 s, the time of the last growth is printed (lost lines).
+    """
+    expected = int(messages)
+    numbers: set[bytes] = set()
+    lines = 0
+    pattern = re.compile(rb"\] bench message (\d+) with")
+    with open(path, "rb") as file:
+        inode = os.fstat(file.fileno()).st_ino
+        file.seek(int(offset))
+        rest = b""
+        last_change = time.time()
+        print("ready", flush=True)
+        while len(numbers) < expected:
+            data = file.read()
+            now = time.time()
+            if data:
+                data, rest = rest + data, b""
+                end = data.rfind(b"\n") + 1
+                data, rest = data[:end], data[end:]
+                lines += data.count(b"\n")
+                numbers.update(pattern.findall(data))
+                last_change = now
+                if len(numbers) >= expected:
+                    break
+            elif now - last_change > 15:
+                now = last_change
+                break
+            if os.stat(path).st_ino != inode:
+                raise SystemExit(f"{path} was rotated during the flood")
+            time.sleep(0.02)
+    print(f"{now:.6f} {lines} {len(numbers)}", flush=True)
+
+
 if __name__ == "__main__":
-    {"publish": publish, "count": count}[sys.argv[1]](*sys.argv[2:])  # type: ignore[operator]
+    {"publish": publish, "count": count, "tail": tail}[sys.argv[1]](*sys.argv[2:])  # type: ignore[operator]

@@ -17,6 +17,7 @@ from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_LOG_MAX_KB, DOMAIN
+from custom_components.smartserver.logs import GENERAL_LOG
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
@@ -74,53 +75,12 @@ def _make_configs(root: Path) -> None:
         (folder / "button.json").write_text('{"component": "Button", "pin": 4}')
 
 
-class Lines:
-    """Lines in smartserver.log*, reading only what was appended since the last count.
-
-    Counted in HA's process (every 20 ms while a flood runs): re-reading whole files
-    that grow to megabytes would take HA's interpreter lock from the measured loop.
-    Files are known by inode, so a rotated file keeps its count; a shorter one is recounted.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._seen: dict[int, tuple[int, int]] = {}  # inode -> (bytes read, lines)
-
-    def __call__(self) -> int:
-        seen: dict[int, tuple[int, int]] = {}
-        for path in self.root.glob("smartserver.log*"):
-            with path.open("rb") as file:
-                stat = os.fstat(file.fileno())
-                offset, lines = self._seen.get(stat.st_ino, (0, 0))
-                if stat.st_size < offset:
-                    offset, lines = 0, 0
-                file.seek(offset)
-                data = file.read()
-            seen[stat.st_ino] = (offset + len(data), lines + data.count(b"\n"))
-        self._seen = seen
-        return sum(lines for _offset, lines in seen.values())
-
-
-def _distinct(path: Path, offset: int) -> int:
-    """Different flood messages in the general log after `offset` (duplicates counted once)."""
+def _distinct(path: Path, offset: int) -> tuple[int, int]:
+    """Lines, and different flood messages, in the general log after `offset`."""
     with path.open("rb") as file:
         file.seek(offset)
-        return len(set(re.findall(rb"\] bench message (\d+) with", file.read())))
-
-
-async def _until_written(hass: HomeAssistant, count: Lines, target: int) -> float:
-    """Wall time when `target` lines are on disk, or when they stopped growing (loss)."""
-    last, last_change = -1, time.time()
-    while True:
-        lines = await hass.async_add_executor_job(count)
-        now = time.time()
-        if lines >= target:
-            return now
-        if lines != last:
-            last, last_change = lines, now
-        elif now - last_change > 15:
-            return last_change
-        await asyncio.sleep(0.02)
+        data = file.read()
+    return data.count(b"\n"), len(set(re.findall(rb"\] bench message (\d+) with", data)))
 
 
 class LoopLag:
@@ -214,11 +174,23 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
     )
 
     publisher = await run(lambda: Peer(mosquitto, client_id="bench-flood").connect())
-    count = Lines(root)
+    files = entry.runtime_data.nodes.writer.files
+    batches: list[tuple[int, float]] = []  # (lines, seconds in the executor) per batch
+    real_write = files.write
+
+    def counted_write(lines: list[Any]) -> Any:
+        begin = time.perf_counter()
+        try:
+            return real_write(lines)
+        finally:
+            batches.append((len(lines), time.perf_counter() - begin))
+
+    files.write = counted_write  # type: ignore[method-assign]
+    general = root / GENERAL_LOG
     try:
         # warm up the log subscription (debounced) and the node directories
         async with asyncio.timeout(20):
-            while not await run(count):
+            while not await run(lambda: general.exists() and general.stat().st_size > 0):
                 await run(publisher.publish, "home/log/info/n0", "warm", 1)
                 await asyncio.sleep(0.3)
         for qos in (1, 0):
@@ -227,35 +199,55 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
             counter = await asyncio.create_subprocess_exec(
                 *helper, "count", *auth, str(qos), str(MESSAGES), stdout=asyncio.subprocess.PIPE
             )
+            # the lines on disk are counted in another process too: polling the files
+            # from HA's process took HA's interpreter lock from the measured loop
+            offset = await run(os.path.getsize, general)
+            tailer = await asyncio.create_subprocess_exec(
+                *helper, "tail", str(general), str(offset), str(MESSAGES), stdout=asyncio.subprocess.PIPE
+            )
             try:
                 assert counter.stdout is not None
+                assert tailer.stdout is not None
                 assert await counter.stdout.readline() == b"ready\n"
-                before = await run(count)
-                offset = await run(os.path.getsize, root / "smartserver.log")
+                assert await tailer.stdout.readline() == b"ready\n"
+                batches.clear()
                 lag.start()
                 start = time.time()
                 flood = await asyncio.create_subprocess_exec(
                     *helper, "publish", *auth, str(qos), str(MESSAGES), str(NODES)
                 )
                 assert await flood.wait() == 0
-                ha_done = await _until_written(hass, count, before + MESSAGES)
+                async with asyncio.timeout(300):
+                    tail_line = (await tailer.stdout.readline()).split()
                 worst_lag = lag.stop()
+                ha_done, on_disk = float(tail_line[0]), int(tail_line[1])
+                flood_batches = list(batches)
                 async with asyncio.timeout(120):
                     ceiling_line = (await counter.stdout.readline()).split()
                 ceiling_done, ceiling_got = float(ceiling_line[0]), int(ceiling_line[1])
             finally:
-                if counter.returncode is None:
-                    counter.terminate()
-                await counter.wait()
-            on_disk = await run(count) - before
-            distinct = await run(_distinct, root / "smartserver.log", offset)
+                for process in (counter, tailer):
+                    if process.returncode is None:
+                        process.terminate()
+                    await process.wait()
+            # every message number checked again once the flood is over
+            lines, distinct = await run(_distinct, general, offset)
             ceiling = ceiling_got / (ceiling_done - start)
             ingest = on_disk / (ha_done - start)
             print(
                 f"log ingest QoS {qos}: {MESSAGES} messages, {NODES} nodes: {on_disk} lines on disk "
+                f"({lines} after the flood) "
                 f"({distinct} different: lost {MESSAGES - distinct}), {ingest:.0f} msg/s to disk; "
                 f"paho subscriber got {ceiling_got} at {ceiling:.0f} msg/s; "
                 f"ratio {100 * ingest / ceiling:.0f} %; worst loop lag {worst_lag:.1f} ms"
+            )
+            count = max(1, len(flood_batches))
+            written = sum(n for n, _s in flood_batches)
+            busy = sum(s for _n, s in flood_batches)
+            print(
+                f"  writer: {len(flood_batches)} batches, {written / count:.0f} lines each, "
+                f"{1000 * busy / count:.1f} ms each in the executor, "
+                f"{100 * busy / (ha_done - start):.0f} % of the flood"
             )
     finally:
         await run(publisher.close)

@@ -1,8 +1,11 @@
 """Node log files: every line to the general log and the node's log, off the event loop.
 
 The event loop only appends lines to a list; one writer task at a time hands the
-whole list to an executor job, so a flood becomes a few large writes. A write that
-fails (full disk, permissions) is logged and its lines are kept and retried.
+whole list to an executor job, so a flood becomes a few large writes (one per file and
+batch). While lines keep coming, a batch starts at most every BATCH_INTERVAL_S (the
+first at once): each write hands the interpreter lock back and forth with a busy event
+loop, so many small batches slowed the loop and the writer alike. A write that fails
+(full disk, permissions) is logged and its lines are kept and retried.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -28,6 +32,8 @@ GENERAL_LOG: Final = "smartserver.log"
 MAX_RETRY_LINES: Final = 200_000
 RETRY_DELAY_S: Final = 2.0
 MAX_OPEN_FILES: Final = 64
+# Shortest time from the start of one batch to the next while lines keep coming.
+BATCH_INTERVAL_S: Final = 0.05
 
 
 @dataclass(slots=True)
@@ -235,7 +241,11 @@ class LogWriter:
 
     async def _drain(self) -> None:
         try:
+            started = -math.inf
             while self._buffer or self.files.pending:
+                if not self._closing and (wait := started + BATCH_INTERVAL_S - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)  # lines keep coming: let them gather
+                started = time.monotonic()
                 batch, self._buffer = self._buffer, []
                 result = await self._hass.async_add_executor_job(self.files.write, batch)
                 self.written += len(batch)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
+import time
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -329,6 +331,43 @@ async def test_lines_of_one_loop_turn_handled_together(
     state = hass.states.get("sensor.node0_last_log")
     assert state is not None
     assert state.state == "line 4"
+
+
+async def test_busy_writer_gathers_lines_into_fewer_batches(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch starts at once; lines that come while it is written wait for the interval."""
+    monkeypatch.setattr(logs, "BATCH_INTERVAL_S", 0.3)
+    writer: logs.LogWriter = init_integration.runtime_data.nodes.writer
+    real_write = writer.files.write
+    batches: list[tuple[float, int]] = []
+    queued = threading.Event()
+
+    def more() -> None:
+        for i in range(1, 10):
+            writer.add(logs.LogLine(time.time(), "info", "node1", f"line {i}"))
+        queued.set()
+
+    def write(batch: list[logs.LogLine]) -> logs.WriteResult:
+        batches.append((time.monotonic(), len(batch)))
+        if len(batches) == 1:  # more lines come while the first batch is written
+            hass.loop.call_soon_threadsafe(more)
+            assert queued.wait(5)
+        return real_write(batch)
+
+    with patch.object(writer.files, "write", write):
+        start = time.monotonic()
+        log(hass, "info", "node1", "line 0")
+        await flush(hass, init_integration)
+        assert [count for _at, count in batches] == [1, 9]
+        assert batches[0][0] - start < 0.3
+        assert batches[1][0] - start >= 0.3
+        idle = time.monotonic()  # the writer is idle again: the next line goes at once
+        log(hass, "info", "node1", "line 10")
+        await flush(hass, init_integration)
+        assert [count for _at, count in batches] == [1, 9, 1]
+        assert batches[2][0] - idle < 0.3
+    assert [line.rsplit(" ", 1)[1] for line in lines(node_log(hass, "node1"))] == [str(i) for i in range(11)]
 
 
 async def test_lines_queued_at_unload_are_written(

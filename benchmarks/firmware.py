@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,11 @@ def make_board(work: Path, broker: Broker, name: str, heapsize: str) -> Board:
     )
 
 
+def more_pulses_than(board: Board, count: int) -> Callable[[], bool]:
+    """A wait condition: the relay has pulsed more than `count` times."""
+    return lambda: len(board.pulses(25)) > count
+
+
 def info(peer: Peer) -> dict[str, Any]:
     before = len(peer.received(INFO))
     peer.publish(REFRESH, b"")
@@ -77,7 +83,7 @@ def load_run(work: Path, broker: Broker, heapsize: str) -> dict[str, Any] | None
             peer.client.publish(POWER_SET, json.dumps({"cmd": "PRESS", "pad": i}), qos=0)
         for i in range(20):
             peer.publish(POWER_SET, signed(protocol.PRESS))
-            board.wait(lambda i=i: len(board.pulses(25)) > i, timeout=30, what=f"pulse {i + 1}")
+            board.wait(more_pulses_than(board, i), timeout=30, what=f"pulse {i + 1}")
         board.wait(lambda: board.output().count("refused: unsigned") >= 300, 30, "the burst")
         time.sleep(1)
         figures = info(peer)
@@ -111,7 +117,7 @@ def latency(work: Path, broker: Broker, samples: int = 100) -> list[float]:
         for i in range(samples):
             sent = time.time_ns()
             peer.client.publish(POWER_SET, signed(protocol.PRESS), qos=1)
-            board.wait(lambda i=i: len(board.pulses(25)) > i, timeout=10, what="a pulse")
+            board.wait(more_pulses_than(board, i), timeout=10, what="a pulse")
             times.append((board.pulses(25)[i].start_ns - sent) / 1e6)
             time.sleep(0.3)
         return times

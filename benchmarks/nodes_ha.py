@@ -185,7 +185,7 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
         finally:
             batches.append((len(lines), time.perf_counter() - begin))
 
-    files.write = counted_write  # type: ignore[method-assign]
+    files.write = counted_write
     general = root / GENERAL_LOG
     try:
         # warm up the log subscription (debounced) and the node directories

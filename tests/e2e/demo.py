@@ -82,6 +82,9 @@ class DemoServer:
         self.board.set_input(SENSE_PIN, LED_OFF)
         self.board.set_input(UPS_PIN, ON_MAINS)
         self.board.boot()
+        # ready once the node takes commands: on the unix port it boots, connects and sets
+        # its clock within one second, and a command signed in its boot second is refused
+        self.board.wait_commands()
 
     def step(self) -> None:
         """Play the hardware: call this a few times a second."""

@@ -67,6 +67,7 @@ async def node(
 
     board.boot()
     await hass.async_add_executor_job(lambda: board.wait_output("running:"))
+    await hass.async_add_executor_job(board.wait_commands)  # not in the second of its boot
     task = hass.async_create_background_task(keep_running(), "keep the node running")
     try:
         yield board

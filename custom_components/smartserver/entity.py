@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
@@ -74,7 +73,6 @@ class NodeEntity(SmartServerEntity):
         A server agent's log entities go on the server's device instead.
         """
         self.hub = hub
-        self._mqtt_connected = True
         if (config := hub.servers.get(node_id)) is not None:
             self.node = hub.server_logs[node_id]
             self._attr_unique_id = f"server_{node_id}_{key}"
@@ -89,19 +87,15 @@ class NodeEntity(SmartServerEntity):
     @property
     def available(self) -> bool:
         """Unavailable while HA's MQTT client is disconnected: the state may be stale."""
-        return self._mqtt_connected
+        return self.hub.mqtt_connected
 
     async def async_added_to_hass(self) -> None:
-        """Follow HA's MQTT connection and the node."""
+        """Follow HA's MQTT connection (through the hub) and the node."""
         await super().async_added_to_hass()
-        self._mqtt_connected = mqtt.is_connected(self.hass)
-        self.async_on_remove(mqtt.async_subscribe_connection_status(self.hass, self._on_mqtt_connection))
+        self.async_on_remove(
+            async_dispatcher_connect(self.hass, self.hub.signal_connection, self.async_write_ha_state)
+        )
         self._follow_node()
-
-    @callback
-    def _on_mqtt_connection(self, connected: bool) -> None:
-        self._mqtt_connected = connected
-        self.async_write_ha_state()
 
     @callback
     def _follow_node(self) -> None:

@@ -192,6 +192,9 @@ class NodeHub:
         self.writer.names_listener = self._names_seen
         self.nodes: dict[str, Node] = {}
         self.signal_new_node = f"{DOMAIN}_{entry.entry_id}_new_node"
+        # node entities are unavailable while HA's MQTT client is disconnected
+        self.mqtt_connected = mqtt.is_connected(hass)
+        self.signal_connection = f"{DOMAIN}_{entry.entry_id}_mqtt_connection"
         self._answers: dict[str, asyncio.Task[None]] = {}
         # Requests of one event-loop turn, prepared together in one executor job.
         self._to_prepare: list[tuple[str, asyncio.Future[Answer]]] = []
@@ -277,6 +280,8 @@ class NodeHub:
 
     @callback
     def _on_connection(self, connected: bool) -> None:
+        self.mqtt_connected = connected
+        async_dispatcher_send(self.hass, self.signal_connection)
         if connected:
             self._refresh()
 

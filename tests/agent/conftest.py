@@ -14,6 +14,7 @@ from tests.harness.agent import TEST_KEY, AgentProcess, agent_env
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 from tests.harness.protocol import load_protocol
+from tests.harness.proxy import DelayProxy
 from tests.harness.system_bus import SystemBus
 
 p = load_protocol()
@@ -69,6 +70,20 @@ def watcher(mosquitto: Broker) -> Iterator[TimedPeer]:
     peer.subscribe("home/#")
     yield peer
     peer.close()
+
+
+@pytest.fixture
+def slow_link(mosquitto: Broker) -> Iterator[DelayProxy]:
+    """The broker's TLS port behind 100 ms of delay each way.
+
+    An agent connected through it gets a PUBACK 100 ms after the watcher got the
+    message, so "HA heard DEAD before logind was asked" is checked with 100 ms of
+    margin instead of racing the two processes' scheduling; and an agent that did
+    not wait for the PUBACK would ask logind 100 ms before DEAD reached the broker.
+    """
+    proxy = DelayProxy(mosquitto.tls_port, 0.1)
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from tests.harness.agent import AgentProcess, agent_env
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
+from tests.harness.proxy import DelayProxy
 from tests.harness.system_bus import SystemBus
 
 from .conftest import NODELAY, SERVER, TimedPeer, p, payloads, signed, topic
@@ -96,9 +97,12 @@ def test_start_heartbeat_network_and_retained(
 
 @pytest.mark.parametrize("mosquitto", [NODELAY], indirect=True)
 def test_valid_shutdown_powers_off_exactly_once(
-    start_agent: Callable[..., AgentProcess], watcher: TimedPeer, system_bus: SystemBus
+    start_agent: Callable[..., AgentProcess],
+    watcher: TimedPeer,
+    system_bus: SystemBus,
+    slow_link: DelayProxy,
 ) -> None:
-    agent = start_agent()
+    agent = start_agent(broker_port=str(slow_link.port))
     online(watcher)
     command = signed()
     # two valid commands back to back: one shutdown
@@ -203,9 +207,10 @@ def test_refused_power_off_restores_online(
     control: dict[str, str],
     error: str,
     power_off_calls: int,
+    slow_link: DelayProxy,
 ) -> None:
     system_bus.set_control(**control)
-    agent = start_agent()
+    agent = start_agent(broker_port=str(slow_link.port))
     online(watcher)
     command = signed()
     watcher.publish(topic(p.SERVER_SYSTEM), command)

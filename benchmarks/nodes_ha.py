@@ -175,15 +175,16 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
 
     publisher = await run(lambda: Peer(mosquitto, client_id="bench-flood").connect())
     files = entry.runtime_data.nodes.writer.files
-    batches: list[tuple[int, float]] = []  # (lines, seconds in the executor) per batch
+    # (lines, seconds in the executor, CPU seconds of its thread) per batch
+    batches: list[tuple[int, float, float]] = []
     real_write = files.write
 
     def counted_write(lines: list[Any]) -> Any:
-        begin = time.perf_counter()
+        begin, cpu = time.perf_counter(), time.thread_time()
         try:
             return real_write(lines)
         finally:
-            batches.append((len(lines), time.perf_counter() - begin))
+            batches.append((len(lines), time.perf_counter() - begin, time.thread_time() - cpu))
 
     files.write = counted_write
     general = root / GENERAL_LOG
@@ -211,6 +212,7 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
                 assert await counter.stdout.readline() == b"ready\n"
                 assert await tailer.stdout.readline() == b"ready\n"
                 batches.clear()
+                loop_cpu = time.thread_time()  # this is HA's event loop thread
                 lag.start()
                 start = time.time()
                 flood = await asyncio.create_subprocess_exec(
@@ -220,6 +222,7 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
                 async with asyncio.timeout(300):
                     tail_line = (await tailer.stdout.readline()).split()
                 worst_lag = lag.stop()
+                loop_cpu = time.thread_time() - loop_cpu
                 ha_done, on_disk = float(tail_line[0]), int(tail_line[1])
                 flood_batches = list(batches)
                 async with asyncio.timeout(120):
@@ -242,12 +245,16 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
                 f"ratio {100 * ingest / ceiling:.0f} %; worst loop lag {worst_lag:.1f} ms"
             )
             count = max(1, len(flood_batches))
-            written = sum(n for n, _s in flood_batches)
-            busy = sum(s for _n, s in flood_batches)
+            written = sum(n for n, _s, _c in flood_batches)
+            busy = sum(s for _n, s, _c in flood_batches)
+            writer_cpu = sum(c for _n, _s, c in flood_batches)
             print(
                 f"  writer: {len(flood_batches)} batches, {written / count:.0f} lines each, "
                 f"{1000 * busy / count:.1f} ms each in the executor, "
-                f"{100 * busy / (ha_done - start):.0f} % of the flood"
+                f"{100 * busy / (ha_done - start):.0f} % of the flood; CPU: writer "
+                f"{1e6 * writer_cpu / max(1, written):.1f} us/line, event loop "
+                f"{1e6 * loop_cpu / MESSAGES:.1f} us/message "
+                f"({100 * loop_cpu / (ha_done - start):.0f} % busy)"
             )
     finally:
         await run(publisher.close)

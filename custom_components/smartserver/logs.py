@@ -182,6 +182,10 @@ class LogFiles:
     def _append(self, path: Path, texts: list[bytes]) -> None:
         handle = self._open(path)
         size = handle.tell()
+        if not self.max_bytes or size + sum(map(len, texts)) <= self.max_bytes:
+            handle.write(b"".join(texts))  # the usual case: no rotation in this batch
+            handle.flush()
+            return
         chunk: list[bytes] = []
         for data in texts:
             if self.max_bytes and size and size + len(data) > self.max_bytes:

@@ -57,6 +57,8 @@ MAX_WARNED: Final = 200
 REFRESH_PAYLOAD: Final = "REFRESH"
 # Parsed log topics remembered (a hostile client could invent endless ones).
 MAX_LOG_TOPICS: Final = 4096
+# Shortest time between two state writes of one node's entities (see state_interval).
+STATE_INTERVAL_S: Final = 1.0
 # The node entities a server's agent gets for its log lines, on the server's device.
 SERVER_LOG_KEYS: Final = frozenset({"log", "last_log", "errors", "criticals", "suppressed"})
 
@@ -71,6 +73,15 @@ class NodeOptions:
     backups: int
     event_level: str
     rate: float
+
+    @property
+    def state_interval(self) -> float:
+        """Shortest time between two state writes of a node's entities.
+
+        At most one a second even when more events are allowed: the recorder stores
+        every write, and a flooding node must not flood the database.
+        """
+        return max(STATE_INTERVAL_S, 1 / self.rate)
 
     @property
     def event_rank(self) -> int:
@@ -343,7 +354,7 @@ class NodeHub:
         if node.write_timer is not None or self._stopped:
             return
         now = time.monotonic()
-        due = node.written + 1 / self.options.rate
+        due = node.written + self.options.state_interval
         if now >= due:
             node.written = now
             async_dispatcher_send(self.hass, self.signal(node.node_id))

@@ -13,14 +13,16 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
     async_fire_mqtt_message,
     async_fire_time_changed,
+    async_fire_time_changed_exact,
 )
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
@@ -301,6 +303,44 @@ async def test_rate_limit_option(
     node = entry.runtime_data.nodes.nodes["node1"]
     assert len(events) + node.suppressed == 10
     assert len(events) >= 2
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.parametrize(("rate", "interval"), [(5, 1.0), (0.5, 2.0)])
+async def test_entity_states_at_most_once_a_second(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+    rate: float,
+    interval: float,
+) -> None:
+    """However many events the limit allows, a node's states are written at most once a second."""
+    entry = await _setup(hass, mock_config_entry, **{CONF_RATE_LIMIT: rate})
+    hub = entry.runtime_data.nodes
+    log(hass, "info", "node1", "first")
+    await written(hass)
+    writes: list[str] = []
+    entry.async_on_unload(
+        async_dispatcher_connect(
+            hass, hub.signal("node1"), callback(lambda: writes.append(hub.nodes["node1"].last_message))
+        )
+    )
+    hub.nodes["node1"].written = time.monotonic()  # as if written just now
+    for i in range(20):
+        log(hass, "info", "node1", f"line {i}")
+    await settle(hass)
+    assert time.monotonic() - hub.nodes["node1"].written < 0.3  # the timers below decide
+    # exact: the plain helper moves the time to the next half second
+    async_fire_time_changed_exact(hass, dt_util.utcnow() + timedelta(seconds=interval - 0.3))
+    await settle(hass)
+    assert writes == []
+    async_fire_time_changed_exact(hass, dt_util.utcnow() + timedelta(seconds=interval + 0.1))
+    await settle(hass)
+    assert writes == ["line 19"]  # one write, with the last line
+    state = hass.states.get("sensor.node1_last_log")
+    assert state is not None
+    assert state.state == "line 19"
     await hass.config_entries.async_unload(entry.entry_id)
 
 

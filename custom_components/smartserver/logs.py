@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ RETRY_DELAY_S: Final = 2.0
 MAX_OPEN_FILES: Final = 64
 # Shortest time from the start of one batch to the next while lines keep coming.
 BATCH_INTERVAL_S: Final = 0.05
+# A node's log path is checked on disk (directory, name) at most this often, and at once
+# when the storage reports a change (device_names.yaml, a directory made or renamed).
+RECHECK_S: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -92,6 +96,14 @@ class WriteResult:
     names: dict[str, str] = field(default_factory=dict)
 
 
+def _same_file(path: Path, handle: BinaryIO) -> bool:
+    """Whether the open `handle` is still the file at `path`."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
 class LogFiles:
     """Rotating log files; used from one executor job at a time."""
 
@@ -114,8 +126,11 @@ class LogFiles:
         self.tz = tz
         self._stamps = Stamps(tz)
         self._handles: dict[Path, BinaryIO] = {}
+        self._sizes: dict[Path, int] = {}  # of the open files: no tell() per batch
         # Each node's current log path: a rename leaves the old one to be closed.
         self._paths: dict[str, Path] = {}
+        self._checked: dict[str, float] = {}  # when each node's path was last checked
+        self._generation = -1
         # Formatted lines per node (None: the general log) whose write failed.
         self._retry: dict[str | None, list[bytes]] = {}
 
@@ -130,6 +145,11 @@ class LogFiles:
         groups, self._retry = self._retry, {}
         general = groups.setdefault(None, [])
         stamps, tz = self._stamps, self.tz
+        self.storage.read_names()  # once per batch: a changed file bumps the generation
+        if self.storage.generation != self._generation:
+            self._generation = self.storage.generation
+            self._checked.clear()
+        now = time.monotonic()
         for line in lines:
             data = format_line(line, tz, stamps(line.received)).encode("utf-8", "backslashreplace")
             general.append(data)
@@ -143,7 +163,7 @@ class LogFiles:
                 elif node in self.servers:
                     path = self.storage.server_log(node)
                 else:
-                    path = self._node_log(node, result)
+                    path = self._node_log(node, result, now)
                 self._append(path, texts)
             except OSError as err:
                 self.close_quietly()
@@ -152,39 +172,55 @@ class LogFiles:
                 self._retry[node] = texts[-MAX_RETRY_LINES:]
         return result
 
-    def _node_log(self, node: str, result: WriteResult) -> Path:
+    def _node_log(self, node: str, result: WriteResult, now: float) -> Path:
+        old = self._paths.get(node)
+        if old is not None and now - self._checked.get(node, -math.inf) < RECHECK_S:
+            result.names[node] = old.parent.name
+            return old
         directory = self.storage.node_dir(node)
         result.names[node] = directory.name
         path = directory / f"{directory.name}.log"
-        old = self._paths.get(node)
         if old != path:
             if old is not None and (handle := self._handles.pop(old, None)) is not None:
                 handle.close()
+                self._sizes.pop(old, None)
             self._paths[node] = path
+        elif (handle := self._handles.get(path)) is not None and not _same_file(path, handle):
+            # removed or moved away by hand (or logrotate): start a new file at the path
+            self._handles.pop(path).close()
+            self._sizes.pop(path, None)
+        # the check may itself have made or renamed a directory: the next batch checks all
+        self._checked[node] = now
         return path
 
     def _open(self, path: Path) -> BinaryIO:
         handle = self._handles.pop(path, None)
         if handle is None:
             if len(self._handles) >= MAX_OPEN_FILES:
-                self._handles.pop(next(iter(self._handles))).close()
+                oldest = next(iter(self._handles))
+                self._handles.pop(oldest).close()
+                self._sizes.pop(oldest, None)
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = path.open("ab")
+            self._sizes[path] = handle.tell()
         self._handles[path] = handle  # most recently used last
         return handle
 
     def close_quietly(self) -> None:
         """Close every handle after an error so the next attempt reopens cleanly."""
+        self._sizes.clear()
         while self._handles:
             with contextlib.suppress(OSError):
                 self._handles.popitem()[1].close()
 
     def _append(self, path: Path, texts: list[bytes]) -> None:
         handle = self._open(path)
-        size = handle.tell()
-        if not self.max_bytes or size + sum(map(len, texts)) <= self.max_bytes:
+        size = self._sizes[path]
+        total = sum(map(len, texts))
+        if not self.max_bytes or size + total <= self.max_bytes:
             handle.write(b"".join(texts))  # the usual case: no rotation in this batch
             handle.flush()
+            self._sizes[path] = size + total
             return
         chunk: list[bytes] = []
         for data in texts:
@@ -197,9 +233,11 @@ class LogFiles:
             size += len(data)
         handle.write(b"".join(chunk))
         handle.flush()
+        self._sizes[path] = size
 
     def _rotate(self, path: Path) -> BinaryIO:
         self._handles.pop(path).close()
+        self._sizes.pop(path, None)
         if self.backups:
             for index in range(self.backups - 1, 0, -1):
                 older = path.with_name(f"{path.name}.{index}")
@@ -212,6 +250,7 @@ class LogFiles:
 
     def close(self) -> None:
         """Close every file."""
+        self._sizes.clear()
         while self._handles:
             self._handles.popitem()[1].close()
 

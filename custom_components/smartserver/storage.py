@@ -116,6 +116,8 @@ class Storage:
         self._names_stamp: tuple[int, int] | None = None
         self.names_error: ConfigFileError | None = None
         self._dirs: dict[str, Path] = {}
+        # Counts changes of the names or of a node's directory, so callers may cache paths.
+        self.generation = 0
 
     @property
     def names_path(self) -> Path:
@@ -143,12 +145,15 @@ class Storage:
             try:
                 stat = self.names_path.stat()
             except FileNotFoundError:
+                if self._names_stamp is not None:
+                    self.generation += 1
                 self._names, self._names_stamp, self.names_error = {}, None, None
                 return self._names
             stamp = (stat.st_mtime_ns, stat.st_size)
             if stamp == self._names_stamp:
                 return self._names
             self._names_stamp = stamp
+            self.generation += 1
             try:
                 self._names = self._parse_names()
                 self.names_error = None
@@ -239,6 +244,7 @@ class Storage:
                 else:
                     (path / "config").mkdir(parents=True, exist_ok=True)
             self._dirs[node_id] = path
+            self.generation += 1
             return path
 
     def server_log(self, server_id: str) -> Path:

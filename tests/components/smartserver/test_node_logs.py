@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import shutil
 import threading
 import time
 import zoneinfo
@@ -211,6 +212,45 @@ async def test_rename_closes_the_old_log_handle(
     assert node_log(hass, "node1") not in files._handles
     assert kitchen in files._handles
     assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["before", "after"]
+
+
+async def test_node_paths_checked_once_a_second_and_at_once_on_a_change(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches reuse a node's checked path; a names change or the interval checks again."""
+    files = init_integration.runtime_data.nodes.writer.files
+    checks: list[str] = []
+    real_node_dir = files.storage.node_dir
+
+    def node_dir(node_id: str) -> Path:
+        checks.append(node_id)
+        return real_node_dir(node_id)
+
+    monkeypatch.setattr(files.storage, "node_dir", node_dir)
+    monkeypatch.setattr(logs, "RECHECK_S", 3600.0)
+    for i in range(3):  # the first check makes the directory: the second batch checks again
+        log(hass, "info", "node1", f"line {i}")
+        await flush(hass, init_integration)
+    assert checks == ["node1", "node1"]
+    (root(hass) / "device_names.yaml").write_text("node1: kitchen\n")
+    log(hass, "info", "node1", "renamed")
+    await flush(hass, init_integration)
+    assert checks == ["node1"] * 3
+    kitchen = root(hass) / "clients/kitchen/kitchen.log"
+    assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["0", "1", "2", "renamed"]
+
+    # a directory removed by hand, or a log moved away, is made again at the next check
+    monkeypatch.setattr(logs, "RECHECK_S", 0.0)
+    await hass.async_add_executor_job(shutil.rmtree, kitchen.parent)
+    log(hass, "info", "node1", "again")
+    await flush(hass, init_integration)
+    assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["again"]
+    moved = kitchen.with_name("moved.log")
+    await hass.async_add_executor_job(kitchen.rename, moved)
+    log(hass, "info", "node1", "new file")
+    await flush(hass, init_integration)
+    assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["file"]
+    assert [line.rsplit(" ", 1)[1] for line in lines(moved)] == ["again"]
 
 
 @pytest.mark.parametrize("target", ["node", "general"])

@@ -224,7 +224,8 @@ async def test_node_paths_checked_once_a_second_and_at_once_on_a_change(
 
     def node_dir(node_id: str) -> Path:
         checks.append(node_id)
-        return real_node_dir(node_id)
+        path: Path = real_node_dir(node_id)
+        return path
 
     monkeypatch.setattr(files.storage, "node_dir", node_dir)
     monkeypatch.setattr(logs, "RECHECK_S", 3600.0)

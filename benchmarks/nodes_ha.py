@@ -173,7 +173,8 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
         f"worst loop lag {burst_lag:.1f} ms"
     )
 
-    publisher = await run(lambda: Peer(mosquitto, client_id="bench-flood").connect())
+    # its own client id: a second "bench-flood" would take over (and cut) the flood's session
+    publisher = await run(lambda: Peer(mosquitto, client_id="bench-warmup").connect())
     files = entry.runtime_data.nodes.writer.files
     # (lines, seconds in the executor, CPU seconds of its thread) per batch
     batches: list[tuple[int, float, float]] = []

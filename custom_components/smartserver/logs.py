@@ -96,12 +96,19 @@ class WriteResult:
     names: dict[str, str] = field(default_factory=dict)
 
 
-def _same_file(path: Path, handle: BinaryIO) -> bool:
-    """Whether the open `handle` is still the file at `path`."""
-    try:
-        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-    except FileNotFoundError:
-        return False
+@dataclass(slots=True)
+class OpenLog:
+    """An open log file and its size (kept here: no tell() per batch)."""
+
+    file: BinaryIO
+    size: int
+
+    def is_at(self, path: Path) -> bool:
+        """Whether this is still the file at `path` (not removed or moved away)."""
+        try:
+            return os.stat(path).st_ino == os.fstat(self.file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
 
 
 class LogFiles:
@@ -125,8 +132,7 @@ class LogFiles:
         self.backups = backups
         self.tz = tz
         self._stamps = Stamps(tz)
-        self._handles: dict[Path, BinaryIO] = {}
-        self._sizes: dict[Path, int] = {}  # of the open files: no tell() per batch
+        self._handles: dict[Path, OpenLog] = {}
         # Each node's current log path: a rename leaves the old one to be closed.
         self._paths: dict[str, Path] = {}
         self._checked: dict[str, float] = {}  # when each node's path was last checked
@@ -182,62 +188,53 @@ class LogFiles:
         path = directory / f"{directory.name}.log"
         if old != path:
             if old is not None and (handle := self._handles.pop(old, None)) is not None:
-                handle.close()
-                self._sizes.pop(old, None)
+                handle.file.close()
             self._paths[node] = path
-        elif (handle := self._handles.get(path)) is not None and not _same_file(path, handle):
+        elif (handle := self._handles.get(path)) is not None and not handle.is_at(path):
             # removed or moved away by hand (or logrotate): start a new file at the path
-            self._handles.pop(path).close()
-            self._sizes.pop(path, None)
+            self._handles.pop(path).file.close()
         # the check may itself have made or renamed a directory: the next batch checks all
         self._checked[node] = now
         return path
 
-    def _open(self, path: Path) -> BinaryIO:
+    def _open(self, path: Path) -> OpenLog:
         handle = self._handles.pop(path, None)
         if handle is None:
             if len(self._handles) >= MAX_OPEN_FILES:
-                oldest = next(iter(self._handles))
-                self._handles.pop(oldest).close()
-                self._sizes.pop(oldest, None)
+                self._handles.pop(next(iter(self._handles))).file.close()
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = path.open("ab")
-            self._sizes[path] = handle.tell()
+            file = path.open("ab")
+            handle = OpenLog(file, file.tell())
         self._handles[path] = handle  # most recently used last
         return handle
 
     def close_quietly(self) -> None:
         """Close every handle after an error so the next attempt reopens cleanly."""
-        self._sizes.clear()
         while self._handles:
             with contextlib.suppress(OSError):
-                self._handles.popitem()[1].close()
+                self._handles.popitem()[1].file.close()
 
     def _append(self, path: Path, texts: list[bytes]) -> None:
         handle = self._open(path)
-        size = self._sizes[path]
         total = sum(map(len, texts))
-        if not self.max_bytes or size + total <= self.max_bytes:
-            handle.write(b"".join(texts))  # the usual case: no rotation in this batch
-            handle.flush()
-            self._sizes[path] = size + total
+        if not self.max_bytes or handle.size + total <= self.max_bytes:
+            handle.file.write(b"".join(texts))  # the usual case: no rotation in this batch
+            handle.file.flush()
+            handle.size += total
             return
         chunk: list[bytes] = []
         for data in texts:
-            if self.max_bytes and size and size + len(data) > self.max_bytes:
-                handle.write(b"".join(chunk))
+            if self.max_bytes and handle.size and handle.size + len(data) > self.max_bytes:
+                handle.file.write(b"".join(chunk))
                 chunk = []
                 handle = self._rotate(path)
-                size = 0
             chunk.append(data)
-            size += len(data)
-        handle.write(b"".join(chunk))
-        handle.flush()
-        self._sizes[path] = size
+            handle.size += len(data)
+        handle.file.write(b"".join(chunk))
+        handle.file.flush()
 
-    def _rotate(self, path: Path) -> BinaryIO:
-        self._handles.pop(path).close()
-        self._sizes.pop(path, None)
+    def _rotate(self, path: Path) -> OpenLog:
+        self._handles.pop(path).file.close()
         if self.backups:
             for index in range(self.backups - 1, 0, -1):
                 older = path.with_name(f"{path.name}.{index}")
@@ -250,9 +247,8 @@ class LogFiles:
 
     def close(self) -> None:
         """Close every file."""
-        self._sizes.clear()
         while self._handles:
-            self._handles.popitem()[1].close()
+            self._handles.popitem()[1].file.close()
 
 
 class LogWriter:

@@ -54,6 +54,10 @@ class NodeStatusSensor(NodeEntity, BinarySensorEntity):
         """Online, offline or not known yet."""
         return self.node.online
 
+    def node_value(self) -> object:
+        """Return online, offline or not known yet."""
+        return self.node.online
+
 
 def _node_binary_sensors(hub: NodeHub, node_id: str) -> Iterable[NodeStatusSensor]:
     return [NodeStatusSensor(hub, node_id, description) for description in NODE_BINARY_SENSORS]

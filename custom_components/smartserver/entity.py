@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from .nodes import NodeHub
 
 
+_UNSET = object()
+
+
 class SmartServerEntity(Entity):
     """Pushed over MQTT, named after its device's translation key."""
 
@@ -73,6 +76,7 @@ class NodeEntity(SmartServerEntity):
         A server agent's log entities go on the server's device instead.
         """
         self.hub = hub
+        self._written: object = _UNSET
         if (config := hub.servers.get(node_id)) is not None:
             self.node = hub.server_logs[node_id]
             self._attr_unique_id = f"server_{node_id}_{key}"
@@ -97,12 +101,25 @@ class NodeEntity(SmartServerEntity):
         )
         self._follow_node()
 
+    def node_value(self) -> object:
+        """Return what this entity shows of the node: its state is written when this changes."""
+        raise NotImplementedError
+
     @callback
     def _follow_node(self) -> None:
-        """Write the state whenever the hub says the node changed."""
+        """Write the state when the hub says the node changed and this entity's value did."""
         self.async_on_remove(
-            async_dispatcher_connect(self.hass, self.hub.signal(self.node.node_id), self.async_write_ha_state)
+            async_dispatcher_connect(self.hass, self.hub.signal(self.node.node_id), self._node_changed)
         )
+
+    @callback
+    def _node_changed(self) -> None:
+        # a node's change touches one or two of its entities: skipping the others'
+        # writes halves the event loop's work when many nodes report at once
+        value = self.node_value()
+        if value != self._written:
+            self._written = value
+            self.async_write_ha_state()
 
 
 @callback

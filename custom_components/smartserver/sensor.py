@@ -127,6 +127,10 @@ class NodeSensor(NodeEntity, RestoreSensor):
         """The value from the hub."""
         return self.entity_description.value_fn(self.node)
 
+    def node_value(self) -> object:
+        """Return the value from the hub."""
+        return self.entity_description.value_fn(self.node)
+
 
 def _node_sensors(hub: NodeHub, node_id: str) -> Iterable[NodeSensor]:
     return [NodeSensor(hub, node_id, description) for description in NODE_SENSORS]

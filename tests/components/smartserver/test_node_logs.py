@@ -11,10 +11,12 @@ import time
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import pytest
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.const import EVENT_STATE_CHANGED, EVENT_STATE_REPORTED
+from homeassistant.core import Event, EventStateChangedData, EventStateReportedData, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.util import dt as dt_util
@@ -383,6 +385,47 @@ async def test_entity_states_at_most_once_a_second(
     assert state is not None
     assert state.state == "line 19"
     await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_only_changed_entities_are_written(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A node's change writes the entities whose value changed; the others are not reported again."""
+    log(hass, "info", "node1", "first")
+    await written(hass)
+    touched: list[str] = []
+
+    @callback
+    def of_node1(data: EventStateChangedData | EventStateReportedData) -> bool:
+        return data["entity_id"].split(".")[1].startswith("node1_")
+
+    @callback
+    def record(event: Event[Any]) -> None:
+        touched.append(event.data["entity_id"])
+
+    # state_reported: written again with the same state
+    for event_type in (EVENT_STATE_CHANGED, EVENT_STATE_REPORTED):
+        init_integration.async_on_unload(hass.bus.async_listen(event_type, record, event_filter=of_node1))
+    log(hass, "info", "node1", "second")
+    await settle(hass)
+    await written(hass)
+    assert touched == ["sensor.node1_last_log"]
+    touched.clear()
+    log(hass, "error", "node1", "broken")
+    await settle(hass)
+    await written(hass)
+    # an error is also an event (the event level is warning)
+    assert sorted(touched) == ["event.node1_log", "sensor.node1_errors_logged", "sensor.node1_last_log"]
+    touched.clear()
+    log(hass, "error", "node1", "broken")  # the same line again: only the counter changed
+    await settle(hass)
+    await written(hass)
+    assert sorted(touched) == ["event.node1_log", "sensor.node1_errors_logged"]
+    touched.clear()
+    async_fire_mqtt_message(hass, "home/node/node1/status", "OFFLINE")
+    await settle(hass)
+    await written(hass)
+    assert touched == ["binary_sensor.node1_status"]
 
 
 async def test_lines_of_one_loop_turn_handled_together(

@@ -1,6 +1,8 @@
-"""Flood publisher and plain subscriber for benchmarks/nodes.py, in their own processes.
+"""The nodes' side of benchmarks/nodes.py, in processes of their own.
 
-Own processes so neither shares Home Assistant's interpreter lock.
+Own processes so none shares Home Assistant's interpreter lock (real nodes are other
+machines).
+  configs  <port> <user> <password> <ca> <sequential> <burst>   (see `configs`)
   publish  <port> <user> <password> <ca> <qos> <messages> <nodes>
   count    <port> <user> <password> <ca> <qos> <messages>   (prints time of the last, count)
   tail     <log file> <offset> <messages>   (prints time, lines and distinct numbers on disk)
@@ -8,6 +10,7 @@ Own processes so neither shares Home Assistant's interpreter lock.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -33,6 +36,90 @@ def _client(port: str, user: str, password: str, ca: str, name: str) -> paho.Cli
     if not connected.wait(10):
         raise SystemExit("no CONNACK")
     return client
+
+
+def expected(node: str) -> bytes:
+    """The answer for the configuration nodes_ha.py writes for `node`."""
+    return json.dumps(
+        {
+            "button": {"component": "Button", "pin": 4},
+            "htu": {"component": "HTU21D", "i2c": 1},
+            "led": {"component": "LED", "pin": 2, "node": node},
+            "_order": ["button", "htu", "led"],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def configs(port: str, user: str, password: str, ca: str, sequential: str, burst: str) -> None:
+    """Ask for configurations as nodes do (QoS 0 requests) and check every answer.
+
+    Prints `ready` once HA answers; then for each line `sequential` or `burst` read from
+    stdin runs that phase and prints its latencies in seconds as one JSON list (the
+    burst's list ends with its requests per second). Nodes n0 .. n<burst - 1>.
+    """
+    nodes = int(burst)
+    arrived: dict[str, tuple[float, bytes]] = {}
+    cond = threading.Condition()
+
+    def on_message(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        with cond:
+            arrived[msg.topic] = (time.perf_counter(), msg.payload)
+            cond.notify_all()
+
+    def wait(topics: set[str], timeout: float = 60) -> None:
+        with cond:
+            if not cond.wait_for(lambda: topics <= arrived.keys(), timeout):
+                raise SystemExit(f"{len(topics - arrived.keys())} answers missing")
+
+    def check(topic: str) -> None:
+        node = topic.rsplit("/", 1)[1]
+        if arrived[topic][1] != expected(node):
+            raise SystemExit(f"wrong answer for {node}: {arrived[topic][1]!r}")
+
+    client = _client(port, user, password, ca, "bench-nodes")
+    client.on_message = on_message
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_a: subscribed.set()
+    client.subscribe("home/login/+", 0)
+    subscribed.wait(10)
+    # HA debounces SUBSCRIBE: ask until the first answer
+    deadline = time.monotonic() + 20
+    while "home/login/n0" not in arrived:
+        if time.monotonic() > deadline:
+            raise SystemExit("no answer from HA")
+        client.publish("home/login/n0/set", '"1"', qos=0)
+        time.sleep(0.3)
+    print("ready", flush=True)
+    for phase in sys.stdin:
+        with cond:
+            arrived.clear()
+        results: list[float] = []
+        if phase.strip() == "sequential":
+            for i in range(int(sequential)):
+                topic = f"home/login/n{i % nodes}"
+                with cond:
+                    arrived.pop(topic, None)
+                start = time.perf_counter()
+                client.publish(topic + "/set", '"1"', qos=0)
+                wait({topic})
+                check(topic)
+                results.append(arrived[topic][0] - start)
+        else:
+            sent: dict[str, float] = {}
+            first = time.perf_counter()
+            for i in range(nodes):
+                sent[f"home/login/n{i}"] = time.perf_counter()
+                client.publish(f"home/login/n{i}/set", '"1"', qos=0)
+            wait(set(sent))
+            for topic in sent:
+                check(topic)
+            last = max(at for at, _p in arrived.values())
+            results = [arrived[t][0] - s for t, s in sent.items()]
+            results.append(nodes / (last - first))
+        print(json.dumps(results), flush=True)
+    client.disconnect()
+    client.loop_stop()
 
 
 def publish(port: str, user: str, password: str, ca: str, qos: str, messages: str, nodes: str) -> None:
@@ -114,4 +201,4 @@ def tail(path: str, offset: str, messages: str) -> None:
 
 
 if __name__ == "__main__":
-    {"publish": publish, "count": count, "tail": tail}[sys.argv[1]](*sys.argv[2:])  # type: ignore[operator]
+    {"configs": configs, "publish": publish, "count": count, "tail": tail}[sys.argv[1]](*sys.argv[2:])  # type: ignore[operator]

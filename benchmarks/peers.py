@@ -4,7 +4,7 @@ Own processes so none shares Home Assistant's interpreter lock (real nodes are o
 machines).
   configs  <port> <user> <password> <ca> <sequential> <burst>   (see `configs`)
   publish  <port> <user> <password> <ca> <qos> <messages> <nodes>
-  count    <port> <user> <password> <ca> <qos> <messages>   (prints time of the last, count)
+  count    <port> <user> <password> <ca> <qos> <messages> <protocol>   (prints time of the last, count)
   tail     <log file> <offset> <messages>   (prints time, lines and distinct numbers on disk)
 """
 
@@ -23,8 +23,9 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 
-def _client(port: str, user: str, password: str, ca: str, name: str) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name)
+def _client(port: str, user: str, password: str, ca: str, name: str, mqtt5: bool = False) -> paho.Client:
+    protocol = paho.MQTTv5 if mqtt5 else paho.MQTTv311
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=protocol)
     client.username_pw_set(user, password)
     client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
     client.max_inflight_messages_set(100)
@@ -139,8 +140,11 @@ def publish(port: str, user: str, password: str, ca: str, qos: str, messages: st
     client.loop_stop()
 
 
-def count(port: str, user: str, password: str, ca: str, qos: str, messages: str) -> None:
-    """Print `<wall time of the last message> <messages received>` once all arrived or 15 s idle."""
+def count(port: str, user: str, password: str, ca: str, qos: str, messages: str, protocol: str) -> None:
+    """Print `<wall time of the last message> <messages received>` once all arrived or 15 s idle.
+
+    `protocol` is "5" or "3.1.1": the ceiling speaks what HA's connection speaks.
+    """
     expected = int(messages)
     state = {"count": 0, "last": 0.0}
     subscribed = threading.Event()
@@ -149,7 +153,7 @@ def count(port: str, user: str, password: str, ca: str, qos: str, messages: str)
         state["count"] += 1
         state["last"] = time.time()
 
-    client = _client(port, user, password, ca, f"bench-ceiling-{qos}")
+    client = _client(port, user, password, ca, f"bench-ceiling-{qos}", mqtt5=protocol == "5")
     client.on_message = on_message
     client.on_subscribe = lambda *_a: subscribed.set()
     client.subscribe("home/log/+/+", int(qos))

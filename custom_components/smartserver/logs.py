@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, NamedTuple
 
 from homeassistant.core import HomeAssistant, callback
 
@@ -40,9 +40,13 @@ BATCH_INTERVAL_S: Final = 0.05
 RECHECK_S: Final = 1.0
 
 
-@dataclass(slots=True)
-class LogLine:
-    """One received log line."""
+class LogLine(NamedTuple):
+    """One received log line.
+
+    A tuple of plain values: the garbage collector stops tracking it, so the lines
+    waiting for the writer during a flood do not pile up in its oldest generation
+    (whose collections pause all of HA).
+    """
 
     received: float
     level: str

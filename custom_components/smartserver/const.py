@@ -48,3 +48,5 @@ DEFAULT_RATE_LIMIT: Final = 5
 EVENT_LOG: Final = "smartserver_log"
 SERVICE_PUSH_CONFIG: Final = "push_config"
 ATTR_DEVICE_ID: Final = "device_id"
+# Repair issue: new nodes held back beyond the budget (nodes.NEW_NODES_BURST)
+ISSUE_NEW_NODES: Final = "too_many_new_nodes"

@@ -52,6 +52,7 @@ class LogLine(NamedTuple):
     level: str
     node: str
     message: str
+    own_log: bool = True  # False: the general log only (a node not added yet)
 
 
 def escape(message: str) -> str:
@@ -163,7 +164,8 @@ class LogFiles:
         for line in lines:
             data = format_line(line, tz, stamps(line.received)).encode("utf-8", "backslashreplace")
             general.append(data)
-            groups.setdefault(line.node, []).append(data)
+            if line.own_log:
+                groups.setdefault(line.node, []).append(data)
         if not general:
             del groups[None]
         for node, texts in groups.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,10 +37,11 @@ from .const import (
     DEFAULT_STORAGE,
     DOMAIN,
     EVENT_LOG,
+    ISSUE_NEW_NODES,
     LOGGER,
 )
 from .helpers import node_device_info, node_identifier, server_identifier
-from .logs import LogFiles, LogLine, LogWriter
+from .logs import GENERAL_LOG, LogFiles, LogLine, LogWriter
 from .servers import ServerConfig, server_subentries
 from .storage import ConfigFileError, Storage
 
@@ -57,6 +59,14 @@ MAX_WARNED: Final = 200
 REFRESH_PAYLOAD: Final = "REFRESH"
 # Parsed log topics remembered (a hostile client could invent endless ones).
 MAX_LOG_TOPICS: Final = 4096
+# New node devices: this many at once, then NEW_NODES_PER_HOUR. Each brings a directory,
+# a device_names.yaml entry, a device and 8 entities: a client that publishes under
+# thousands of made-up ids (a broker without ACL) must not bury HA in devices.
+NEW_NODES_BURST: Final = 200
+NEW_NODES_PER_HOUR: Final = 60
+# The repair issue about held-back nodes clears itself after this long without one.
+NEW_NODES_QUIET_S: Final = 3600
+MAX_HELD_BACK: Final = 10_000  # ids counted for the repair issue
 # Shortest time between two state writes of one node's entities (see state_interval).
 STATE_INTERVAL_S: Final = 1.0
 # The node entities a server's agent gets for its log lines, on the server's device.
@@ -213,6 +223,12 @@ class NodeHub:
         self._log_queue: list[tuple[str, Any, float]] = []
         self._log_topics: dict[str, tuple[str, str] | None] = {}
         self._warned: set[str] = set()
+        # Budget for new node devices (a token bucket), and the ids held back meanwhile.
+        self._new_tokens = float(NEW_NODES_BURST)
+        self._new_refilled = time.monotonic()
+        self._held_back: set[str] = set()
+        self._held_back_timer: CALLBACK_TYPE | None = None
+        self._held_back_last = 0.0  # when a node was last held back (time.time())
         self._stopped = False
         self._unsub_subscribed: Any = None
         registry = dr.async_get(hass)
@@ -278,6 +294,10 @@ class NodeHub:
         for node in [*self.nodes.values(), *self.server_logs.values()]:
             if node.write_timer is not None:
                 node.write_timer()
+        if self._held_back_timer is not None:
+            # a restart starts with the whole budget: nothing is held back then
+            self._held_back_timer()
+            ir.async_delete_issue(self.hass, DOMAIN, ISSUE_NEW_NODES)
         await self.writer.async_close()
 
     # refresh ----------------------------------------------------------------------
@@ -322,17 +342,75 @@ class NodeHub:
             )
 
     @callback
-    def _contact(self, node_id: str) -> Node:
-        """Return the node, created (with its device) on first contact."""
+    def _contact(self, node_id: str, *, force: bool = False) -> Node | None:
+        """Return the node, created (with its device) on first contact.
+
+        None while new nodes are held back (see NEW_NODES_BURST); `force` is for the
+        user's own actions.
+        """
         node = self.nodes.get(node_id)
+        now = time.monotonic()
         if node is None:
+            if not force and not self._admit(node_id, now):
+                return None
             device = dr.async_get(self.hass).async_get_or_create(
                 config_entry_id=self.entry.entry_id, **node_device_info(node_id)
             )
             node = self.nodes[node_id] = Node(node_id, device.name or node_id, device.id)
+            self._held_back.discard(node_id)
             async_dispatcher_send(self.hass, self.signal_new_node, node_id)
-        node.seen = time.monotonic()
+        node.seen = now
         return node
+
+    @callback
+    def _admit(self, node_id: str, now: float) -> bool:
+        """Take a new node's token; else hold the node back and say so."""
+        self._new_tokens = min(
+            NEW_NODES_BURST, self._new_tokens + (now - self._new_refilled) * NEW_NODES_PER_HOUR / 3600
+        )
+        self._new_refilled = now
+        if self._new_tokens >= 1:
+            self._new_tokens -= 1
+            return True
+        if node_id not in self._held_back and len(self._held_back) < MAX_HELD_BACK:
+            if not self._held_back:
+                LOGGER.warning(
+                    "Node %s is not added to Home Assistant yet: more than %s new nodes got in "
+                    "touch, and new ones are added at %s an hour. Its log lines go to %s only; "
+                    "its requests are answered once it is added",
+                    node_id,
+                    NEW_NODES_BURST,
+                    NEW_NODES_PER_HOUR,
+                    GENERAL_LOG,
+                )
+            self._held_back.add(node_id)
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                ISSUE_NEW_NODES,
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key=ISSUE_NEW_NODES,
+                translation_placeholders={
+                    "count": str(len(self._held_back)),
+                    "example": node_id,
+                    "burst": str(NEW_NODES_BURST),
+                    "per_hour": str(NEW_NODES_PER_HOUR),
+                },
+            )
+        self._held_back_last = time.time()
+        if self._held_back_timer is None:
+            self._held_back_timer = async_call_later(self.hass, NEW_NODES_QUIET_S, self._held_back_over)
+        return False
+
+    @callback
+    def _held_back_over(self, now: datetime) -> None:
+        if (remaining := self._held_back_last + NEW_NODES_QUIET_S - now.timestamp()) > 0:
+            self._held_back_timer = async_call_later(self.hass, remaining, self._held_back_over)
+            return
+        self._held_back_timer = None
+        self._held_back.clear()
+        ir.async_delete_issue(self.hass, DOMAIN, ISSUE_NEW_NODES)
 
     @callback
     def _names_seen(self, names: dict[str, str]) -> None:
@@ -395,7 +473,8 @@ class NodeHub:
         if text not in (protocol.ONLINE, protocol.OFFLINE, ""):
             LOGGER.warning("Ignored status %r of node %s: expected ONLINE or OFFLINE", text[:40], node_id)
             return
-        node = self._contact(node_id)
+        if (node := self._contact(node_id)) is None:
+            return
         node.online = None if not text else text == protocol.ONLINE
         if node.online is False and not node.offline_logged:
             node.offline_logged = True
@@ -448,11 +527,13 @@ class NodeHub:
                 continue
             node_id, level = parsed
             message = _text(payload)
-            lines.append(LogLine(received, level, node_id, message))
             if (node := changed.get(node_id)) is None:
-                node = changed[node_id] = (
-                    self.server_logs.get(node_id) or self.nodes.get(node_id) or self._contact(node_id)
-                )
+                found = self.server_logs.get(node_id) or self.nodes.get(node_id) or self._contact(node_id)
+                if found is None:  # held back: its lines still reach the general log
+                    lines.append(LogLine(received, level, node_id, message, own_log=False))
+                    continue
+                node = changed[node_id] = found
+            lines.append(LogLine(received, level, node_id, message))
             text = message[:MAX_HA_TEXT]
             node.last_level, node.last_message, node.last_log_ts = level, text, received
             if level == "error":
@@ -511,7 +592,8 @@ class NodeHub:
         except ValueError as err:
             LOGGER.warning("Ignored configuration request from %s: %s", node_id, err)
             return
-        node = self._contact(node_id)
+        if (node := self._contact(node_id)) is None:
+            return  # held back: it asks again until it is added
         node.wait_s = request.wait_s
         self._start_answer(node_id, request.wait_s, None)
 
@@ -629,7 +711,8 @@ class NodeHub:
 
     async def async_push_config(self, node_id: str) -> None:
         """Send a node its configuration now, in the form it last asked for."""
-        node = self._contact(node_id)
+        node = self._contact(node_id, force=True)
+        assert node is not None
         answer = await self._prepare(node_id, raise_errors=True)
         self._start_answer(node_id, node.wait_s, answer)
 
@@ -650,6 +733,10 @@ class NodeHub:
                 "lines_pending_retry": self.writer.files.pending,
             },
             "nodes": {node_id: self.node_diagnostics(node_id) for node_id in sorted(self.nodes)},
+            "new_nodes": {
+                "budget_left": math.floor(self._new_tokens),
+                "held_back": len(self._held_back),
+            },
         }
 
     def node_diagnostics(self, node_id: str) -> dict[str, Any]:

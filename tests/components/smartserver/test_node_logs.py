@@ -18,6 +18,7 @@ import pytest
 from homeassistant.const import EVENT_STATE_CHANGED, EVENT_STATE_REPORTED
 from homeassistant.core import Event, EventStateChangedData, EventStateReportedData, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
@@ -35,7 +36,9 @@ from custom_components.smartserver.const import (
     CONF_LOG_BACKUPS,
     CONF_LOG_MAX_KB,
     CONF_RATE_LIMIT,
+    DOMAIN,
     EVENT_LOG,
+    ISSUE_NEW_NODES,
 )
 
 from .nodes_common import node_device, root, settle, tree, wait_until
@@ -513,3 +516,72 @@ def test_stamps_match_datetime() -> None:
     for received in times:
         expected = datetime.fromtimestamp(received, tz).isoformat(sep=" ", timespec="milliseconds")
         assert stamps(received) == expected, received
+
+
+async def test_new_nodes_beyond_the_budget_are_held_back(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mqtt_mock: MqttMockHAClient
+) -> None:
+    """Made-up ids beyond the budget get no device, directory or name; their lines are kept."""
+    hub = init_integration.runtime_data.nodes
+    hub._new_tokens = 2
+    for node in ("node1", "node2", "node3"):
+        log(hass, "error", node, f"hello from {node}")
+    await flush(hass, init_integration)
+    assert node_device(hass, init_integration, "node2") is not None
+    assert node_device(hass, init_integration, "node3") is None
+    assert "node3" not in hub.nodes
+    assert "[ERROR] [node3] hello from node3" in general_log(hass).read_text()
+    assert not (root(hass) / "clients" / "node3").exists()
+    names = root(hass) / "device_names.yaml"
+    assert not names.exists() or "node3" not in names.read_text()
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES)
+    assert issue is not None
+    assert issue.translation_placeholders == {
+        "count": "1",
+        "example": "node3",
+        "burst": "200",
+        "per_hour": "60",
+    }
+    # held back: no answer, no status, no events
+    events = async_capture_events(hass, EVENT_LOG)
+    mqtt_mock.async_publish.reset_mock()
+    async_fire_mqtt_message(hass, "home/login/node3/set", '"1"')
+    async_fire_mqtt_message(hass, "home/node/node3/status", "ONLINE")
+    log(hass, "critical", "node3", "still here")
+    await flush(hass, init_integration)
+    assert mqtt_mock.async_publish.call_count == 0
+    assert events == []
+    assert node_device(hass, init_integration, "node3") is None
+
+    # a minute later the budget has one more: node3 is added when it is next heard
+    hub._new_refilled -= 60
+    log(hass, "info", "node3", "added now")
+    await flush(hass, init_integration)
+    assert node_device(hass, init_integration, "node3") is not None
+    assert (root(hass) / "clients" / "node3" / "node3.log").read_text().count("\n") == 1
+    # the issue clears itself an hour after the last node held back
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=nodes.NEW_NODES_QUIET_S + 1))
+    await settle(hass)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is None
+
+
+async def test_held_back_issue_waits_for_the_last_node(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Each held-back node restarts the hour; unloading clears the issue (the budget restarts)."""
+    hub = init_integration.runtime_data.nodes
+    hub._new_tokens = 0
+    log(hass, "info", "made-up-1", "x")
+    await flush(hass, init_integration)
+    later = dt_util.utcnow() + timedelta(seconds=nodes.NEW_NODES_QUIET_S / 2)
+    with patch("time.time", return_value=later.timestamp()):
+        log(hass, "info", "made-up-2", "x")
+        await flush(hass, init_integration)
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=nodes.NEW_NODES_QUIET_S + 1))
+    await settle(hass)
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES)
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["count"] == "2"
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is None

@@ -1,16 +1,18 @@
-"""The node's MQTT client against a real mosquitto over TLS."""
+"""The node's MQTT client against a real mosquitto over TLS (and, for lost and resent
+packets, over a plain link through a proxy that drops or repeats them)."""
 
 from __future__ import annotations
 
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
+from tests.harness.proxy import PUBLISH, TO_BROKER, TO_CLIENT, MqttProxy, publish_fields
 
 from .board import NODE, Board, payloads, protocol, secrets_config, signed, wait_online
 
@@ -171,3 +173,89 @@ def test_node_id_defaults_to_the_chip_id(start_board: Callable[..., Board], peer
     status = protocol.node_topic("home", "240ac4a1b2c3", protocol.NODE_STATUS)
     assert peer.wait_topic(status).payload == b"ONLINE"
     assert protocol.login_answer("home", "240ac4a1b2c3") in {m.topic for m in peer.received()}
+
+
+@pytest.fixture
+def faulty_link(mosquitto: Broker) -> Iterator[Callable[[Callable[[str, bytes], list[bytes]]], MqttProxy]]:
+    """A plain MQTT link to the broker that drops or repeats packets as told."""
+    proxies: list[MqttProxy] = []
+
+    def make(hook: Callable[[str, bytes], list[bytes]]) -> MqttProxy:
+        proxies.append(MqttProxy(mosquitto.port, hook))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def _plain_secrets(mosquitto: Broker, proxy: MqttProxy) -> dict[str, object]:
+    return secrets_config(mosquitto, port=proxy.port, insecure_plain_mqtt=True)
+
+
+def test_unacknowledged_publish_is_resent_with_dup(
+    make_board: Callable[..., Board],
+    config_server: Callable[[dict[str, object]], object],
+    peer: Peer,
+    mosquitto: Broker,
+    faulty_link: Callable[[Callable[[str, bytes], list[bytes]]], MqttProxy],
+) -> None:
+    """The broker never got the first log line (lost on the way): the node sends it again,
+    same packet id, DUP set, until it is acknowledged; HA gets the line once."""
+    dropped: list[tuple[str, int]] = []
+
+    def lose_first_log_line(direction: str, packet: bytes) -> list[bytes]:
+        if direction == TO_BROKER and packet[0] >> 4 == PUBLISH and not dropped:
+            topic, qos, _dup, pid = publish_fields(packet)
+            if qos == 1 and topic.startswith("home/log/"):
+                dropped.append((topic, pid))
+                return []
+        return [packet]
+
+    proxy = faulty_link(lose_first_log_line)
+    config_server({})
+    board = make_board(secrets=_plain_secrets(mosquitto, proxy))
+    board.boot()
+    board.wait(lambda: bool(dropped), what="the first log line")
+    topic, pid = dropped[0]
+    board.wait(
+        lambda: (topic, 1, True, pid) in proxy.publishes(TO_BROKER, topic),
+        timeout=20,
+        what="the line resent with DUP",
+    )
+    sent = [p for p in proxy.publishes(TO_BROKER, topic) if p[3] == pid]
+    assert sent == [(topic, 1, False, pid), (topic, 1, True, pid)]
+    # the resent packet carried the same line: HA has it exactly once
+    peer.wait_topic(topic)
+    time.sleep(0.5)
+    texts = [m.payload for m in peer.received(topic)]
+    assert len(texts) == len(set(texts))
+
+
+def test_repeated_delivery_is_handled_once(
+    start_board: Callable[..., Board],
+    peer: Peer,
+    mosquitto: Broker,
+    faulty_link: Callable[[Callable[[str, bytes], list[bytes]]], MqttProxy],
+) -> None:
+    """A QoS 1 command the broker resends (DUP, same id) reaches the relay once, and the
+    repeat is not mistaken for a replay."""
+
+    def repeat_commands(direction: str, packet: bytes) -> list[bytes]:
+        if direction == TO_CLIENT and packet[0] >> 4 == PUBLISH:
+            topic, qos, dup, _pid = publish_fields(packet)
+            if topic == POWER_SET and qos == 1 and not dup:
+                return [packet, bytes([packet[0] | 0x08]) + packet[1:]]
+        return [packet]
+
+    proxy = faulty_link(repeat_commands)
+    board = start_board(secrets=_plain_secrets(mosquitto, proxy))
+    board.wait_commands()
+    peer.publish(POWER_SET, signed(protocol.PRESS))
+    board.wait(lambda: len(board.pulses(25)) == 1, what="the PRESS pulse")
+    delivered = proxy.publishes(TO_CLIENT, POWER_SET, forwarded=True)
+    assert [(qos, dup) for _t, qos, dup, _p in delivered] == [(1, False), (1, True)]
+    assert delivered[0][3] == delivered[1][3]
+    time.sleep(1)
+    assert len(board.pulses(25)) == 1
+    assert "refused" not in board.output()

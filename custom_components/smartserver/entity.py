@@ -115,7 +115,7 @@ class NodeEntity(SmartServerEntity):
     @callback
     def _node_changed(self) -> None:
         # a node's change touches one to three of its 7 entities: the others' writes
-        # (and recorder rows) would repeat the same state
+        # would only repeat the same state
         value = self.node_value()
         if value != self._written:
             self._written = value

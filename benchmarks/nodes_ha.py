@@ -189,76 +189,88 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
             while not await run(lambda: general.exists() and general.stat().st_size > 0):
                 await run(publisher.publish, "home/log/info/n0", "warm", 1)
                 await asyncio.sleep(0.3)
+
+        async def flood(qos: int, nodes: int, label: str) -> tuple[float, int, float]:
+            """One flood of MESSAGES lines over `nodes` node ids: ratio, lost lines, loop lag."""
+            counter = await asyncio.create_subprocess_exec(
+                *helper, "count", *auth, str(qos), str(MESSAGES), protocol, stdout=asyncio.subprocess.PIPE
+            )
+            # the lines on disk are counted in another process too: polling the files
+            # from HA's process took HA's interpreter lock from the measured loop
+            offset = await run(os.path.getsize, general)
+            tailer = await asyncio.create_subprocess_exec(
+                *helper, "tail", str(general), str(offset), str(MESSAGES), stdout=asyncio.subprocess.PIPE
+            )
+            try:
+                assert counter.stdout is not None
+                assert tailer.stdout is not None
+                assert await counter.stdout.readline() == b"ready\n"
+                assert await tailer.stdout.readline() == b"ready\n"
+                batches.clear()
+                loop_cpu = time.thread_time()  # this is HA's event loop thread
+                lag.start()
+                start = time.time()
+                publisher_process = await asyncio.create_subprocess_exec(
+                    *helper, "publish", *auth, str(qos), str(MESSAGES), str(nodes)
+                )
+                assert await publisher_process.wait() == 0
+                async with asyncio.timeout(300):
+                    tail_line = (await tailer.stdout.readline()).split()
+                worst_lag, longest_gc = lag.stop()
+                loop_cpu = time.thread_time() - loop_cpu
+                ha_done, on_disk = float(tail_line[0]), int(tail_line[1])
+                flood_batches = list(batches)
+                async with asyncio.timeout(120):
+                    ceiling_line = (await counter.stdout.readline()).split()
+                ceiling_done, ceiling_got = float(ceiling_line[0]), int(ceiling_line[1])
+            finally:
+                for process in (counter, tailer):
+                    if process.returncode is None:
+                        process.terminate()
+                    await process.wait()
+            # every message number checked again once the flood is over
+            lines, distinct = await run(_distinct, general, offset)
+            ceiling = ceiling_got / (ceiling_done - start)
+            ingest = on_disk / (ha_done - start)
+            print(
+                f"{label} QoS {qos}: {MESSAGES} messages, {nodes} nodes: {on_disk} lines on disk "
+                f"({lines} after the flood) "
+                f"({distinct} different: lost {MESSAGES - distinct}), {ingest:.0f} msg/s to disk; "
+                f"paho subscriber got {ceiling_got} at {ceiling:.0f} msg/s; "
+                f"ratio {100 * ingest / ceiling:.0f} %; worst loop lag {worst_lag:.1f} ms "
+                f"(longest garbage collection {longest_gc:.1f} ms)"
+            )
+            count = max(1, len(flood_batches))
+            written = sum(n for n, _s, _c in flood_batches)
+            busy = sum(s for _n, s, _c in flood_batches)
+            writer_cpu = sum(c for _n, _s, c in flood_batches)
+            print(
+                f"  writer: {len(flood_batches)} batches, {written / count:.0f} lines each, "
+                f"{1000 * busy / count:.1f} ms each in the executor, "
+                f"{100 * busy / (ha_done - start):.0f} % of the flood; CPU: writer "
+                f"{1e6 * writer_cpu / max(1, written):.1f} us/line, event loop "
+                f"{1e6 * loop_cpu / MESSAGES:.1f} us/message "
+                f"({100 * loop_cpu / (ha_done - start):.0f} % busy)"
+            )
+            return ingest / ceiling, MESSAGES - distinct, worst_lag
+
         for qos in (1, 0):
-            runs: list[tuple[float, int, float]] = []  # ratio, lost, loop lag
-            for _ in range(REPEATS):
-                counter = await asyncio.create_subprocess_exec(
-                    *helper, "count", *auth, str(qos), str(MESSAGES), protocol, stdout=asyncio.subprocess.PIPE
-                )
-                # the lines on disk are counted in another process too: polling the files
-                # from HA's process took HA's interpreter lock from the measured loop
-                offset = await run(os.path.getsize, general)
-                tailer = await asyncio.create_subprocess_exec(
-                    *helper, "tail", str(general), str(offset), str(MESSAGES), stdout=asyncio.subprocess.PIPE
-                )
-                try:
-                    assert counter.stdout is not None
-                    assert tailer.stdout is not None
-                    assert await counter.stdout.readline() == b"ready\n"
-                    assert await tailer.stdout.readline() == b"ready\n"
-                    batches.clear()
-                    loop_cpu = time.thread_time()  # this is HA's event loop thread
-                    lag.start()
-                    start = time.time()
-                    flood = await asyncio.create_subprocess_exec(
-                        *helper, "publish", *auth, str(qos), str(MESSAGES), str(NODES)
-                    )
-                    assert await flood.wait() == 0
-                    async with asyncio.timeout(300):
-                        tail_line = (await tailer.stdout.readline()).split()
-                    worst_lag, longest_gc = lag.stop()
-                    loop_cpu = time.thread_time() - loop_cpu
-                    ha_done, on_disk = float(tail_line[0]), int(tail_line[1])
-                    flood_batches = list(batches)
-                    async with asyncio.timeout(120):
-                        ceiling_line = (await counter.stdout.readline()).split()
-                    ceiling_done, ceiling_got = float(ceiling_line[0]), int(ceiling_line[1])
-                finally:
-                    for process in (counter, tailer):
-                        if process.returncode is None:
-                            process.terminate()
-                        await process.wait()
-                # every message number checked again once the flood is over
-                lines, distinct = await run(_distinct, general, offset)
-                ceiling = ceiling_got / (ceiling_done - start)
-                ingest = on_disk / (ha_done - start)
-                print(
-                    f"log ingest QoS {qos}: {MESSAGES} messages, {NODES} nodes: {on_disk} lines on disk "
-                    f"({lines} after the flood) "
-                    f"({distinct} different: lost {MESSAGES - distinct}), {ingest:.0f} msg/s to disk; "
-                    f"paho subscriber got {ceiling_got} at {ceiling:.0f} msg/s; "
-                    f"ratio {100 * ingest / ceiling:.0f} %; worst loop lag {worst_lag:.1f} ms "
-                    f"(longest garbage collection {longest_gc:.1f} ms)"
-                )
-                count = max(1, len(flood_batches))
-                written = sum(n for n, _s, _c in flood_batches)
-                busy = sum(s for _n, s, _c in flood_batches)
-                writer_cpu = sum(c for _n, _s, c in flood_batches)
-                print(
-                    f"  writer: {len(flood_batches)} batches, {written / count:.0f} lines each, "
-                    f"{1000 * busy / count:.1f} ms each in the executor, "
-                    f"{100 * busy / (ha_done - start):.0f} % of the flood; CPU: writer "
-                    f"{1e6 * writer_cpu / max(1, written):.1f} us/line, event loop "
-                    f"{1e6 * loop_cpu / MESSAGES:.1f} us/message "
-                    f"({100 * loop_cpu / (ha_done - start):.0f} % busy)"
-                )
-                runs.append((ingest / ceiling, MESSAGES - distinct, worst_lag))
+            runs = [await flood(qos, NODES, "log ingest") for _ in range(REPEATS)]
             ratios = [100 * r for r, _l, _g in runs]
             print(
                 f"  QoS {qos}: median ratio {statistics.median(ratios):.0f} % (of {REPEATS}: "
                 f"{' / '.join(f'{v:.0f}' for v in ratios)}), lost {sum(n for _r, n, _g in runs)} in all, "
                 f"worst loop lag {max(g for _r, _l, g in runs):.1f} ms"
             )
+        # every line from another made-up id: beyond the new-node budget (spent by the
+        # bursts) nodes are held back, their lines go to the general log only
+        hub = entry.runtime_data.nodes
+        known = len(hub.nodes)
+        await flood(1, MESSAGES, "made-up ids")
+        print(
+            f"  made-up ids: {len(hub.nodes) - known} new node devices, "
+            f"{hub.diagnostics()['new_nodes']['held_back']} ids held back"
+        )
     finally:
         await run(publisher.close)
     await hass.config_entries.async_unload(entry.entry_id)

@@ -384,24 +384,32 @@ class NodeHub:
                     GENERAL_LOG,
                 )
             self._held_back.add(node_id)
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                ISSUE_NEW_NODES,
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key=ISSUE_NEW_NODES,
-                translation_placeholders={
-                    "count": str(len(self._held_back)),
-                    "example": node_id,
-                    "burst": str(NEW_NODES_BURST),
-                    "per_hour": str(NEW_NODES_PER_HOUR),
-                },
-            )
+            placeholders = {
+                "count": str(len(self._held_back)),
+                "example": node_id,
+                "burst": str(NEW_NODES_BURST),
+                "per_hour": str(NEW_NODES_PER_HOUR),
+            }
+            self._create_issue(ISSUE_NEW_NODES, ir.IssueSeverity.WARNING, ISSUE_NEW_NODES, placeholders)
         self._held_back_last = time.time()
         if self._held_back_timer is None:
             self._held_back_timer = async_call_later(self.hass, NEW_NODES_QUIET_S, self._held_back_over)
         return False
+
+    @callback
+    def _create_issue(
+        self, issue_id: str, severity: ir.IssueSeverity, key: str, placeholders: dict[str, str]
+    ) -> None:
+        """Raise a repair issue the user fixes outside HA (it clears itself)."""
+        ir.async_create_issue(
+            self.hass,
+            DOMAIN,
+            issue_id,
+            is_fixable=False,
+            severity=severity,
+            translation_key=key,
+            translation_placeholders=placeholders,
+        )
 
     @callback
     def _held_back_over(self, now: datetime) -> None:
@@ -642,15 +650,7 @@ class NodeHub:
         except ConfigFileError as err:
             placeholders = {"node": node_id, "file": err.path, "line": str(err.line), "reason": err.reason}
             LOGGER.error("Configuration of %s not served: %s", node_id, err)
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                issue_id,
-                is_fixable=False,
-                severity=ir.IssueSeverity.ERROR,
-                translation_key="config_file_error",
-                translation_placeholders=placeholders,
-            )
+            self._create_issue(issue_id, ir.IssueSeverity.ERROR, "config_file_error", placeholders)
             if raise_errors:
                 raise HomeAssistantError(
                     translation_domain=DOMAIN,

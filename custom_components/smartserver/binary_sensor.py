@@ -56,7 +56,7 @@ class NodeStatusSensor(NodeEntity, BinarySensorEntity):
 
     def node_value(self) -> object:
         """Return online, offline or not known yet."""
-        return self.node.online
+        return self.is_on
 
 
 def _node_binary_sensors(hub: NodeHub, node_id: str) -> Iterable[NodeStatusSensor]:

@@ -113,6 +113,26 @@ class NodeOptions:
 
 
 @dataclass(slots=True)
+class TokenBucket:
+    """Tokens that refill at a rate up to a burst; `take` spends one if there is one.
+
+    By default last refilled at monotonic time 0 (long ago): the first take finds it full.
+    """
+
+    tokens: float = 0.0
+    refilled: float = 0.0
+
+    def take(self, now: float, rate: float, burst: float) -> bool:
+        """Spend a token at `now` (monotonic seconds); False if none is left."""
+        self.tokens = min(burst, self.tokens + (now - self.refilled) * rate)
+        self.refilled = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass(slots=True)
 class Node:
     """What HA knows about one node."""
 
@@ -132,8 +152,7 @@ class Node:
     served_hash: str | None = None
     wait_s: float | None = None
     seen: float = 0.0
-    tokens: float = 0.0
-    refilled: float = 0.0
+    events: TokenBucket = field(default_factory=TokenBucket)  # the event rate limit
     written: float = 0.0
     write_timer: CALLBACK_TYPE | None = field(default=None, repr=False)
 
@@ -224,8 +243,7 @@ class NodeHub:
         self._log_topics: dict[str, tuple[str, str] | None] = {}
         self._warned: set[str] = set()
         # Budget for new node devices (a token bucket), and the ids held back meanwhile.
-        self._new_tokens = float(NEW_NODES_BURST)
-        self._new_refilled = time.monotonic()
+        self._new_nodes = TokenBucket(NEW_NODES_BURST, time.monotonic())
         self._held_back: set[str] = set()
         self._held_back_timer: CALLBACK_TYPE | None = None
         self._held_back_last = 0.0  # when a node was last held back (time.time())
@@ -365,12 +383,7 @@ class NodeHub:
     @callback
     def _admit(self, node_id: str, now: float) -> bool:
         """Take a new node's token; else hold the node back and say so."""
-        self._new_tokens = min(
-            NEW_NODES_BURST, self._new_tokens + (now - self._new_refilled) * NEW_NODES_PER_HOUR / 3600
-        )
-        self._new_refilled = now
-        if self._new_tokens >= 1:
-            self._new_tokens -= 1
+        if self._new_nodes.take(now, NEW_NODES_PER_HOUR / 3600, NEW_NODES_BURST):
             return True
         if node_id not in self._held_back and len(self._held_back) < MAX_HELD_BACK:
             if not self._held_back:
@@ -549,7 +562,7 @@ class NodeHub:
             elif level == "critical":
                 node.criticals += 1
             if LEVEL_RANK.get(level, UNKNOWN_RANK) >= event_rank:
-                if self._take_token(node, now):
+                if node.events.take(now, self.options.rate, self.options.rate):
                     self._fire(node, level, text)
                 else:
                     node.suppressed += 1
@@ -558,16 +571,6 @@ class NodeHub:
         for node in changed.values():
             node.seen = now
             self._state_changed(node)
-
-    def _take_token(self, node: Node, now: float) -> bool:
-        """Token bucket: `rate` events per second per node, bursts of `rate`."""
-        rate = self.options.rate
-        node.tokens = min(rate, node.tokens + (now - node.refilled) * rate)
-        node.refilled = now
-        if node.tokens >= 1:
-            node.tokens -= 1
-            return True
-        return False
 
     @callback
     def _fire(self, node: Node, level: str, text: str) -> None:
@@ -734,7 +737,7 @@ class NodeHub:
             },
             "nodes": {node_id: self.node_diagnostics(node_id) for node_id in sorted(self.nodes)},
             "new_nodes": {
-                "budget_left": math.floor(self._new_tokens),
+                "budget_left": math.floor(self._new_nodes.tokens),
                 "held_back": len(self._held_back),
             },
         }

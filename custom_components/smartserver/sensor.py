@@ -129,7 +129,7 @@ class NodeSensor(NodeEntity, RestoreSensor):
 
     def node_value(self) -> object:
         """Return the value from the hub."""
-        return self.entity_description.value_fn(self.node)
+        return self.native_value
 
 
 def _node_sensors(hub: NodeHub, node_id: str) -> Iterable[NodeSensor]:

@@ -523,7 +523,7 @@ async def test_new_nodes_beyond_the_budget_are_held_back(
 ) -> None:
     """Made-up ids beyond the budget get no device, directory or name; their lines are kept."""
     hub = init_integration.runtime_data.nodes
-    hub._new_tokens = 2
+    hub._new_nodes.tokens = 2
     for node in ("node1", "node2", "node3"):
         log(hass, "error", node, f"hello from {node}")
     await flush(hass, init_integration)
@@ -554,7 +554,7 @@ async def test_new_nodes_beyond_the_budget_are_held_back(
     assert node_device(hass, init_integration, "node3") is None
 
     # a minute later the budget has one more: node3 is added when it is next heard
-    hub._new_refilled -= 60
+    hub._new_nodes.refilled -= 60
     log(hass, "info", "node3", "added now")
     await flush(hass, init_integration)
     assert node_device(hass, init_integration, "node3") is not None
@@ -570,7 +570,7 @@ async def test_held_back_issue_waits_for_the_last_node(
 ) -> None:
     """Each held-back node restarts the hour; unloading clears the issue (the budget restarts)."""
     hub = init_integration.runtime_data.nodes
-    hub._new_tokens = 0
+    hub._new_nodes.tokens = 0
     log(hass, "info", "made-up-1", "x")
     await flush(hass, init_integration)
     later = dt_util.utcnow() + timedelta(seconds=nodes.NEW_NODES_QUIET_S / 2)

@@ -40,3 +40,25 @@ def test_release_zip_has_the_integration_and_a_loadable_firmware(tmp_path: Path)
     # A damaged file is refused rather than installed.
     (tmp_path / "installed" / "firmware" / "node.mpy").write_bytes(b"damaged")
     assert load_bundle(tmp_path / "installed" / "firmware") is None
+
+
+def _release(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "script" / "release"), "--out", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_release_refuses_a_tag_that_is_not_the_manifest_version(tmp_path: Path) -> None:
+    version = json.loads((ROOT / "custom_components" / "smartserver" / "manifest.json").read_text())[
+        "version"
+    ]
+    refused = _release(tmp_path / "wrong", "--tag", "v0.0.0-wrong")
+    assert refused.returncode == 2
+    assert f"expected v{version}" in refused.stdout
+    assert not (tmp_path / "wrong").exists()
+    built = _release(tmp_path / "right", "--tag", f"v{version}")
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "right" / "smartserver.zip").is_file()

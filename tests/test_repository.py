@@ -392,3 +392,21 @@ def test_bootstrap_installs_python3_venv_for_ensure_uv(tmp_path: Path) -> None:
     assert _host_packages(tmp_path / "with", python3_has_ensurepip=True) == ""
     # nothing drives Chromium through chromedriver (tests/e2e/browser.py speaks DevTools)
     assert "chromium-driver" not in (REPO / "script" / "bootstrap").read_text()
+
+
+def test_hacs_repository_rules() -> None:
+    """What HACS's validation checks in the repository itself (not GitHub's settings)."""
+    # GitHub's license detection reads a LICENSE file; pyproject's field is not enough
+    license_text = (REPO / "LICENSE").read_text()
+    declared = re.search(r'^license = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert declared
+    assert license_text.startswith(f"{declared.group(1)} License\n")
+    assert "Permission is hereby granted, free of charge" in license_text
+    # exactly one integration, named as its domain, with the keys HACS reads
+    assert [p.name for p in (REPO / "custom_components").iterdir() if p.is_dir()] == ["smartserver"]
+    assert {"domain", "documentation", "issue_tracker", "codeowners", "name", "version"} <= set(MANIFEST)
+    hacs = json.loads((REPO / "hacs.json").read_text())
+    if hacs.get("render_readme"):
+        assert (REPO / "README.md").is_file()
+    # the brand icon HACS and HA 2026 show for a custom integration
+    assert (COMPONENT / "brand" / "icon.png").is_file()

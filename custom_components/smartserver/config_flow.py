@@ -30,6 +30,8 @@ from homeassistant.helpers.selector import (
     TextSelector,
 )
 
+from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
+
 from . import protocol
 from .const import (
     AGENT_ENV,
@@ -75,18 +77,77 @@ class SmartServerConfigFlow(ConfigFlow, domain=DOMAIN):
 
     VERSION = 1
 
+    def __init__(self) -> None:
+        """Nothing discovered yet."""
+        self._discovered_node: str | None = None
+
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Ask for the base topic; MQTT must be set up first."""
-        if self._async_current_entries():
-            return self.async_abort(reason="single_instance_allowed")
+        """Ask for the base topic; MQTT must be set up and connected first."""
+        # one entry per Home Assistant: the manifest's single_config_entry enforces it
         if not self.hass.config_entries.async_entries(mqtt.DOMAIN):
             return self.async_abort(reason="mqtt_not_configured")
         errors: dict[str, str] = {}
         if user_input is not None and (base := _check_base(user_input, errors)):
-            return self.async_create_entry(title="SmartServer", data={}, options={CONF_BASE_TOPIC: base})
+            # test before configure: SmartServer speaks through HA's MQTT client only
+            if not mqtt.is_connected(self.hass):
+                errors["base"] = "mqtt_not_connected"
+            else:
+                return self.async_create_entry(title="SmartServer", data={}, options={CONF_BASE_TOPIC: base})
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(_base_schema(protocol.DEFAULT_BASE), user_input),
+            errors=errors,
+        )
+
+    async def async_step_mqtt(self, discovery_info: MqttServiceInfo) -> ConfigFlowResult:
+        """A node asked for its configuration on the default base topic (manifest `mqtt`)."""
+        node_id = protocol.parse_login_request(protocol.DEFAULT_BASE, discovery_info.topic)
+        if node_id is None:
+            return self.async_abort(reason="invalid_discovery_info")
+        await self.async_set_unique_id(DOMAIN)
+        self._abort_if_unique_id_configured()
+        self._discovered_node = node_id
+        self.context["title_placeholders"] = {"node": node_id}
+        return await self.async_step_discovery_confirm()
+
+    async def async_step_discovery_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Offer to set SmartServer up on the base topic the node used."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if not mqtt.is_connected(self.hass):
+                errors["base"] = "mqtt_not_connected"
+            else:
+                return self.async_create_entry(
+                    title="SmartServer", data={}, options={CONF_BASE_TOPIC: protocol.DEFAULT_BASE}
+                )
+        return self.async_show_form(
+            step_id="discovery_confirm",
+            data_schema=vol.Schema({}),
+            errors=errors,
+            description_placeholders={
+                "node": self._discovered_node or "",
+                "base_topic": protocol.DEFAULT_BASE,
+            },
+        )
+
+    async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Change the base topic and the storage folder; the entry reloads."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None and (base := _check_base(user_input, errors)):
+            folder = user_input[CONF_STORAGE].strip()
+            if not folder or not await self.hass.async_add_executor_job(_make_storage, self.hass, folder):
+                errors[CONF_STORAGE] = "invalid_storage"
+            else:
+                return self.async_update_reload_and_abort(
+                    entry, options={**entry.options, CONF_BASE_TOPIC: base, CONF_STORAGE: folder}
+                )
+        current = {CONF_STORAGE: DEFAULT_STORAGE, **entry.options}
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(_hub_schema(), user_input or current),
             errors=errors,
         )
 
@@ -112,11 +173,17 @@ def _number(low: int, high: int, unit: str | None = None) -> NumberSelector:
     return NumberSelector(config)
 
 
+def _hub_schema() -> vol.Schema:
+    """Return the base topic and the storage folder (reconfigure; the options start so)."""
+    return _base_schema(protocol.DEFAULT_BASE).extend(
+        {vol.Required(CONF_STORAGE, default=DEFAULT_STORAGE): str}
+    )
+
+
 def _options_schema() -> vol.Schema:
     """Return the base topic plus the node options (storage, log rotation, events)."""
-    return _base_schema(protocol.DEFAULT_BASE).extend(
+    return _hub_schema().extend(
         {
-            vol.Required(CONF_STORAGE, default=DEFAULT_STORAGE): str,
             vol.Required(CONF_LOG_MAX_KB, default=DEFAULT_LOG_MAX_KB): _number(16, 1024 * 1024, "KiB"),
             vol.Required(CONF_LOG_BACKUPS, default=DEFAULT_LOG_BACKUPS): _number(0, 100),
             vol.Required(CONF_EVENT_LEVEL, default=DEFAULT_EVENT_LEVEL): SelectSelector(

@@ -29,7 +29,6 @@ from homeassistant.helpers.selector import (
     SelectSelectorMode,
     TextSelector,
 )
-
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 
 from . import protocol
@@ -100,7 +99,7 @@ class SmartServerConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
     async def async_step_mqtt(self, discovery_info: MqttServiceInfo) -> ConfigFlowResult:
-        """A node asked for its configuration on the default base topic (manifest `mqtt`)."""
+        """Offer setup when a node asks for its configuration on the default base topic."""
         node_id = protocol.parse_login_request(protocol.DEFAULT_BASE, discovery_info.topic)
         if node_id is None:
             return self.async_abort(reason="invalid_discovery_info")

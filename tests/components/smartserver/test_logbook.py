@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
-from homeassistant.components.recorder import Recorder
+from homeassistant.components.recorder.core import Recorder
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util

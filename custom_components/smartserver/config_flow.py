@@ -54,6 +54,7 @@ from .const import (
     DEFAULT_START_GRACE,
     DEFAULT_STOP_GRACE,
     DEFAULT_STORAGE,
+    DOCS_URL,
     DOMAIN,
     SUBENTRY_SERVER,
 )
@@ -342,7 +343,12 @@ class ServerSubentryFlow(ConfigSubentryFlow):
         if user_input is not None:
             title = data[CONF_NAME]
             if self.source == SOURCE_USER:
-                return self.async_create_entry(title=title, data=data, unique_id=data[CONF_SERVER_ID])
+                return self.async_create_entry(
+                    title=title,
+                    data=data,
+                    unique_id=data[CONF_SERVER_ID],
+                    description_placeholders={"name": title, "relay_node": data[CONF_RELAY_NODE]},
+                )
             return self.async_update_and_abort(
                 self._get_entry(), self._get_reconfigure_subentry(), title=title, data=data
             )
@@ -354,6 +360,8 @@ class ServerSubentryFlow(ConfigSubentryFlow):
                 "agent_settings": self._agent_settings(),
                 "relay_node": data[CONF_RELAY_NODE],
                 "node_key": data[CONF_NODE_KEY],
+                "agent_docs": f"{DOCS_URL}/agent.md",
+                "firmware_docs": f"{DOCS_URL}/firmware.md#setup",
             },
         )
 

@@ -28,11 +28,14 @@ AGENT_ENV: Final = (
     "SMARTSERVER_BROKER_PORT={port}",
     "SMARTSERVER_USERNAME=<the agent's broker user>",
     "SMARTSERVER_PASSWORD=<its password>",
-    "# SMARTSERVER_CA=<the broker's CA certificate, path or PEM, unless the system trusts it>",
+    "# SMARTSERVER_CA=/etc/smartserver-agent/broker-ca.pem",
     "SMARTSERVER_SERVER_ID={server_id}",
     "SMARTSERVER_BASE_TOPIC={base}",
     "SMARTSERVER_KEY={key}",
 )
+
+# Where the server flow's last step links to (description placeholders: no URLs in strings)
+DOCS_URL: Final = "https://github.com/smartserver-dev/smartserver/blob/main/docs"
 
 # Nodes: config serving and logs
 CONF_STORAGE: Final = "storage_folder"

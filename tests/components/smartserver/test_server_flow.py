@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,3 +229,21 @@ async def test_removing_a_server_removes_its_device_and_entities(
     assert device_registry.async_get_device_by_identifier(identifier, init_server.entry_id) is None
     assert issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_agent_lost") is None
     assert init_server.runtime_data.servers.servers == {}
+
+
+async def test_last_step_says_what_to_do_next(hass: HomeAssistant, init_server: MockConfigEntry) -> None:
+    entry = init_server
+    result = await start_add(hass, entry)
+    result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], NEW_SERVER))
+    placeholders = result["description_placeholders"]
+    # links are placeholders (hassfest allows no URLs in strings) to the guides that exist
+    for key, page in (("agent_docs", "agent.md"), ("firmware_docs", "firmware.md")):
+        assert placeholders[key].startswith("https://github.com/")
+        assert placeholders[key].split("/docs/")[1].split("#")[0] == page
+        assert (Path(__file__).parents[3] / "docs" / page).is_file()
+    # short lines copy cleanly out of the dialog: nothing in them is cut off
+    assert max(len(line) for line in placeholders["agent_settings"].splitlines()) <= 64
+    result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], {}))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["description_placeholders"] == {"name": "Backup box", "relay_node": "relay2"}
+    await hass.async_block_till_done()

@@ -100,9 +100,11 @@ Restart Home Assistant from its UI to load code changes. Ctrl-C stops everything
 
 def demo_banner(demo: DemoServer) -> str:
     """How to try the simulated server."""
-    return f"""Demo: "{SERVER_NAME}" is off; its power switch presses the button of relay node
-  {NODE} (the firmware on MicroPython's unix port); the server boots and its agent
-  connects. Switching it off shuts it down through (a fake) logind.
+    return f"""Demo: "{SERVER_NAME}" is off. Its power switch is on its device: Settings > Devices &
+  services > SmartServer > {SERVER_NAME} (or Overview > the Devices tile). It presses the
+  button of relay node {NODE} (the firmware on MicroPython's unix port); the server boots
+  and its agent connects. Switching it off shuts it down through (a fake) logind.
+  History and Logbook (sidebar) show what the server and the node did.
   Let the UPS run on battery (a critical log line):  echo 0 > {demo.ups_input}
   and back on mains:                                 echo 1 > {demo.ups_input}
 """

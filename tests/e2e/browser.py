@@ -167,9 +167,11 @@ class Chromium:
                 result: dict[str, Any] = message["result"]
                 return result
 
-    async def evaluate(self, expression: str) -> Any:
-        """Evaluate JavaScript in the page and return its value."""
-        answer = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+    async def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        """Evaluate JavaScript in the page and return its value (a promise's, if awaited)."""
+        answer = await self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise
+        )
         if "exceptionDetails" in answer:
             raise RuntimeError(f"{expression[:80]}: {answer['exceptionDetails']}")
         return answer["result"].get("value")

@@ -19,11 +19,13 @@ import time
 import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import aiohttp
+from homeassistant.components.http.config import HTTP_STORAGE_SCHEMA
 
 from tests.harness.mosquitto import Broker
 from tests.harness.procs import free_port, stop
@@ -44,8 +46,11 @@ homeassistant:
   unit_system: metric
   country: DE
   currency: EUR
-{http}
 automation: !include automations.yaml
+# what a user sees of SmartServer over time (no default_config: its discovery
+# integrations would send multicast onto the host's networks)
+history:
+logbook:
 logger:
   default: warning
   logs:
@@ -54,13 +59,10 @@ logger:
     custom_components.smartserver: debug
 """
 
-# The first start takes the HTTP settings from YAML as a pending config, which must be
-# promoted (websocket http/config/promote) within 5 minutes or HA reverts and restarts.
-HTTP_BLOCK = """\
-http:
-  server_host: 127.0.0.1
-  server_port: {port}
-"""
+# HA 2026 keeps its HTTP settings in .storage/http; an `http:` YAML block is migrated
+# with a "deprecated YAML" repair and must be promoted within 5 minutes. The dev tooling
+# writes the store itself, as HA would after a promotion, so a new user sees no repair.
+HTTP_STORE_VERSION = (2, 2)
 
 
 class HassError(RuntimeError):
@@ -152,12 +154,24 @@ class HassProcess:
                 release.extractall(target)
         return target
 
+    def write_http_store(self) -> None:
+        """Listen on 127.0.0.1 and this port: HA's HTTP store, unless HA keeps one already."""
+        store = self.config_dir / ".storage" / "http"
+        if store.exists():
+            return
+        stable = HTTP_STORAGE_SCHEMA({"server_host": "127.0.0.1", "server_port": self.port})
+        stable.update({"created_at": datetime.now(UTC).isoformat(), "error": None, "error_message": None})
+        major, minor = HTTP_STORE_VERSION
+        data = {"stable": stable, "pending": None, "yaml_migration_done": True}
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps({"version": major, "minor_version": minor, "key": "http", "data": data}))
+        store.chmod(0o600)
+
     def write_configuration(self) -> None:
-        """Write configuration.yaml; the http block only until HA has stored its own."""
+        """Write configuration.yaml and the HTTP store."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        stored_http = (self.config_dir / ".storage" / "http").exists()
-        http = "" if stored_http else HTTP_BLOCK.format(port=self.port)
-        (self.config_dir / "configuration.yaml").write_text(CONFIGURATION.format(name=self.name, http=http))
+        self.write_http_store()
+        (self.config_dir / "configuration.yaml").write_text(CONFIGURATION.format(name=self.name))
         automations = self.config_dir / "automations.yaml"
         if not automations.exists():
             automations.write_text("[]\n")
@@ -343,14 +357,6 @@ class HassApi:
             return bool(config["state"] == "RUNNING")
 
         await poll(running, within, "Home Assistant to finish starting")
-
-    async def promote_http(self) -> bool:
-        """Confirm a pending HTTP config, so HA does not revert it after 5 minutes."""
-        status = await self.ws("http/config")
-        if status.get("pending") is None:
-            return False
-        await self.ws("http/config/promote")
-        return True
 
     # --- config entries -----------------------------------------------------------
 
@@ -588,9 +594,6 @@ async def set_up(
     step("onboarded" if fresh else "logged in")
     await api.wait_running()
     step("running")
-    if await api.promote_http():
-        api.hass.write_configuration()  # HA keeps the promoted config in .storage/http
-        step("pending HTTP config promoted")
     removed = await api.remove_onboarding_extras(settle=30 if fresh else 0)
     if removed:
         step(f"removed onboarding's {', '.join(removed)} entries")

@@ -102,6 +102,16 @@ async def test_develop_demo(tmp_path: Path) -> None:
             await api.login(Owner("dev", state["owner_password"]))
             # the simulated node reports the server's power LED: off
             await api.wait_state(SWITCH, "off", within=90)
+            # a first run as a user meets it: no repair caused by the dev tooling itself
+            # (an http: YAML block once raised "The HTTP YAML configuration is deprecated")
+            shown = (await api.ws("repairs/list_issues"))["issues"]
+            assert [(i["domain"], i["issue_id"]) for i in shown if not i.get("ignored")] == []
+            # history and logbook are there to see what the server did
+            for path in ("/api/logbook", f"/api/history/period?filter_entity_id={SWITCH}"):
+                assert await api.request("GET", path) is not None
+            assert "Settings > Devices &" in run.output
+            # nothing scary that the dev tooling causes itself (dbus-daemon's fd limit line)
+            assert "AccessDenied" not in run.output
             await api.request("POST", "/api/services/switch/turn_on", json_body={"entity_id": SWITCH})
             await api.wait_state(SWITCH, "on", within=60)
             await api.wait_state("sensor.demo_server_power_state", "on", within=60)

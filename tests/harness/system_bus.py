@@ -38,24 +38,31 @@ class SystemBus:
     logind: subprocess.Popen[bytes] | None = None
     record: Path = field(init=False)
     control: Path = field(init=False)
+    log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.record = self.directory / "logind-calls.jsonl"
         self.control = self.directory / "logind-control.json"
+        self.log_path = self.directory / "dbus-daemon.log"
 
     def start(self) -> None:
         """Start the daemon, then the fake logind, and wait until it owns its name."""
         config = self.directory / "bus.conf"
         config.write_text(BUS_CONFIG.format(socket=self.directory / "system_bus_socket"))
-        self.daemon = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE,
-        )
+        # dbus-daemon started as root tries to raise its fd limit to 65536 and, where that
+        # is not permitted (containers, CI), prints a harmless "AccessDenied: Failed to set
+        # fd limit" line: its messages go to a log file, not to the terminal of script/develop
+        with self.log_path.open("ab") as log:
+            self.daemon = subprocess.Popen(
+                ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
         assert self.daemon.stdout is not None
         self.address = self.daemon.stdout.readline().decode().strip()
         if not self.address:
-            raise RuntimeError("dbus-daemon did not print its address")
+            raise RuntimeError(f"dbus-daemon did not print its address: {self.log_path.read_text()}")
         self.record.write_text("")
         self.set_control()
         self.logind = subprocess.Popen(

@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from custom_components.smartserver.update import load_bundle
+from custom_components.smartserver.mgmt import load_bundle
 
 ROOT = Path(__file__).parents[1]
 

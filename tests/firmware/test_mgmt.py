@@ -21,9 +21,9 @@ from smartserver_node.client import (
     Node,
     NodeError,
     build_firmware,
-    chunk_payload,
     signed_command,
 )
+from smartserver_node.mgmt_framing import chunk_payload
 
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker

@@ -85,7 +85,7 @@ async def setup(
     """Set up the hub with relay1's node running, carrying the given firmware bundle."""
 
     async def start(firmware: Path) -> None:
-        with patch("custom_components.smartserver.update.BUNDLE_DIR", firmware):
+        with patch("custom_components.smartserver.mgmt.BUNDLE_DIR", firmware):
             server_config_entry.add_to_hass(hass)
             assert await hass.config_entries.async_setup(server_config_entry.entry_id)
 

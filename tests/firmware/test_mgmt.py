@@ -17,12 +17,11 @@ import pytest
 from smartserver_node.client import (
     ChecksumError,
     Connection,
-    Firmware,
     Node,
     NodeError,
-    build_firmware,
     signed_command,
 )
+from smartserver_node.firmware import Firmware, build_firmware
 from smartserver_node.mgmt_framing import chunk_payload
 
 from tests.harness.clients import Peer

@@ -7,25 +7,19 @@ import hashlib
 import hmac
 import json
 import queue
-import re
 import secrets
 import ssl
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from .firmware import Firmware
 from .mgmt_framing import CHUNK, CONFIRMED, ROLLED_BACK, Reply, data_chunks, put_arg, verdict
-
-# Never part of an update: the rollback lives in main.py; the rest is the board's.
-FIXED = ("boot.py", "main.py")
 
 
 class NodeError(Exception):
@@ -55,57 +49,6 @@ def signed_command(key: str, node: str, cmd: str, arg: str = "", ts: int | None 
         body["arg"] = arg
     body["sig"] = signature(key, node, cmd, ts, nonce, arg)
     return nonce, json.dumps(body, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class Firmware:
-    """A firmware bundle: compiled modules with their version and build hash."""
-
-    version: str
-    build: str
-    files: dict[str, bytes] = field(repr=False)
-
-    @staticmethod
-    def build_hash(files: dict[str, bytes]) -> str:
-        """SHA-256 over `sha256sum`'s lines for the files, as script/deploy-firmware has it."""
-        lines = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
-        return hashlib.sha256(lines.encode()).hexdigest()[:12]
-
-    def manifest(self) -> bytes:
-        """Return the manifest the node checks the staged files against."""
-        return json.dumps(
-            {
-                "version": self.version,
-                "build": self.build,
-                "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(self.files.items())},
-            },
-            sort_keys=True,
-        ).encode()
-
-
-def firmware_version(source: Path) -> str:
-    """Return the VERSION in the firmware sources."""
-    match = re.search(r'^VERSION = "([^"]+)"$', (source / "remote_config.py").read_text(), re.M)
-    if match is None:
-        raise ValueError(f"no VERSION in {source / 'remote_config.py'}")
-    return match.group(1)
-
-
-def build_firmware(source: Path, mpy_cross: str = "mpy-cross") -> Firmware:
-    """Compile the firmware sources (firmware/esp32) to .mpy like script/deploy-firmware."""
-    files: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as out:
-        for path in sorted(source.glob("*.py")):
-            if path.name in FIXED or path.name.endswith("_template.py"):
-                continue
-            target = Path(out) / f"{path.stem}.mpy"
-            subprocess.run(
-                [mpy_cross, "-s", path.name, "-o", str(target), str(path)],
-                check=True,
-                capture_output=True,
-            )
-            files[target.name] = target.read_bytes()
-    return Firmware(firmware_version(source), Firmware.build_hash(files), files)
 
 
 @dataclass(frozen=True)

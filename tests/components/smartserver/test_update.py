@@ -13,7 +13,7 @@ from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-from smartserver_node.client import build_firmware
+from smartserver_node.firmware import build_firmware
 
 from tests.firmware.board import Board, ConfigServer, board_config, firmware_sources, secrets_config
 from tests.harness.clients import Peer

@@ -73,7 +73,6 @@ class NodeFirmwareEntity(SmartServerEntity, UpdateEntity):
         if firmware.can_install:
             self._attr_supported_features |= UpdateEntityFeature.INSTALL | UpdateEntityFeature.PROGRESS
         self._other_build = False
-        self._show()
 
     async def async_added_to_hass(self) -> None:
         """Follow the node's infos, and its management replies (only needed to install)."""

@@ -8,7 +8,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from custom_components.smartserver.update import load_bundle
+from smartserver_node.firmware import firmware_version
+
+from custom_components.smartserver.mgmt import load_bundle
 
 ROOT = Path(__file__).parents[1]
 
@@ -31,10 +33,7 @@ def test_release_zip_has_the_integration_and_a_loadable_firmware(tmp_path: Path)
     assert not any(name.endswith(".py") and name.startswith("firmware/") for name in names)
     bundle = load_bundle(tmp_path / "installed" / "firmware")
     assert bundle is not None
-    version = (
-        (ROOT / "firmware" / "esp32" / "remote_config.py").read_text().split('VERSION = "')[1].split('"')[0]
-    )
-    assert bundle.version == version
+    assert bundle.version == firmware_version(ROOT / "firmware" / "esp32")
     assert "node.mpy" in bundle.files
     assert bundle.notes.startswith("# Node firmware")
     # A damaged file is refused rather than installed.

@@ -114,7 +114,6 @@ NODE_INFO: Final = "info"
 NODE_MGMT_CMD: Final = "mgmt/cmd"
 NODE_MGMT_DATA: Final = "mgmt/data"
 NODE_MGMT_REPLY: Final = "mgmt/reply"
-MGMT_CHUNK: Final = 1400
 SERVER_HEARTBEAT: Final = "heartbeat"
 SERVER_STATE: Final = "state"
 SERVER_NETWORK: Final = "network"

@@ -12,7 +12,7 @@ from time import ticks_diff, ticks_ms
 
 import log
 import machine
-from mgmt import FIXED, Refused, _safe_path, exists, read_json, remove, write_json
+from fsutil import FIXED, Refused, exists, read_json, remove, safe_path, write_json
 
 NEW = "fw_new"  # staged update files
 OLD = "fw_old"  # the previous firmware's files, until the new one is confirmed
@@ -43,7 +43,7 @@ def install(arg):
         raise Refused("manifest is not valid")
     files = data["files"]
     for name, digest in files.items():
-        if "/" in name or not _safe_path(name) or name in FIXED or name == FIRMWARE:
+        if "/" in name or not safe_path(name) or name in FIXED or name == FIRMWARE:
             raise Refused("manifest names %r" % name)
         if not exists(NEW + "/" + name) or file_sha256(NEW + "/" + name) != digest:
             raise Refused("staged file %s missing or corrupt" % name)
@@ -70,10 +70,6 @@ def install(arg):
     remove(manifest)
     remove(RESULT)
     log.info("firmware %s installed: rebooting into it on trial" % version)
-
-
-def pending():
-    return exists(PENDING)
 
 
 async def trial(mqtt, config, config_done, on_confirmed):

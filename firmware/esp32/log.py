@@ -2,8 +2,8 @@
 # broker is unreachable; when it is full the oldest line of the lowest level goes
 # first, so a burst of debug output cannot push out an error.
 import asyncio
-import io
-import sys
+
+import topics
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LINE = 1024
@@ -72,12 +72,6 @@ def critical(msg):
     log("critical", msg)
 
 
-def traceback(err):
-    out = io.StringIO()
-    sys.print_exception(err, out)
-    return out.getvalue()
-
-
 def pending():
     return len(_buf), _bytes
 
@@ -104,9 +98,7 @@ async def _pump(mqtt):
 
 def start(mqtt, config):
     global _topics
-    base = config["base"]
-    node = config["node_id"]
-    _topics = ["%s/log/%s/%s" % (base, level, node) for level in LEVELS]
+    _topics = [topics.log_topic(config, level) for level in LEVELS]
     configure(config.get("log") or {})
     mqtt.log = log
     asyncio.create_task(_pump(mqtt))

@@ -15,63 +15,10 @@ from time import ticks_diff, ticks_ms
 import log
 import machine
 import sign
+import topics
+from fsutil import FIXED, Refused, makedirs, remove, replace, safe_path
 
 CHUNK = 1400
-# Never replaced by an update: the rollback lives in main.py, the rest is the board's.
-FIXED = ("boot.py", "main.py", "board.py", "secrets.py", "ca.pem")
-
-
-def read_json(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
-
-
-def write_json(path, data):
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f)
-    replace(path + ".tmp", path)
-
-
-def replace(src, dst):
-    # littlefs and unix replace an existing target atomically: the old file stays
-    # until the new one is in place. Only a filesystem that refuses loses it briefly.
-    try:
-        os.rename(src, dst)
-    except OSError:
-        remove(dst)
-        os.rename(src, dst)
-
-
-def remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _safe_path(path):
-    # Paths relative to the flash root, no way up; subdirectories are fine.
-    if not path or path.startswith("/") or len(path) > 96:
-        return False
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            return False
-    return True
-
-
-class Refused(Exception):
-    pass
 
 
 class Transfer:
@@ -102,7 +49,7 @@ class Manager:
         self._allow_eval = bool(cfg.get("eval"))
         self._idle_ms = int(cfg.get("idle_s", 15)) * 1000  # a stalled transfer is abandoned
         self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
-        self.reply_topic = "%s/node/%s/mgmt/reply" % (config["base"], config["node_id"])
+        self.reply_topic = topics.node_topic(config, "mgmt/reply")
         self._transfer = None
         self._busy = False
         self._queue = []
@@ -165,7 +112,7 @@ class Manager:
         gc.collect()
 
     def _path(self, arg):
-        if not _safe_path(arg):
+        if not safe_path(arg):
             raise Refused("bad path %r" % arg)
         return arg
 
@@ -178,7 +125,7 @@ class Manager:
         if path in FIXED:
             raise Refused("%s is not replaced remotely" % path)
         self._abort("a new transfer started")
-        _makedirs(path)
+        makedirs(path)
         self._transfer = Transfer(nonce, path, parts[1].lower(), int(parts[2]))
 
     def _abort(self, reason):
@@ -327,11 +274,3 @@ def _safe_nonce(nonce):
         if ch not in "0123456789abcdefABCDEF":
             return False
     return True
-
-
-def _makedirs(path):
-    parts = path.split("/")[:-1]
-    for i in range(len(parts)):
-        d = "/".join(parts[: i + 1])
-        if not exists(d):
-            os.mkdir(d)

@@ -11,6 +11,7 @@ import machine
 import remote_config
 import settings
 import sign
+import topics
 from mqtt import MQTT, ONLINE
 
 VERSION = remote_config.VERSION
@@ -25,7 +26,7 @@ class Node:
         self.safe = state.crashes >= int(config["safe_mode_after"])
         self.base = config["base"]
         self.id = config["node_id"]
-        self.mqtt = MQTT(config, self.id, "%s/node/%s/status" % (self.base, self.id))
+        self.mqtt = MQTT(config, self.id, topics.node_topic(config, "status"))
         self.failure = None
         self._failed = asyncio.Event()
         self.mem_peak = 0
@@ -38,7 +39,7 @@ class Node:
         self.update = _read_json("fw_result.json")  # the last update's result (mgmt.py)
 
     def _topic(self, leaf):
-        return "%s/node/%s/%s" % (self.base, self.id, leaf)
+        return topics.node_topic(self.config, leaf)
 
     def _on_task_error(self, loop, context):
         # A module task that dies is a crash: main.py records it and reboots.

@@ -3,6 +3,7 @@
 import asyncio
 
 import log
+import topics
 from inputs import DebouncedInput
 
 
@@ -11,9 +12,8 @@ class PowerSense:
         self._input = DebouncedInput(config["power_sense"], self._on_change)
         self._mqtt = mqtt
         self._dirty = asyncio.Event()
-        base, node = config["base"], config["node_id"]
-        self.topic = "%s/node/%s/power" % (base, node)
-        mqtt.subscribe("%s/node/%s/refresh" % (base, node), self._on_refresh)
+        self.topic = topics.node_topic(config, "power")
+        mqtt.subscribe(topics.node_topic(config, "refresh"), self._on_refresh)
         mqtt.on_connect.append(self._dirty.set)
         asyncio.create_task(self._publisher())
 

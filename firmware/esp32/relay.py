@@ -6,6 +6,7 @@ from time import ticks_diff, ticks_ms
 
 import log
 import sign
+import topics
 from machine import Pin, Timer
 
 PRESS = "PRESS"
@@ -26,7 +27,7 @@ class Relay:
         self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
         self._on_at = None
         self._mqtt = mqtt
-        self.topic = "%s/node/%s/power/set" % (config["base"], config["node_id"])
+        self.topic = topics.node_topic(config, "power/set")
         mqtt.subscribe(self.topic, self._on_command, qos=1)
         asyncio.create_task(self._guard())
 

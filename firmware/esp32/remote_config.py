@@ -9,10 +9,11 @@ import json
 import os
 
 import log
+import topics
 from settings import REMOTE_SECTIONS
+from version import VERSION
 
 CACHE = "remote_config.json"
-VERSION = "0.1.0"
 PLATFORM = "esp32"
 
 
@@ -56,8 +57,7 @@ class RemoteConfig:
         self._retry_ms = int(float(cfg.get("retry_s", 15)) * 1000)
         self._max_components = int(cfg.get("max_components", 16))
         self._mqtt = mqtt
-        base, node = config["base"], config["node_id"]
-        self.answer = "%s/login/%s" % (base, node)
+        self.answer = topics.login_topic(config)
         self.request = self.answer + "/set"
         self.components = None  # the complete configuration once received
         self.done = asyncio.Event()

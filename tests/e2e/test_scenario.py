@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from smartserver_node.firmware import firmware_version
+
 from tests.firmware.board import FIRMWARE, Board, board_config, secrets_config
 from tests.harness.agent import AgentProcess, agent_env
 from tests.harness.clients import Peer
@@ -28,7 +30,7 @@ from .hass_process import HassApi, agent_settings, integration_problems, poll
 from .test_end_to_end import TOGGLE, check_screenshot
 
 NODE = "rack-relay"
-VERSION = (FIRMWARE / "remote_config.py").read_text().split('VERSION = "')[1].split('"')[0]
+VERSION = firmware_version(FIRMWARE)
 SERVER = "nas01"
 RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 35
 SENSE_ON, SENSE_OFF = 0, 1  # the power LED's optocoupler pulls the input low

@@ -44,8 +44,7 @@ KEY = "node1 key: long and random"
 def firmware_sources(directory: Path, version: str, broken: bool = False) -> Path:
     """A copy of the firmware sources as `version`; `broken` crashes on every boot."""
     shutil.copytree(FIRMWARE, directory)
-    config = directory / "remote_config.py"
-    config.write_text(config.read_text().replace('VERSION = "0.1.0"', f'VERSION = "{version}"'))
+    (directory / "version.py").write_text(f'VERSION = "{version}"\n')
     if broken:
         node_py = directory / "node.py"
         node_py.write_text(node_py.read_text() + '\nraise RuntimeError("broken build")\n')

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from smartserver_node.client import build_firmware
+from smartserver_node.firmware import build_firmware
 
 from tests.harness.certs import Certs
 

@@ -17,13 +17,12 @@ import pytest
 from smartserver_node.client import (
     ChecksumError,
     Connection,
-    Firmware,
     Node,
     NodeError,
-    build_firmware,
-    chunk_payload,
     signed_command,
 )
+from smartserver_node.firmware import Firmware, build_firmware
+from smartserver_node.mgmt_framing import chunk_payload
 
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker

@@ -1,9 +1,14 @@
-"""The management topics and chunk size the node, the CLI and protocol.py share."""
+"""The management topics, chunk size and framing the node, the CLI and the integration share."""
 
 from __future__ import annotations
 
-from smartserver_node.client import CHUNK, Connection, Node, signature
+import inspect
+from pathlib import Path
 
+from smartserver_node import mgmt_framing as cli_framing
+from smartserver_node.client import Connection, Node, signature
+
+from custom_components.smartserver import mgmt_framing
 from tests.harness.protocol import load_protocol
 
 from .board import FIRMWARE, KEY, NODE
@@ -17,7 +22,21 @@ def test_cli_topics_and_signature_match_the_protocol_module() -> None:
     assert node.reply_topic == protocol.node_topic("home", NODE, protocol.NODE_MGMT_REPLY)
     assert node.info_topic == protocol.node_topic("home", NODE, protocol.NODE_INFO)
     assert node.log_filter == protocol.log_filter("home").replace("+/+", f"+/{NODE}")
-    assert CHUNK == protocol.MGMT_CHUNK
-    assert f"CHUNK = {protocol.MGMT_CHUNK}" in (FIRMWARE / "mgmt.py").read_text()
     expected = protocol.command_signature(KEY, NODE, "put", 5, "ab", "x\ny")
     assert signature(KEY, NODE, "put", 5, "ab", "x\ny") == expected
+
+
+def test_the_cli_carries_the_integrations_framing_byte_for_byte() -> None:
+    """One framing: the CLI's copy is the integration's file, so they cannot drift."""
+    ours, theirs = inspect.getsourcefile(mgmt_framing), inspect.getsourcefile(cli_framing)
+    assert ours is not None
+    assert theirs is not None
+    assert ours != theirs
+    assert Path(ours).read_bytes() == Path(theirs).read_bytes()
+
+
+def test_the_node_takes_chunks_of_the_framings_size() -> None:
+    assert f"CHUNK = {mgmt_framing.CHUNK}\n" in (FIRMWARE / "mgmt.py").read_text()
+    chunks = mgmt_framing.data_chunks("00ff", b"x" * (2 * mgmt_framing.CHUNK + 1))
+    assert [c.split(b"\n", 1)[0] for c in chunks] == [b"00ff 0 more", b"00ff 1 more", b"00ff 2 ok"]
+    assert mgmt_framing.data_chunks("00ff", b"") == [b"00ff 0 ok\n"]

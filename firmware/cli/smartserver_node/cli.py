@@ -9,7 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .client import Connection, Node, NodeError, build_firmware
+from .client import Connection, Node, NodeError
+from .firmware import build_firmware
 
 COLOURS = {
     "debug": "\033[2m",

@@ -7,24 +7,19 @@ import hashlib
 import hmac
 import json
 import queue
-import re
 import secrets
 import ssl
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-CHUNK = 1400  # the node's chunk size too: well under its 4 KB message limit
-# Never part of an update: the rollback lives in main.py; the rest is the board's.
-FIXED = ("boot.py", "main.py")
+from .firmware import Firmware
+from .mgmt_framing import CHUNK, CONFIRMED, ROLLED_BACK, Reply, data_chunks, put_arg, verdict
 
 
 class NodeError(Exception):
@@ -54,81 +49,6 @@ def signed_command(key: str, node: str, cmd: str, arg: str = "", ts: int | None 
         body["arg"] = arg
     body["sig"] = signature(key, node, cmd, ts, nonce, arg)
     return nonce, json.dumps(body, separators=(",", ":"))
-
-
-def chunk_payload(nonce: str, seq: int, kind: str, body: bytes) -> bytes:
-    r"""One chunk: "<nonce> <seq> <kind>\\n<body>"; kind is more, ok or err."""
-    return f"{nonce} {seq} {kind}\n".encode() + body
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One reply chunk from the node."""
-
-    nonce: str
-    seq: int
-    kind: str
-    body: bytes
-
-    @classmethod
-    def parse(cls, payload: bytes) -> Reply | None:
-        """Return the chunk, or None for a payload that is not one."""
-        head, sep, body = payload.partition(b"\n")
-        parts = head.decode(errors="replace").split(" ")
-        if not sep or len(parts) != 3 or not parts[1].isdigit() or parts[2] not in ("more", "ok", "err"):
-            return None
-        return cls(parts[0], int(parts[1]), parts[2], body)
-
-
-@dataclass(frozen=True)
-class Firmware:
-    """A firmware bundle: compiled modules with their version and build hash."""
-
-    version: str
-    build: str
-    files: dict[str, bytes] = field(repr=False)
-
-    @staticmethod
-    def build_hash(files: dict[str, bytes]) -> str:
-        """SHA-256 over `sha256sum`'s lines for the files, as script/deploy-firmware has it."""
-        lines = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
-        return hashlib.sha256(lines.encode()).hexdigest()[:12]
-
-    def manifest(self) -> bytes:
-        """Return the manifest the node checks the staged files against."""
-        return json.dumps(
-            {
-                "version": self.version,
-                "build": self.build,
-                "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(self.files.items())},
-            },
-            sort_keys=True,
-        ).encode()
-
-
-def firmware_version(source: Path) -> str:
-    """Return the VERSION in the firmware sources."""
-    match = re.search(r'^VERSION = "([^"]+)"$', (source / "remote_config.py").read_text(), re.M)
-    if match is None:
-        raise ValueError(f"no VERSION in {source / 'remote_config.py'}")
-    return match.group(1)
-
-
-def build_firmware(source: Path, mpy_cross: str = "mpy-cross") -> Firmware:
-    """Compile the firmware sources (firmware/esp32) to .mpy like script/deploy-firmware."""
-    files: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as out:
-        for path in sorted(source.glob("*.py")):
-            if path.name in FIXED or path.name.endswith("_template.py"):
-                continue
-            target = Path(out) / f"{path.stem}.mpy"
-            subprocess.run(
-                [mpy_cross, "-s", path.name, "-o", str(target), str(path)],
-                check=True,
-                capture_output=True,
-            )
-            files[target.name] = target.read_bytes()
-    return Firmware(firmware_version(source), Firmware.build_hash(files), files)
 
 
 @dataclass(frozen=True)
@@ -284,17 +204,15 @@ class Node:
 
     def put(self, path: str, data: bytes, progress: Callable[[int, int], None] | None = None) -> None:
         """Write a file on the node: streamed, checked by SHA-256, then renamed in place."""
-        digest = hashlib.sha256(data).hexdigest()
-        nonce = self.send("put", f"{path}\n{digest}\n{len(data)}")
-        pieces = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
-        for seq, piece in enumerate(pieces):
-            kind = "ok" if seq == len(pieces) - 1 else "more"
-            self.client.publish(self.data_topic, chunk_payload(nonce, seq, kind, piece), qos=1)
+        arg = put_arg(path, data)
+        nonce = self.send("put", arg)
+        for seq, chunk in enumerate(data_chunks(nonce, data)):
+            self.client.publish(self.data_topic, chunk, qos=1)
             if progress:
                 progress(min((seq + 1) * CHUNK, len(data)), len(data))
-        answer = b"".join(r.body for r in self.replies(nonce))
-        if answer.decode() != digest:
-            raise ChecksumError(f"node {self.node} stored {path} with SHA-256 {answer.decode()}")
+        answer = b"".join(r.body for r in self.replies(nonce)).decode()
+        if answer != arg.split("\n")[-2]:  # the SHA-256 it announced
+            raise ChecksumError(f"node {self.node} stored {path} with SHA-256 {answer}")
 
     def get(self, path: str) -> bytes:
         """Read a file from the node, checked against the SHA-256 it sends last."""
@@ -368,15 +286,13 @@ class Node:
                     info = got.get(timeout=left)
                 except queue.Empty:
                     continue
-                result = info.get("update") or {}
-                if result.get("version") != firmware.version:
-                    continue
-                if result.get("result") == "rolled back":
+                end = verdict(info.get("update") or {}, info.get("build"), firmware.version, firmware.build)
+                if end == ROLLED_BACK:
                     raise NodeError(
                         f"node {self.node} rolled back firmware {firmware.version}: "
                         "it did not become healthy (see its log)"
                     )
-                if result.get("result") == "confirmed" and info.get("build") == firmware.build:
+                if end == CONFIRMED:
                     return info
         finally:
             self._listeners.remove(listen)

@@ -13,7 +13,7 @@ from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-from smartserver_node.client import build_firmware
+from smartserver_node.firmware import build_firmware
 
 from tests.firmware.board import Board, ConfigServer, board_config, firmware_sources, secrets_config
 from tests.harness.clients import Peer
@@ -85,7 +85,7 @@ async def setup(
     """Set up the hub with relay1's node running, carrying the given firmware bundle."""
 
     async def start(firmware: Path) -> None:
-        with patch("custom_components.smartserver.update.BUNDLE_DIR", firmware):
+        with patch("custom_components.smartserver.mgmt.BUNDLE_DIR", firmware):
             server_config_entry.add_to_hass(hass)
             assert await hass.config_entries.async_setup(server_config_entry.entry_id)
 

@@ -89,7 +89,7 @@ async def setup_update(hass: HomeAssistant, entry: MockConfigEntry, bundle: Path
     """Set up the hub with only the update platform, carrying `bundle` as the bundled firmware."""
     entry.add_to_hass(hass)
     with (
-        patch("custom_components.smartserver.update.BUNDLE_DIR", bundle),
+        patch("custom_components.smartserver.mgmt.BUNDLE_DIR", bundle),
         patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
     ):
         assert await hass.config_entries.async_setup(entry.entry_id)
@@ -113,7 +113,7 @@ async def setup(
     """The hub with its server (relay1) and only the update platform, carrying the bundle."""
     server_config_entry.add_to_hass(hass)
     with (
-        patch("custom_components.smartserver.update.BUNDLE_DIR", bundle_dir),
+        patch("custom_components.smartserver.mgmt.BUNDLE_DIR", bundle_dir),
         patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
     ):
         assert await hass.config_entries.async_setup(server_config_entry.entry_id)
@@ -523,7 +523,7 @@ async def test_a_repeated_reply_chunk_is_dropped(hass: HomeAssistant, node: Fake
 async def test_a_reply_that_never_ends_times_out(hass: HomeAssistant, node: FakeNode) -> None:
     node.script["update"] = [(0, "more", b"")]
     with (
-        patch("custom_components.smartserver.update.REPLY_TIMEOUT_S", 0.05),
+        patch("custom_components.smartserver.mgmt.REPLY_TIMEOUT_S", 0.05),
         pytest.raises(HomeAssistantError, match="did not answer the firmware update"),
     ):
         await install(hass)
@@ -548,7 +548,7 @@ async def test_only_this_build_confirmed_is_success(hass: HomeAssistant, node: F
         info(VERSION, BUILD, None),  # rebooted, on trial
     ]
     with (
-        patch("custom_components.smartserver.update.CONFIRM_TIMEOUT_S", 0.1),
+        patch("custom_components.smartserver.mgmt.CONFIRM_TIMEOUT_S", 0.1),
         pytest.raises(HomeAssistantError, match=r"has not confirmed firmware 0\.2\.0 yet"),
     ):
         await install(hass)

@@ -1,0 +1,68 @@
+"""Management framing (docs/management.md): data and reply chunks, put arguments, the verdict.
+
+The integration (custom_components/smartserver/mgmt_framing.py) and smartserver-node
+(firmware/cli/smartserver_node/mgmt_framing.py) carry this same file, byte for byte:
+tests/firmware/test_mgmt_topics.py keeps the two identical. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+CHUNK = 1400  # the node's chunk size too: well under its 4 KB message limit
+KINDS = ("more", "ok", "err")  # a chunk follows; the last one, success; the last one, failure
+CONFIRMED = "confirmed"
+ROLLED_BACK = "rolled back"
+
+
+def chunk_payload(nonce: str, seq: int, kind: str, body: bytes) -> bytes:
+    r"""One chunk: "<nonce> <seq> <kind>\\n<body>"."""
+    return f"{nonce} {seq} {kind}\n".encode() + body
+
+
+def data_chunks(nonce: str, data: bytes) -> list[bytes]:
+    """Return a put's data as CHUNK-byte chunks, the last one `ok`; empty data is one chunk."""
+    pieces = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
+    last = len(pieces) - 1
+    return [chunk_payload(nonce, seq, "ok" if seq == last else "more", p) for seq, p in enumerate(pieces)]
+
+
+def put_arg(path: str, data: bytes) -> str:
+    r"""Return the put command's argument: "<path>\\n<SHA-256 hex>\\n<size>"."""
+    return f"{path}\n{hashlib.sha256(data).hexdigest()}\n{len(data)}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply chunk from the node."""
+
+    nonce: str
+    seq: int
+    kind: str
+    body: bytes
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Reply | None:
+        """Return the chunk, or None for a payload that is not one."""
+        head, sep, body = payload.partition(b"\n")
+        parts = head.decode(errors="replace").split(" ")
+        if not sep or len(parts) != 3 or not parts[1].isdigit() or parts[2] not in KINDS:
+            return None
+        return cls(parts[0], int(parts[1]), parts[2], body)
+
+
+def verdict(update: dict[str, Any], build: str | None, version: str, expected_build: str) -> str | None:
+    """Return CONFIRMED or ROLLED_BACK once a node's info tells the update's end, else None.
+
+    `update` and `build` are the info's fields. Confirmed counts for the expected build
+    only: the same version may be installed already with another one.
+    """
+    if update.get("version") != version:
+        return None
+    if update.get("result") == ROLLED_BACK:
+        return ROLLED_BACK
+    if update.get("result") == CONFIRMED and build == expected_build:
+        return CONFIRMED
+    return None

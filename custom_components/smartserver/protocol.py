@@ -32,6 +32,7 @@ POWER_OFF: Final = "OFF"
 PRESS: Final = "PRESS"
 HOLD: Final = "HOLD"
 SHUTDOWN: Final = "SHUTDOWN"
+REBOOT: Final = "REBOOT"
 
 
 class ServerState:

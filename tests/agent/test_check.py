@@ -18,10 +18,12 @@ def test_check_ok(mosquitto: Broker, system_bus: SystemBus, tmp_path: Path) -> N
     assert "configuration: ok" in out
     assert f"broker: 127.0.0.1:{mosquitto.tls_port} as {mosquitto.username}" in out
     assert "logind CanPowerOff: yes" in out
+    assert "logind CanReboot: yes" in out
     assert "interface lo: up" in out
     assert f"reachability of 127.0.0.1:{mosquitto.port}: ok" in out
     assert out.rstrip().endswith("result: ok")
-    assert [c["method"] for c in system_bus.calls()] == ["CanPowerOff"]  # never PowerOff
+    # never PowerOff nor Reboot
+    assert [c["method"] for c in system_bus.calls()] == ["CanPowerOff", "CanReboot"]
     assert mosquitto.password not in out + result.stderr
     assert TEST_KEY not in out + result.stderr
     # it really logged in, with its own client id (the running agent's stays untouched)
@@ -29,7 +31,7 @@ def test_check_ok(mosquitto: Broker, system_bus: SystemBus, tmp_path: Path) -> N
 
 
 def test_check_names_every_problem(mosquitto: Broker, system_bus: SystemBus, tmp_path: Path) -> None:
-    system_bus.set_control(can_power_off="challenge")
+    system_bus.set_control(can_power_off="challenge", can_reboot="no")
     closed = free_port()
     env = agent_env(
         tmp_path,
@@ -44,9 +46,10 @@ def test_check_names_every_problem(mosquitto: Broker, system_bus: SystemBus, tmp
     out = result.stdout
     assert "the broker refused the connection: Not authorized" in out
     assert "logind CanPowerOff answered 'challenge': install the polkit rule" in out
+    assert "logind CanReboot answered 'no': install the polkit rule" in out
     assert "network: nosuch0: link absent" in out
     assert f"network: 127.0.0.1:{closed} not reachable: Connection refused" in out
-    assert "result: 4 problem(s)" in out
+    assert "result: 5 problem(s)" in out
 
 
 def test_check_without_broker_or_bus(mosquitto: Broker, tmp_path: Path) -> None:
@@ -56,6 +59,7 @@ def test_check_without_broker_or_bus(mosquitto: Broker, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot connect to 127.0.0.1" in result.stdout
     assert "logind: cannot connect to the system bus" in result.stdout
+    assert "logind CanReboot: unknown (cannot connect" in result.stdout
 
 
 def test_check_wrong_ca_and_insecure(mosquitto: Broker, system_bus: SystemBus, tmp_path: Path) -> None:

@@ -79,10 +79,14 @@ def test_unit_verifies(tmp_path: Path) -> None:
         ("smartserver-agent", "org.freedesktop.login1.power-off", "yes"),
         ("smartserver-agent", "org.freedesktop.login1.power-off-multiple-sessions", "yes"),
         ("smartserver-agent", "org.freedesktop.login1.power-off-ignore-inhibit", None),
-        ("smartserver-agent", "org.freedesktop.login1.reboot", None),
+        ("smartserver-agent", "org.freedesktop.login1.reboot", "yes"),
+        ("smartserver-agent", "org.freedesktop.login1.reboot-multiple-sessions", "yes"),
+        ("smartserver-agent", "org.freedesktop.login1.reboot-ignore-inhibit", None),
+        ("smartserver-agent", "org.freedesktop.login1.halt", None),
         ("smartserver-agent", "org.freedesktop.login1.suspend", None),
         ("www-data", "org.freedesktop.login1.power-off", None),
         ("root", "org.freedesktop.login1.power-off", None),
+        ("www-data", "org.freedesktop.login1.reboot", None),
     ],
 )
 def test_polkit_rule(user: str, action: str, answer: str | None) -> None:

@@ -46,10 +46,11 @@ def test_constants_match() -> None:
         agent_protocol.OFFLINE,
     )
     assert states == p.ServerState.ALL
-    assert (agent_protocol.ALIVE, agent_protocol.DEAD, agent_protocol.SHUTDOWN) == (
+    assert (agent_protocol.ALIVE, agent_protocol.DEAD, agent_protocol.SHUTDOWN, agent_protocol.REBOOT) == (
         p.ALIVE,
         p.DEAD,
         p.SHUTDOWN,
+        p.REBOOT,
     )
     assert agent_protocol.MAX_SKEW_S == p.MAX_SKEW_S
     assert agent_protocol.DEFAULT_BASE == p.DEFAULT_BASE
@@ -142,3 +143,25 @@ def test_configurable_skew() -> None:
 def test_oversized_payload_refused_before_parsing() -> None:
     with pytest.raises(CommandError, match="too large"):
         Verifier(KEY, "srv1").verify(b"[" * 100_000, time.time())
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 1000,
+        b"{" * 1000,
+        b"[" * 512 + b"]" * 512,
+        b'{"cmd": [[[[1]]]]}',
+        b'{"a": "\\\\", "b": [[[[]]]]}',
+    ],
+)
+def test_deep_nesting_refused_before_parsing(payload: bytes) -> None:
+    with pytest.raises(CommandError, match="nested deeper than 4 levels"):
+        Verifier(KEY, "srv1").verify(payload, NOW)
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    arg = '[[[[[{{{{ \\" ]]'
+    payload = p.sign_command(KEY, "srv1", "REBOOT", NOW, arg)
+    command = Verifier(KEY, "srv1").verify(payload.encode(), NOW)
+    assert (command.cmd, command.arg) == ("REBOOT", arg)

@@ -156,15 +156,15 @@ def test_a_hanging_disk_refuses_the_command_quickly(
     monkeypatch.setattr(session, "RECORD_TIMEOUT_S", 0.2)
     powered: list[bool] = []
 
-    async def power_off() -> None:
+    async def perform(action: logind.Action) -> None:
         powered.append(True)
 
-    monkeypatch.setattr(logind, "power_off", power_off)
+    monkeypatch.setattr(logind, "perform", perform)
     verified = agent.verifier.verify(command(time.time()), time.time())
     agent.state = "SHUTTING_DOWN"
     started = time.monotonic()
     try:
-        asyncio.run(agent._power_off("home/server/srv1/system", verified, "ONLINE"))
+        asyncio.run(agent._go_down("home/server/srv1/system", verified, logind.POWER_OFF, "ONLINE"))
     finally:
         release.set()
     assert time.monotonic() - started < 2

@@ -1,8 +1,9 @@
-"""A fake org.freedesktop.login1 on a private bus: records calls, powers nothing off.
+"""A fake org.freedesktop.login1 on a private bus: records calls, powers nothing off or reboots.
 
 Run by the system_bus fixture as its own process. Each call is appended as a JSON
 line to --record; --control holds JSON that decides the answers, reread per call:
-  {"can_power_off": "yes" | "no" | "challenge" | ..., "power_off_error": "<text>"}
+  {"can_power_off": "yes" | "no" | "challenge" | ..., "power_off_error": "<text>",
+   "can_reboot": (the same answers), "reboot_error": "<text>"}
 """
 
 from __future__ import annotations
@@ -45,11 +46,14 @@ class Manager(ServiceInterface):
     def CanPowerOff(self) -> "s":  # noqa: UP037
         return str(self._log("CanPowerOff").get("can_power_off", "yes"))
 
-    @dbus_method()
-    def PowerOff(self, interactive: "b"):  # type: ignore[no-untyped-def]  # noqa: UP037
-        error = self._log("PowerOff", interactive).get("power_off_error")
+    def _act(self, method: str, interactive: bool, error_key: str) -> None:
+        error = self._log(method, interactive).get(error_key)
         if error:
             raise DBusError("org.freedesktop.DBus.Error.AccessDenied", str(error))
+
+    @dbus_method()
+    def PowerOff(self, interactive: "b"):  # type: ignore[no-untyped-def]  # noqa: UP037
+        self._act("PowerOff", interactive, "power_off_error")
 
     @dbus_method()
     def CanReboot(self) -> "s":  # noqa: UP037
@@ -57,7 +61,7 @@ class Manager(ServiceInterface):
 
     @dbus_method()
     def Reboot(self, interactive: "b"):  # type: ignore[no-untyped-def]  # noqa: UP037
-        self._log("Reboot", interactive)
+        self._act("Reboot", interactive, "reboot_error")
 
 
 async def main() -> None:

@@ -17,12 +17,15 @@ EXIT_PROBLEM = 1
 EXIT_CONFIG = 2
 
 
-def check(config_lines: list[str], problems: list[str], report: network.Report, can_power_off: str) -> None:
-    """Print the report of `smartserver-agent check`."""
+def check(
+    config_lines: list[str], problems: list[str], report: network.Report, answers: dict[str, str]
+) -> None:
+    """Print the report of `smartserver-agent check`; `answers`: logind's, by method."""
     print("configuration: ok")
     for line in config_lines:
         print(f"  {line}")
-    print(f"logind CanPowerOff: {can_power_off}")
+    for method, answer in answers.items():
+        print(f"logind {method}: {answer}")
     for line in report.lines():
         print(line)
     if problems:
@@ -31,6 +34,20 @@ def check(config_lines: list[str], problems: list[str], report: network.Report, 
             print(f"  - {problem}")
     else:
         print("result: ok")
+
+
+def ask_logind(problems: list[str]) -> dict[str, str]:
+    """Return logind's answers to CanPowerOff and CanReboot; note each problem."""
+    actions = (logind.POWER_OFF, logind.REBOOT)
+    try:
+        answers = asyncio.run(logind.can(*actions))
+    except logind.LogindError as err:
+        problems.append(f"logind: {err}")
+        return {action.check: f"unknown ({err})" for action in actions}
+    for method, answer in answers.items():
+        if answer != "yes":
+            problems.append(f"logind {method} answered {answer!r}: install the polkit rule (docs/agent.md)")
+    return answers
 
 
 def run_check(env_file: Path | None) -> int:
@@ -42,19 +59,10 @@ def run_check(env_file: Path | None) -> int:
         problems.append("TLS certificate verification is off (SMARTSERVER_TLS_INSECURE)")
     if broker := probe(config):
         problems.append(broker)
-    try:
-        answer = asyncio.run(logind.can_power_off())
-    except logind.LogindError as err:
-        answer = f"unknown ({err})"
-        problems.append(f"logind: {err}")
-    else:
-        if answer != "yes":
-            problems.append(
-                f"logind CanPowerOff answered {answer!r}: install the polkit rule (docs/agent.md)"
-            )
+    answers = ask_logind(problems)
     report = network.check(config.target, config.interfaces)
     problems += [f"network: {problem}" for problem in report.problems]
-    check(config.summary(), problems, report, answer)
+    check(config.summary(), problems, report, answers)
     return EXIT_PROBLEM if problems else 0
 
 

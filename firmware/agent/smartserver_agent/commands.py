@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from .protocol import MAX_SKEW_S
 
 MAX_PAYLOAD = 1024
+# a command is one flat object; json.loads recurses per level, and deep nesting
+# (1,000 "[" fit in MAX_PAYLOAD) raises RecursionError instead of ValueError
+MAX_DEPTH = 4
 
 
 class CommandError(ValueError):
@@ -32,10 +35,31 @@ def command_signature(key: str, target: str, cmd: str, ts: int, nonce: str, arg:
     return hmac.new(key.encode(), text, hashlib.sha256).hexdigest()
 
 
+def _depth(payload: bytes) -> int:
+    """Return the deepest nesting of arrays and objects, skipping strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in payload.decode(errors="replace"):
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped, in_string = char == "\\", char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _fields(payload: bytes) -> tuple[str, int, str, str, str]:
     """Return cmd, ts, nonce, arg and sig of a payload, or raise CommandError."""
     if len(payload) > MAX_PAYLOAD:
         raise CommandError(f"too large ({len(payload)} bytes)")
+    if _depth(payload) > MAX_DEPTH:
+        raise CommandError(f"nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(payload)
     except ValueError as err:

@@ -1,11 +1,12 @@
-"""Power off through systemd-logind on the system bus (DBUS_SYSTEM_BUS_ADDRESS honoured).
+"""Power off and reboot through systemd-logind on the system bus (DBUS_SYSTEM_BUS_ADDRESS honoured).
 
-Needs no root: the polkit rule shipped in packaging/ lets the agent's user power off.
+Needs no root: the polkit rule shipped in packaging/ lets the agent's user do both.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType
@@ -15,6 +16,19 @@ DESTINATION = "org.freedesktop.login1"
 PATH = "/org/freedesktop/login1"
 INTERFACE = "org.freedesktop.login1.Manager"
 TIMEOUT = 25.0
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What logind is asked: `check` first ("yes" needed), then `method`."""
+
+    check: str
+    method: str
+    name: str  # for log lines
+
+
+POWER_OFF = Action("CanPowerOff", "PowerOff", "power off")
+REBOOT = Action("CanReboot", "Reboot", "reboot")
 
 
 class LogindError(Exception):
@@ -49,27 +63,33 @@ async def _connect() -> MessageBus:
         raise LogindError(f"cannot connect to the system bus: {err}") from err
 
 
-async def can_power_off() -> str:
-    """Return logind's answer: "yes", "no", "challenge" (polkit would ask), "na"."""
+async def can(*actions: Action) -> dict[str, str]:
+    """Return logind's answer to each `action.check`, by method; carry nothing out.
+
+    Answers: "yes", "no", "challenge" (polkit would ask), "na".
+    """
     bus = await _connect()
+    answers: dict[str, str] = {}
     try:
-        (answer,) = await asyncio.wait_for(_call(bus, "CanPowerOff"), TIMEOUT)
-        return str(answer)
+        for action in actions:
+            (answer,) = await asyncio.wait_for(_call(bus, action.check), TIMEOUT)
+            answers[action.check] = str(answer)
     except TimeoutError as err:
-        raise LogindError("CanPowerOff: no answer from logind") from err
+        raise LogindError(f"{action.check}: no answer from logind") from err
     finally:
         bus.disconnect()
+    return answers
 
 
-async def power_off() -> None:
-    """Ask CanPowerOff, then PowerOff(interactive=false); raise LogindError if refused."""
+async def perform(action: Action) -> None:
+    """Ask `action.check`, then call `action.method`(interactive=false); raise LogindError if refused."""
     bus = await _connect()
     try:
-        (answer,) = await asyncio.wait_for(_call(bus, "CanPowerOff"), TIMEOUT)
+        (answer,) = await asyncio.wait_for(_call(bus, action.check), TIMEOUT)
         if answer != "yes":
             hint = " (is the polkit rule installed?)" if answer == "challenge" else ""
-            raise LogindError(f"logind CanPowerOff answered {answer!r}{hint}")
-        await asyncio.wait_for(_call(bus, "PowerOff", "b", [False]), TIMEOUT)
+            raise LogindError(f"logind {action.check} answered {answer!r}{hint}")
+        await asyncio.wait_for(_call(bus, action.method, "b", [False]), TIMEOUT)
     except TimeoutError as err:
         raise LogindError("no answer from logind") from err
     finally:

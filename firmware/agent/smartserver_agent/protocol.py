@@ -15,6 +15,7 @@ ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALIVE: Final = "ALIVE"
 DEAD: Final = "DEAD"
 SHUTDOWN: Final = "SHUTDOWN"
+REBOOT: Final = "REBOOT"
 
 STARTING: Final = "STARTING"
 ONLINE: Final = "ONLINE"

@@ -30,6 +30,7 @@ from .protocol import (
     NETWORK,
     OFFLINE,
     ONLINE,
+    REBOOT,
     REFRESH,
     SHUTDOWN,
     SHUTTING_DOWN,
@@ -55,6 +56,8 @@ MAX_QUEUED = 200
 # cannot turn into a flood of log messages
 LOG_BURST = 20
 LOG_WINDOW_S = 10.0
+# the commands on `system`: what each asks of logind
+ACTIONS = {SHUTDOWN: logind.POWER_OFF, REBOOT: logind.REBOOT}
 # how long recording an accepted command's nonce may take before the command is refused
 RECORD_TIMEOUT_S = 3.0
 
@@ -302,13 +305,14 @@ class Agent:
         except CommandError as err:
             _LOGGER.warning("refused command on %s: %s", topic, err)
             return
-        if command.cmd != SHUTDOWN:
+        action = ACTIONS.get(command.cmd)
+        if action is None:
             _LOGGER.warning("refused command on %s: unknown command %r", topic, command.cmd[:40])
         elif self.state == SHUTTING_DOWN:
-            _LOGGER.warning("refused command on %s: a shutdown is already in progress", topic)
+            _LOGGER.warning("refused command on %s: a shutdown or reboot is already in progress", topic)
         else:
             previous, self.state = self.state, SHUTTING_DOWN  # now: a second command is refused
-            self._spawn(self._power_off(topic, command, previous))
+            self._spawn(self._go_down(topic, command, action, previous))
 
     async def _record(self) -> None:
         """Write the accepted nonces to disk; raise OSError or TimeoutError if that fails.
@@ -340,7 +344,8 @@ class Agent:
         threading.Thread(target=write, name="replay-record", daemon=True).start()
         await asyncio.wait_for(done, RECORD_TIMEOUT_S)
 
-    async def _power_off(self, topic: str, command: Command, previous: str) -> None:
+    async def _go_down(self, topic: str, command: Command, action: logind.Action, previous: str) -> None:
+        """Record the command, say SHUTTING_DOWN and DEAD, then ask logind to power off or reboot."""
         try:
             await self._record()
         except (OSError, TimeoutError) as err:
@@ -356,17 +361,17 @@ class Agent:
                 reason,
             )
             return
-        _LOGGER.warning("SHUTDOWN accepted: powering off through logind")
+        _LOGGER.warning("%s accepted: asking logind to %s", command.cmd, action.name)
         # a clean disconnect discards the Will: say DEAD ourselves first
         await self.announce_down(SHUTTING_DOWN)
         try:
-            await logind.power_off()
+            await logind.perform(action)
         except logind.LogindError as err:
-            _LOGGER.error("power off failed: %s; staying online", err)
+            _LOGGER.error("%s failed: %s; staying online", action.name, err)
             self.set_state(ONLINE)
             self.publish(self.topic(HEARTBEAT), ALIVE)
             return
-        _LOGGER.info("logind accepted PowerOff; waiting for the system to stop")
+        _LOGGER.info("logind accepted %s; waiting for the system to stop", action.method)
 
     def _check_network(self) -> None:
         if self._checking is None or self._checking.done():

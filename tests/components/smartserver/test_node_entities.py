@@ -38,6 +38,7 @@ from pytest_homeassistant_custom_component.typing import (
 from syrupy.assertion import SnapshotAssertion
 from syrupy.filters import props
 
+from custom_components.smartserver import protocol
 from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_EVENT_LEVEL, DOMAIN, EVENT_LOG
 from custom_components.smartserver.helpers import node_identifier
 
@@ -295,7 +296,9 @@ async def test_refresh_after_start_and_reconnect(
     await wait_until(lambda: len(refreshes()) >= 2)  # HA debounces SUBSCRIBE; refresh follows SUBACK
     assert sorted(refreshes()) == ["home/node/node1/refresh", "home/node/node2/refresh"]
     assert all(
-        p == "REFRESH" and q == 1 and not r for t, p, q, r in published(mqtt_mock) if t.endswith("refresh")
+        p == protocol.REFRESH_PAYLOAD and q == 1 and not r
+        for t, p, q, r in published(mqtt_mock)
+        if t.endswith("refresh")
     )
     mqtt_mock.async_publish.reset_mock()
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
@@ -333,15 +336,12 @@ async def test_stale_device_removal(
     assert not await remove("node2")  # heard from just now
     async_fire_mqtt_message(hass, "home/node/node1/status", "OFFLINE")
     await settle(hass)
-    hub = init_integration.runtime_data.nodes
-    for node in hub.nodes.values():
-        node.seen -= 3600  # an hour of silence
+    freezer.tick(3600)  # an hour of silence
     assert await remove("node1")
     assert await remove("node2")
     await settle(hass)
     assert node_device(hass, init_integration, "node1") is None
     assert hass.states.get("sensor.node1_last_log") is None
-    assert "node1" not in hub.nodes
     # a node that comes back is a new contact
     async_fire_mqtt_message(hass, "home/log/info/node1", "back")
     await settle(hass)

@@ -69,8 +69,11 @@ def test_translations_match_strings() -> None:
     assert "[%key:" not in json.dumps(rendered)
 
 
+TREES = {name: ast.parse(source) for name, source in SOURCES.items()}
+
+
 def _tree(name: str) -> ast.Module:
-    return ast.parse(SOURCES[name])
+    return TREES[name]
 
 
 def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
@@ -91,6 +94,7 @@ def _str_constants(tree: ast.Module) -> dict[str, str]:
 
 
 CONSTANTS = _str_constants(_tree("const.py"))
+PARENTS = {id(tree): _parents(tree) for tree in TREES.values()}
 
 
 def _enum_values(tree: ast.Module, name: str) -> set[str] | None:
@@ -128,11 +132,15 @@ def _values(tree: ast.Module, parents: dict[ast.AST, ast.AST], expr: ast.expr) -
         return values
     index = params.index(param)
     found: set[str] = set()
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and _call_name(call) == func.name:
-            passed = [kw.value for kw in call.keywords if kw.arg == param.arg] or call.args[index : index + 1]
-            assert passed, ast.unparse(call)
-            found |= _values(tree, parents, passed[0])
+    # a private helper's callers are in its module; a public one's anywhere (helpers.py)
+    for caller in [tree] if func.name.startswith("_") else TREES.values():
+        for call in ast.walk(caller):
+            if isinstance(call, ast.Call) and _call_name(call) == func.name:
+                passed = [kw.value for kw in call.keywords if kw.arg == param.arg] or call.args[
+                    index : index + 1
+                ]
+                assert passed, ast.unparse(call)
+                found |= _values(caller, PARENTS[id(caller)], passed[0])
     assert found, f"{func.name}({param.arg}) is never called with a literal"
     return found
 

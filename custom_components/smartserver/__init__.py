@@ -34,12 +34,14 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: SmartServerConfigEntry) -> bool:
-    """Set up SmartServer from a config entry: entities first, then the MQTT link."""
+    """Set up SmartServer from a config entry: the MQTT link around the platforms."""
     if not await mqtt.async_wait_for_mqtt_client(hass):
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_not_ready")
     entry.runtime_data = build_runtime_data(hass, entry)
+    coordinator = entry.runtime_data.coordinator
+    await coordinator.async_start()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
-    await entry.runtime_data.coordinator.async_start()
+    await coordinator.async_start_nodes()
     return True
 
 

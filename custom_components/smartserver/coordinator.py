@@ -66,16 +66,17 @@ class SmartServerCoordinator:
         self._stopped = False
 
     async def async_start(self) -> None:
-        """Subscribe everything; refresh the servers now and the nodes once `status` is subscribed."""
+        """Subscribe status, the servers' topics and the connection; refresh the servers.
+
+        Before the platforms: the servers' evidence is in when their entities are added
+        (a node that gets in touch meanwhile is among the nodes the platforms add).
+        """
         hass, base, entry = self.hass, self.base, self.entry
         entry.async_on_unload(self.async_stop)
         entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, self._on_hass_stop))
-        self.nodes.registry.async_link_server_devices()
         self.servers.async_start()
         status = protocol.node_filter(base, protocol.NODE_STATUS)
         self._unsub_subscribed = mqtt.async_on_subscribe_done(hass, status, 1, self._first_refresh)
-        await self._subscribe(protocol.login_request_filter(base), self._on_login, qos=0)
-        await self._subscribe(protocol.log_filter(base), self._on_log)
         await self.async_subscribe_nodes(protocol.NODE_STATUS, self._on_status, "a status")
         if self.servers.servers:
             servers = self.servers
@@ -97,6 +98,13 @@ class SmartServerCoordinator:
             )
         entry.async_on_unload(mqtt.async_subscribe_connection_status(hass, self._on_connection))
         self._refresh(servers=True)
+
+    async def async_start_nodes(self) -> None:
+        """Subscribe the nodes' configuration requests and log lines (after the platforms)."""
+        # the platforms made the servers' devices: their agents' log events carry their ids
+        self.nodes.registry.async_link_server_devices()
+        await self._subscribe(protocol.login_request_filter(self.base), self._on_login, qos=0)
+        await self._subscribe(protocol.log_filter(self.base), self._on_log)
 
     # subscriptions -----------------------------------------------------------------
 

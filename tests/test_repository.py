@@ -400,3 +400,32 @@ def test_bootstrap_installs_python3_venv_for_ensure_uv(tmp_path: Path) -> None:
     assert _host_packages(tmp_path / "with", python3_has_ensurepip=True) == ""
     # nothing drives Chromium through chromedriver (tests/e2e/browser.py speaks DevTools)
     assert "chromium-driver" not in (REPO / "script" / "bootstrap").read_text()
+
+
+def _local_imports(tree: ast.Module) -> set[str]:
+    """The integration's modules a module imports (`from . import x`, `from .x import y`)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(f"{node.module.split('.')[0]}.py")
+            else:
+                found.update(f"{alias.name}.py" for alias in node.names)
+    return found & set(SOURCES)
+
+
+def test_no_import_circles() -> None:
+    """Also none under TYPE_CHECKING: each module depends on the ones below it only."""
+    imports = {name: _local_imports(tree) for name, tree in TREES.items()}
+    circles = []
+    for start in imports:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            name, path = stack.pop()
+            for imported in imports[name]:
+                if imported == start:
+                    circles.append(" -> ".join([*path, start]))
+                elif imported not in seen:
+                    seen.add(imported)
+                    stack.append((imported, [*path, imported]))
+    assert circles == []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from homeassistant.components import mqtt
 from homeassistant.components.mqtt import MQTT_CONNECTION_STATE
+from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
@@ -65,8 +67,15 @@ async def test_status_reaches_the_node_and_the_server(
     state = hass.states.get(f"binary_sensor.{RELAY_NODE}_status")
     assert state is not None
     assert state.state == "off"
-    server = init_server.runtime_data.servers.servers[next(iter(init_server.subentries))]
-    assert server.node_status == protocol.OFFLINE
+    # the server knows its relay node is offline: a button press would be lost
+    async_fire_mqtt_message(hass, f"home/node/{RELAY_NODE}/power", "OFF", retain=True)
+    async_fire_mqtt_message(hass, f"home/server/{SERVER_ID}/heartbeat", "DEAD", retain=True)
+    await settle(hass)
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(
+            "switch", "turn_on", {ATTR_ENTITY_ID: "switch.nas_power"}, blocking=True
+        )
+    assert err.value.translation_key == "relay_node_offline"
 
 
 async def test_reconnect_refreshes_each_topic_once(

@@ -94,7 +94,6 @@ class SmartServerCoordinator:
             await self.async_subscribe_nodes(
                 protocol.NODE_POWER,
                 lambda node, msg: servers.async_power(node, _stripped(msg)),
-                "a power sense",
             )
         entry.async_on_unload(mqtt.async_subscribe_connection_status(hass, self._on_connection))
         self._refresh(servers=True)
@@ -120,10 +119,10 @@ class SmartServerCoordinator:
     ) -> CALLBACK_TYPE:
         """Subscribe `<base>/node/+/<leaf>` (QoS 1, bytes) until unload: `handle(node_id, msg)`.
 
-        Ids that are not valid node ids are refused (warned about once, as `what`).
-        Returns the unsubscribe callback (also called at unload; calling it twice is harmless).
+        Ids that are not valid node ids never reach `handle`; with `what` ("a status")
+        each is warned about once. Returns the unsubscribe callback (it is also called
+        at unload; calling it twice is harmless).
         """
-        what = what or f"a {leaf} message"
 
         @callback
         def message(msg: mqtt.ReceiveMessage) -> None:
@@ -131,7 +130,8 @@ class SmartServerCoordinator:
             if node_id is None:
                 return
             if not protocol.valid_id(node_id):
-                self.refuse(node_id, what)
+                if what is not None:
+                    self.refuse(node_id, what)
                 return
             handle(node_id, msg)
 

@@ -1,6 +1,8 @@
-"""The coordinator: the entry's one MQTT link, its subscriptions for other modules, the refresh."""
+"""The coordinator: the entry's one MQTT link, subscriptions for other modules, availability, the refresh."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 from homeassistant.components import mqtt
@@ -8,14 +10,17 @@ from homeassistant.components.mqtt import MQTT_CONNECTION_STATE
 from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver import protocol
+from custom_components.smartserver.helpers import node_identifier
 
 from .conftest import RELAY_NODE, SERVER_ID
-from .nodes_common import node_device, published, settle
+from .nodes_common import node_device, node_traffic, published, settle, wait_until
 
 
 async def test_node_subscription_for_other_modules(
@@ -38,6 +43,15 @@ async def test_node_subscription_for_other_modules(
     async_fire_mqtt_message(hass, "home/node/node1/info", b"after unload")
     await settle(hass)
     assert len(got) == 1
+
+
+async def test_hostile_ids_of_a_relay_nodes_power_are_ignored_quietly(
+    hass: HomeAssistant, init_server: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As before the coordinator: a power sense is only read for the servers' relay nodes."""
+    async_fire_mqtt_message(hass, "home/node/no..de/power", "ON")
+    await settle(hass)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING and "no..de" in r.getMessage()] == []
 
 
 async def test_one_node_subscription(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
@@ -93,3 +107,55 @@ async def test_reconnect_refreshes_each_topic_once(
         (f"home/node/{RELAY_NODE}/refresh", protocol.REFRESH_PAYLOAD, 1, False),
         (f"home/server/{SERVER_ID}/refresh", protocol.REFRESH_PAYLOAD, 1, False),
     ]
+
+
+async def test_refresh_after_start_and_reconnect(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+) -> None:
+    mock_config_entry.add_to_hass(hass)
+    for node in ("node1", "node2"):
+        dr.async_get(hass).async_get_or_create(
+            config_entry_id=mock_config_entry.entry_id, identifiers={node_identifier(node)}, name=node
+        )
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    def refreshes() -> list[str]:
+        return [t for t, p, q, r in published(mqtt_mock) if t.endswith("/refresh")]
+
+    await wait_until(lambda: len(refreshes()) >= 2)  # HA debounces SUBSCRIBE; refresh follows SUBACK
+    assert sorted(refreshes()) == ["home/node/node1/refresh", "home/node/node2/refresh"]
+    assert all(
+        p == protocol.REFRESH_PAYLOAD and q == 1 and not r
+        for t, p, q, r in published(mqtt_mock)
+        if t.endswith("refresh")
+    )
+    mqtt_mock.async_publish.reset_mock()
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
+    await settle(hass)
+    assert sorted(refreshes()) == ["home/node/node1/refresh", "home/node/node2/refresh"]
+    await hass.config_entries.async_unload(mock_config_entry.entry_id)
+
+
+async def test_unavailable_while_mqtt_is_disconnected(
+    hass: HomeAssistant, init_integration: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    await node_traffic(hass)
+    entities = [
+        e.entity_id
+        for e in er.async_entries_for_config_entry(entity_registry, init_integration.entry_id)
+        if e.unique_id.startswith("node_node1_") and not e.disabled
+    ]
+    assert {e.split(".")[0] for e in entities} == {"sensor", "binary_sensor", "event"}
+    before = {e: hass.states.get(e).state for e in entities}  # type: ignore[union-attr]
+    assert "unavailable" not in before.values()
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, False)
+    await settle(hass)
+    assert {e: hass.states.get(e).state for e in entities} == dict.fromkeys(entities, "unavailable")  # type: ignore[union-attr]
+    async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
+    await settle(hass)
+    assert {e: hass.states.get(e).state for e in entities} == before  # type: ignore[union-attr]

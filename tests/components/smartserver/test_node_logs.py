@@ -44,7 +44,7 @@ from custom_components.smartserver.const import (
 )
 from custom_components.smartserver.storage import Storage
 
-from .nodes_common import node_device, root, settle, tree, wait_until
+from .nodes_common import node_device, root, settle, tree, wait_until, written
 
 LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d)\] \[([^\]]+)\] \[([^\]]+)\] (.*)")
 
@@ -65,12 +65,6 @@ def general_log(hass: HomeAssistant) -> Path:
 
 def log(hass: HomeAssistant, level: str, node: str, payload: str | bytes) -> None:
     async_fire_mqtt_message(hass, f"home/log/{level}/{node}", payload)
-
-
-async def written(hass: HomeAssistant) -> None:
-    """Let rate-limited state writes happen."""
-    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=5))
-    await settle(hass)
 
 
 async def flush(hass: HomeAssistant, entry: MockConfigEntry) -> None:

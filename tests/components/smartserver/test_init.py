@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from unittest.mock import patch
 
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
+from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
-from pytest_homeassistant_custom_component.typing import WebSocketGenerator
+from pytest_homeassistant_custom_component.typing import MqttMockHAClient, WebSocketGenerator
 
 from custom_components.smartserver.coordinator import SmartServerData
 
@@ -75,3 +77,28 @@ async def test_stale_device_removal(
     async_fire_mqtt_message(hass, "home/log/info/node1", "back")
     await settle(hass)
     assert node_device(hass, init_integration, "node1") is not None
+
+
+async def test_node_heard_before_the_platforms_gets_its_entities(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+) -> None:
+    """`status` is subscribed before the platforms: a node heard meanwhile is among those they add."""
+    forward = hass.config_entries.async_forward_entry_setups
+
+    async def status_first(entry: ConfigEntry, platforms: Iterable[Platform | str]) -> None:
+        async_fire_mqtt_message(hass, "home/node/early/status", "ONLINE")
+        await forward(entry, platforms)
+
+    mock_config_entry.add_to_hass(hass)
+    with patch.object(hass.config_entries, "async_forward_entry_setups", status_first):
+        assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+        await settle(hass)
+    assert node_device(hass, mock_config_entry, "early") is not None
+    state = hass.states.get("binary_sensor.early_status")
+    assert state is not None
+    assert state.state == "on"
+    assert hass.states.get("sensor.early_last_log") is not None
+    await hass.config_entries.async_unload(mock_config_entry.entry_id)

@@ -6,6 +6,7 @@ node managers (nodes.py) or the servers (servers.py). Nothing else subscribes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from .node_model import LEVEL_RANK
 from .nodes import NodeManager, NodeOptions
 from .servers import ServerHub
 
+# How long async_subscribe_node(wait_active=True) waits for the broker's acknowledgement.
+SUBSCRIBE_TIMEOUT_S: Final = 30
 # Parsed log topics remembered (a hostile client could invent endless ones).
 MAX_LOG_TOPICS: Final = 4096
 
@@ -138,13 +141,42 @@ class SmartServerCoordinator:
         return await self._subscribe(protocol.node_filter(self.base, leaf), message)
 
     async def async_subscribe_node(
-        self, node_id: str, leaf: str, handle: Callable[[mqtt.ReceiveMessage], None]
+        self,
+        node_id: str,
+        leaf: str,
+        handle: Callable[[mqtt.ReceiveMessage], None],
+        *,
+        wait_active: bool = False,
     ) -> CALLBACK_TYPE:
         """Subscribe one node's `<base>/node/<node>/<leaf>` (QoS 1, bytes), e.g. its mgmt replies.
 
-        Returns the unsubscribe callback; it is also called at unload.
+        With `wait_active`, return once the broker acknowledged the subscription (HA
+        debounces SUBSCRIBE: a reply to a command sent earlier could be lost); raises
+        TimeoutError after SUBSCRIBE_TIMEOUT_S. Returns the unsubscribe callback; it is
+        also called at unload.
         """
-        return await self._subscribe(protocol.node_topic(self.base, node_id, leaf), handle)
+        topic = protocol.node_topic(self.base, node_id, leaf)
+        if not wait_active:
+            return await self._subscribe(topic, handle)
+        active: asyncio.Future[None] = self.hass.loop.create_future()
+
+        @callback
+        def acknowledged() -> None:
+            if not active.done():
+                active.set_result(None)
+
+        stop_watching = mqtt.async_on_subscribe_done(self.hass, topic, 1, acknowledged)
+        try:
+            unsubscribe = await self._subscribe(topic, handle)
+            try:
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                    await active
+            except TimeoutError:
+                unsubscribe()
+                raise
+        finally:
+            stop_watching()
+        return unsubscribe
 
     async def _subscribe_servers(self, leaf: str, handle: NodeHandler) -> None:
         @callback

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 from homeassistant.components import mqtt
@@ -16,6 +17,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
+from custom_components.smartserver import coordinator as coordinator_module
 from custom_components.smartserver import protocol
 from custom_components.smartserver.helpers import node_identifier
 
@@ -159,3 +161,45 @@ async def test_unavailable_while_mqtt_is_disconnected(
     async_dispatcher_send(hass, MQTT_CONNECTION_STATE, True)
     await settle(hass)
     assert {e: hass.states.get(e).state for e in entities} == before  # type: ignore[union-attr]
+
+
+async def test_one_node_subscription_active_before_it_returns(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wait_active`: the broker acknowledged it (HA debounces SUBSCRIBE) when the call returns."""
+    topic = "home/node/node1/mgmt/reply"
+    acknowledged: list[str] = []
+    real = mqtt.async_on_subscribe_done
+
+    def watched(hass: HomeAssistant, topic: str, qos: int, done: Callable[[], None]) -> Callable[[], None]:
+        def seen() -> None:
+            acknowledged.append(topic)
+            done()
+
+        return real(hass, topic, qos, seen)
+
+    monkeypatch.setattr(mqtt, "async_on_subscribe_done", watched)
+    coordinator = init_integration.runtime_data.coordinator
+    got: list[mqtt.ReceiveMessage] = []
+    await coordinator.async_subscribe_node("node1", protocol.NODE_MGMT_REPLY, got.append, wait_active=True)
+    assert acknowledged == [topic]
+    async_fire_mqtt_message(hass, topic, b"abc 0 ok\n")
+    await settle(hass)
+    assert len(got) == 1
+
+
+async def test_one_node_subscription_not_acknowledged(
+    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No acknowledgement in time: TimeoutError, and nothing stays subscribed."""
+    monkeypatch.setattr(coordinator_module, "SUBSCRIBE_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(mqtt, "async_on_subscribe_done", lambda *_args: lambda: None)
+    coordinator = init_integration.runtime_data.coordinator
+    got: list[mqtt.ReceiveMessage] = []
+    with pytest.raises(TimeoutError):
+        await coordinator.async_subscribe_node(
+            "node1", protocol.NODE_MGMT_REPLY, got.append, wait_active=True
+        )
+    async_fire_mqtt_message(hass, "home/node/node1/mgmt/reply", b"abc 0 ok\n")
+    await settle(hass)
+    assert got == []

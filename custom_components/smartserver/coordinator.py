@@ -113,7 +113,18 @@ class SmartServerCoordinator:
     async def _subscribe(
         self, topic: str, handle: Callable[[mqtt.ReceiveMessage], None], qos: int = 1
     ) -> CALLBACK_TYPE:
-        unsubscribe = await mqtt.async_subscribe(self.hass, topic, handle, qos=qos, encoding=None)
+        unsubscribe_mqtt: CALLBACK_TYPE | None = await mqtt.async_subscribe(
+            self.hass, topic, handle, qos=qos, encoding=None
+        )
+
+        @callback
+        def unsubscribe() -> None:
+            # once: by its owner (say, an install that finished) or at unload
+            nonlocal unsubscribe_mqtt
+            if unsubscribe_mqtt is not None:
+                unsubscribe_mqtt()
+                unsubscribe_mqtt = None
+
         self.entry.async_on_unload(unsubscribe)
         return unsubscribe
 

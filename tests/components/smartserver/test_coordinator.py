@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from homeassistant.components import mqtt
 from homeassistant.components.mqtt import MQTT_CONNECTION_STATE
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
@@ -69,6 +70,9 @@ async def test_one_node_subscription(hass: HomeAssistant, init_integration: Mock
     async_fire_mqtt_message(hass, "home/node/node1/mgmt/reply", b"late")
     await settle(hass)
     assert len(got) == 1
+    # the unload ends it again: harmless
+    assert await hass.config_entries.async_unload(init_integration.entry_id)
+    assert init_integration.state is ConfigEntryState.NOT_LOADED
 
 
 async def test_status_reaches_the_node_and_the_server(

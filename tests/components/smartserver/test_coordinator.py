@@ -115,11 +115,9 @@ async def test_reconnect_refreshes_each_topic_once(
     ]
 
 
+@pytest.mark.usefixtures("mqtt_client_closing")
 async def test_refresh_after_start_and_reconnect(
-    hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    mqtt_client_closing: None,
-    mock_config_entry: MockConfigEntry,
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, mock_config_entry: MockConfigEntry
 ) -> None:
     mock_config_entry.add_to_hass(hass)
     for node in ("node1", "node2"):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_capture_events,
     async_fire_mqtt_message,
 )
-from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_EVENT_LEVEL, EVENT_LOG
 
@@ -39,12 +39,8 @@ async def test_bus_event_event_entity_and_levels(
     assert hass.states.get("sensor.node1_critical_messages_logged").state == "1"  # type: ignore[union-attr]
 
 
-async def test_unknown_level_event_type(
-    hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    mqtt_client_closing: None,
-    mock_config_entry: MockConfigEntry,
-) -> None:
+@pytest.mark.usefixtures("mqtt_mock", "mqtt_client_closing")
+async def test_unknown_level_event_type(hass: HomeAssistant, mock_config_entry: MockConfigEntry) -> None:
     mock_config_entry.add_to_hass(hass)
     hass.config_entries.async_update_entry(
         mock_config_entry, options={CONF_BASE_TOPIC: "home", CONF_EVENT_LEVEL: "debug"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from homeassistant.core import HomeAssistant, State
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
@@ -10,7 +11,6 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_mqtt_message,
     mock_restore_cache_with_extra_data,
 )
-from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver.const import DOMAIN
 from custom_components.smartserver.helpers import node_identifier
@@ -18,12 +18,8 @@ from custom_components.smartserver.helpers import node_identifier
 from .nodes_common import written
 
 
-async def test_counters_restored(
-    hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    mqtt_client_closing: None,
-    mock_config_entry: MockConfigEntry,
-) -> None:
+@pytest.mark.usefixtures("mqtt_mock", "mqtt_client_closing")
+async def test_counters_restored(hass: HomeAssistant, mock_config_entry: MockConfigEntry) -> None:
     mock_config_entry.add_to_hass(hass)
     device = dr.async_get(hass).async_get_or_create(
         config_entry_id=mock_config_entry.entry_id, identifiers={node_identifier("node1")}, name="node1"

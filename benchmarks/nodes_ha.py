@@ -169,7 +169,7 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
 
     # its own client id: a second "bench-flood" would take over (and cut) the flood's session
     publisher = await run(lambda: Peer(mosquitto, client_id="bench-warmup").connect())
-    files = entry.runtime_data.nodes.writer.files
+    files = entry.runtime_data.nodes.logs.writer.files
     # (lines, seconds in the executor, CPU seconds of its thread) per batch
     batches: list[tuple[int, float, float]] = []
     real_write = files.write
@@ -265,10 +265,10 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
         # every line from another made-up id: beyond the new-node budget (spent by the
         # bursts) nodes are held back, their lines go to the general log only
         hub = entry.runtime_data.nodes
-        known = len(hub.nodes)
+        known = len(hub.registry.nodes)
         await flood(1, MESSAGES, "made-up ids")
         print(
-            f"  made-up ids: {len(hub.nodes) - known} new node devices, "
+            f"  made-up ids: {len(hub.registry.nodes) - known} new node devices, "
             f"{hub.diagnostics()['new_nodes']['held_back']} ids held back"
         )
     finally:

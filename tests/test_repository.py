@@ -69,8 +69,11 @@ def test_translations_match_strings() -> None:
     assert "[%key:" not in json.dumps(rendered)
 
 
+TREES = {name: ast.parse(source) for name, source in SOURCES.items()}
+
+
 def _tree(name: str) -> ast.Module:
-    return ast.parse(SOURCES[name])
+    return TREES[name]
 
 
 def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
@@ -91,6 +94,7 @@ def _str_constants(tree: ast.Module) -> dict[str, str]:
 
 
 CONSTANTS = _str_constants(_tree("const.py"))
+PARENTS = {id(tree): _parents(tree) for tree in TREES.values()}
 
 
 def _enum_values(tree: ast.Module, name: str) -> set[str] | None:
@@ -128,11 +132,15 @@ def _values(tree: ast.Module, parents: dict[ast.AST, ast.AST], expr: ast.expr) -
         return values
     index = params.index(param)
     found: set[str] = set()
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and _call_name(call) == func.name:
-            passed = [kw.value for kw in call.keywords if kw.arg == param.arg] or call.args[index : index + 1]
-            assert passed, ast.unparse(call)
-            found |= _values(tree, parents, passed[0])
+    # a private helper's callers are in its module; a public one's anywhere (helpers.py)
+    for caller in [tree] if func.name.startswith("_") else TREES.values():
+        for call in ast.walk(caller):
+            if isinstance(call, ast.Call) and _call_name(call) == func.name:
+                passed = [kw.value for kw in call.keywords if kw.arg == param.arg] or call.args[
+                    index : index + 1
+                ]
+                assert passed, ast.unparse(call)
+                found |= _values(caller, PARENTS[id(caller)], passed[0])
     assert found, f"{func.name}({param.arg}) is never called with a literal"
     return found
 
@@ -410,3 +418,32 @@ def test_hacs_repository_rules() -> None:
         assert (REPO / "README.md").is_file()
     # the brand icon HACS and HA 2026 show for a custom integration
     assert (COMPONENT / "brand" / "icon.png").is_file()
+
+
+def _local_imports(tree: ast.Module) -> set[str]:
+    """The integration's modules a module imports (`from . import x`, `from .x import y`)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(f"{node.module.split('.')[0]}.py")
+            else:
+                found.update(f"{alias.name}.py" for alias in node.names)
+    return found & set(SOURCES)
+
+
+def test_no_import_circles() -> None:
+    """Also none under TYPE_CHECKING: each module depends on the ones below it only."""
+    imports = {name: _local_imports(tree) for name, tree in TREES.items()}
+    circles = []
+    for start in imports:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            name, path = stack.pop()
+            for imported in imports[name]:
+                if imported == start:
+                    circles.append(" -> ".join([*path, start]))
+                elif imported not in seen:
+                    seen.add(imported)
+                    stack.append((imported, [*path, imported]))
+    assert circles == []

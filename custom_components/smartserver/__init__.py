@@ -1,4 +1,4 @@
-"""The SmartServer integration: ESP32 nodes and homelab servers over MQTT."""
+"""The SmartServer integration: ESP32 nodes and homelab servers over MQTT (setup and unload only)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
 from .const import DOMAIN
-from .coordinator import SmartServerConfigEntry, SmartServerData
-from .nodes import NodeHub, NodeOptions, node_id_of_device
-from .servers import async_setup_servers
+from .coordinator import SmartServerConfigEntry, build_runtime_data
+from .helpers import node_id_of_device
 from .services import async_setup_services
 
 PLATFORMS: list[Platform] = [
@@ -35,14 +34,14 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: SmartServerConfigEntry) -> bool:
-    """Set up SmartServer from a config entry."""
+    """Set up SmartServer from a config entry: the MQTT link around the platforms."""
     if not await mqtt.async_wait_for_mqtt_client(hass):
         raise ConfigEntryNotReady(translation_domain=DOMAIN, translation_key="mqtt_not_ready")
-    entry.runtime_data = SmartServerData.from_entry(entry)
-    entry.runtime_data.nodes = NodeHub(hass, entry, NodeOptions.from_entry(hass, entry))
-    await async_setup_servers(hass, entry)
+    entry.runtime_data = build_runtime_data(hass, entry)
+    coordinator = entry.runtime_data.coordinator
+    await coordinator.async_start()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
-    await entry.runtime_data.nodes.async_start()
+    await coordinator.async_start_nodes()
     return True
 
 

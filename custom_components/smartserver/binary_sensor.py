@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from homeassistant.components.binary_sensor import BinarySensorEntity, BinarySensorEntityDescription
 from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
-from .entity import NodeEntity, ServerEntity, async_add_server_entities, async_setup_node_entities
-from .nodes import NodeHub
+from .entity import NodeEntity, ServerEntity, async_setup_platform
 from .servers import Server
 
 PARALLEL_UPDATES = 0
@@ -25,8 +24,15 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the binary sensors."""
-    async_setup_node_entities(hass, entry, async_add_entities, _node_binary_sensors)
-    _async_setup_servers(hass, entry, async_add_entities)
+    async_setup_platform(
+        hass,
+        entry,
+        async_add_entities,
+        node_entity=NodeStatusSensor,
+        node_descriptions=NODE_BINARY_SENSORS,
+        server_entity=ServerBinarySensor,
+        server_descriptions=SERVER_BINARY_SENSORS,
+    )
 
 
 # Nodes --------------------------------------------------------------------------------
@@ -44,11 +50,6 @@ NODE_BINARY_SENSORS: tuple[BinarySensorEntityDescription, ...] = (
 class NodeStatusSensor(NodeEntity, BinarySensorEntity):
     """ONLINE/OFFLINE as published (retained, with the Will) by the node."""
 
-    def __init__(self, hub: NodeHub, node_id: str, description: BinarySensorEntityDescription) -> None:
-        """Describe the node's availability."""
-        super().__init__(hub, node_id, description.key)
-        self.entity_description = description
-
     @property
     def is_on(self) -> bool | None:
         """Online, offline or not known yet."""
@@ -57,10 +58,6 @@ class NodeStatusSensor(NodeEntity, BinarySensorEntity):
     def node_value(self) -> object:
         """Return online, offline or not known yet."""
         return self.is_on
-
-
-def _node_binary_sensors(hub: NodeHub, node_id: str) -> Iterable[NodeStatusSensor]:
-    return [NodeStatusSensor(hub, node_id, description) for description in NODE_BINARY_SENSORS]
 
 
 # Servers ------------------------------------------------------------------------------
@@ -101,17 +98,6 @@ SERVER_BINARY_SENSORS: tuple[ServerBinarySensorEntityDescription, ...] = (
     _network_check("default_route"),
     _network_check("internet"),
 )
-
-
-@callback
-def _async_setup_servers(
-    hass: HomeAssistant, entry: SmartServerConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
-) -> None:
-    async_add_server_entities(
-        entry,
-        async_add_entities,
-        lambda server: [ServerBinarySensor(hass, server, d) for d in SERVER_BINARY_SENSORS],
-    )
 
 
 class ServerBinarySensor(ServerEntity, BinarySensorEntity):

@@ -7,7 +7,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
-from .entity import ServerEntity, async_add_server_entities
+from .entity import ServerEntity, async_setup_platform
 
 PARALLEL_UPDATES = 1
 
@@ -25,8 +25,12 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one force-off button per server subentry."""
-    async_add_server_entities(
-        entry, async_add_entities, lambda server: [ServerForceOffButton(hass, server, FORCE_OFF_DESCRIPTION)]
+    async_setup_platform(
+        hass,
+        entry,
+        async_add_entities,
+        server_entity=ServerForceOffButton,
+        server_descriptions=(FORCE_OFF_DESCRIPTION,),
     )
 
 

@@ -7,6 +7,8 @@ from typing import Final
 
 DOMAIN: Final = "smartserver"
 LOGGER = logging.getLogger(__package__)
+# Distinct keys (ids, messages) a warning is logged once for: hostile input is endless.
+MAX_WARNED: Final = 200
 
 CONF_BASE_TOPIC: Final = "base_topic"
 

@@ -23,7 +23,8 @@ from homeassistant.helpers.typing import ConfigType
 
 from . import protocol
 from .const import CONF_EVENT_LEVEL, DEFAULT_EVENT_LEVEL, DOMAIN, EVENT_LOG
-from .nodes import LEVEL_RANK, node_id_of_device
+from .helpers import node_id_of_device
+from .node_model import LEVEL_RANK
 
 TRIGGER_TYPES = {f"logged_{level}": level for level in protocol.LEVELS}
 TRIGGER_SCHEMA = DEVICE_TRIGGER_BASE_SCHEMA.extend({vol.Required(CONF_TYPE): vol.In(TRIGGER_TYPES)})

@@ -10,8 +10,7 @@ from homeassistant.helpers import device_registry as dr
 
 from .const import CONF_STORAGE
 from .coordinator import SmartServerConfigEntry
-from .nodes import node_id_of_device
-from .servers import servers_diagnostics
+from .helpers import node_id_of_device
 
 # Log lines may carry anything a node printed (addresses, tokens); paths name the user.
 TO_REDACT = {"last_message", "storage", CONF_STORAGE}
@@ -24,7 +23,7 @@ async def async_get_config_entry_diagnostics(
     return {
         "entry_options": async_redact_data(dict(entry.options), TO_REDACT),
         "nodes": async_redact_data(entry.runtime_data.nodes.diagnostics(), TO_REDACT),
-        **servers_diagnostics(entry),
+        **entry.runtime_data.servers.diagnostics(),
     }
 
 
@@ -32,8 +31,7 @@ async def async_get_device_diagnostics(
     hass: HomeAssistant, entry: SmartServerConfigEntry, device: dr.DeviceEntry
 ) -> dict[str, Any]:
     """Return one node's state."""
-    hub = entry.runtime_data.nodes
-    node_id = node_id_of_device(device)
-    if node_id is None or node_id not in hub.nodes:
+    nodes = entry.runtime_data.nodes.registry.nodes
+    if (node_id := node_id_of_device(device)) is None or (node := nodes.get(node_id)) is None:
         return {}
-    return {"node_id": node_id, **async_redact_data(hub.node_diagnostics(node_id), TO_REDACT)}
+    return {"node_id": node_id, **async_redact_data(node.diagnostics(), TO_REDACT)}

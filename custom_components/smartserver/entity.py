@@ -1,9 +1,8 @@
-"""Base entity of the SmartServer platforms."""
+"""Base entities of the SmartServer platforms, and the one setup every platform uses."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.device_registry import DeviceInfo
@@ -11,14 +10,10 @@ from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity, EntityDescription
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .helpers import node_identifier, server_device_info
-from .nodes import SERVER_LOG_KEYS
+from .coordinator import SmartServerConfigEntry
+from .node_model import Node
+from .nodes import SERVER_LOG_KEYS, NodeManager
 from .servers import Server
-
-if TYPE_CHECKING:
-    from .coordinator import SmartServerConfigEntry
-    from .nodes import NodeHub
-
 
 _UNSET = object()
 
@@ -33,15 +28,12 @@ class SmartServerEntity(Entity):
 class ServerEntity(SmartServerEntity):
     """An entity of one homelab server, on the server's device."""
 
-    def __init__(self, hass: HomeAssistant, server: Server, description: EntityDescription) -> None:
-        """Describe the entity and link it to the server's device."""
+    def __init__(self, server: Server, description: EntityDescription, device_info: DeviceInfo) -> None:
+        """Describe the entity of the server, on the server's device."""
         self.entity_description = description
         self.server = server
-        config = server.config
-        self._attr_unique_id = f"server_{config.server_id}_{description.key}"
-        self._attr_device_info = server_device_info(
-            hass, server.entry_id, config.server_id, config.name, config.relay_node
-        )
+        self._attr_unique_id = f"server_{server.config.server_id}_{description.key}"
+        self._attr_device_info = device_info
 
     @property
     def available(self) -> bool:
@@ -54,50 +46,28 @@ class ServerEntity(SmartServerEntity):
         self.async_on_remove(self.server.async_add_listener(self.async_write_ha_state))
 
 
-@callback
-def async_add_server_entities(
-    entry: SmartServerConfigEntry,
-    async_add_entities: AddConfigEntryEntitiesCallback,
-    build: Callable[[Server], list[Entity]],
-) -> None:
-    """Add each server's entities to its own subentry."""
-    hub = entry.runtime_data.servers
-    assert hub is not None
-    for server in hub.servers.values():
-        async_add_entities(build(server), config_subentry_id=server.config.subentry_id)
-
-
 class NodeEntity(SmartServerEntity):
-    """An entity of one ESP32 node; its state lives in the node hub."""
+    """One value of a node (or of a server agent's log lines); the state lives in the node model."""
 
-    def __init__(self, hub: NodeHub, node_id: str, key: str) -> None:
-        """Attach to the node's device (created by the hub on first contact).
-
-        A server agent's log entities go on the server's device instead.
-        """
-        self.hub = hub
+    def __init__(self, nodes: NodeManager, node: Node, description: EntityDescription) -> None:
+        """Describe the entity; its device is the node's (or, for an agent, the server's)."""
+        self.entity_description = description
+        self.nodes = nodes
+        self.node = node
         self._written: object = _UNSET
-        if (config := hub.servers.get(node_id)) is not None:
-            self.node = hub.server_logs[node_id]
-            self._attr_unique_id = f"server_{node_id}_{key}"
-            self._attr_device_info = server_device_info(
-                hub.hass, hub.entry.entry_id, node_id, config.name, config.relay_node
-            )
-            return
-        self.node = hub.nodes[node_id]
-        self._attr_unique_id = f"node_{node_id}_{key}"
-        self._attr_device_info = DeviceInfo(identifiers={node_identifier(node_id)})
+        self._attr_unique_id = f"{node.ident}_{description.key}"
+        self._attr_device_info = nodes.registry.device_info(node)
 
     @property
     def available(self) -> bool:
         """Unavailable while HA's MQTT client is disconnected: the state may be stale."""
-        return self.hub.mqtt_connected
+        return self.nodes.connected
 
     async def async_added_to_hass(self) -> None:
-        """Follow HA's MQTT connection (through the hub) and the node."""
+        """Follow HA's MQTT connection and the node."""
         await super().async_added_to_hass()
         self.async_on_remove(
-            async_dispatcher_connect(self.hass, self.hub.signal_connection, self.async_write_ha_state)
+            async_dispatcher_connect(self.hass, self.nodes.signal_connection, self.async_write_ha_state)
         )
         self._follow_node()
 
@@ -107,9 +77,11 @@ class NodeEntity(SmartServerEntity):
 
     @callback
     def _follow_node(self) -> None:
-        """Write the state when the hub says the node changed and this entity's value did."""
+        """Write the state when the node's states are due and this entity's value changed."""
         self.async_on_remove(
-            async_dispatcher_connect(self.hass, self.hub.signal(self.node.node_id), self._node_changed)
+            async_dispatcher_connect(
+                self.hass, self.nodes.states.signal(self.node.node_id), self._node_changed
+            )
         )
 
     @callback
@@ -123,25 +95,38 @@ class NodeEntity(SmartServerEntity):
 
 
 @callback
-def async_setup_node_entities(
+def async_setup_platform[N: EntityDescription, S: EntityDescription](
     hass: HomeAssistant,
     entry: SmartServerConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
-    make: Callable[[NodeHub, str], Iterable[Entity]],
+    *,
+    node_entity: Callable[[NodeManager, Node, N], Entity] | None = None,
+    node_descriptions: Sequence[N] = (),
+    server_entity: Callable[[Server, S, DeviceInfo], Entity] | None = None,
+    server_descriptions: Sequence[S] = (),
 ) -> None:
-    """Add a platform's entities for every known node and each new one."""
-    hub = entry.runtime_data.nodes
+    """Add a platform's entities: per node known or new, per agent's log lines, per server.
 
-    @callback
-    def add(node_id: str) -> None:
-        async_add_entities(make(hub, node_id))
+    An agent has no status or configuration: its log lines get the descriptions in
+    SERVER_LOG_KEYS only, on its server's subentry.
+    """
+    nodes, servers = entry.runtime_data.nodes, entry.runtime_data.servers.servers.values()
+    if node_entity is not None:
 
-    for node_id in list(hub.nodes):
-        add(node_id)
-    for server_id, config in hub.servers.items():
-        # only the log entities: an agent has no status topic or configuration
-        if server_entities := [
-            e for e in make(hub, server_id) if e.entity_description.key in SERVER_LOG_KEYS
-        ]:
-            async_add_entities(server_entities, config_subentry_id=config.subentry_id)
-    entry.async_on_unload(async_dispatcher_connect(hass, hub.signal_new_node, add))
+        @callback
+        def add(node: Node, subentry_id: str | None = None) -> None:
+            descriptions = [d for d in node_descriptions if not node.is_server or d.key in SERVER_LOG_KEYS]
+            if descriptions:
+                entities = [node_entity(nodes, node, d) for d in descriptions]
+                async_add_entities(entities, config_subentry_id=subentry_id)
+
+        for node in list(nodes.registry.nodes.values()):
+            add(node)
+        for server in servers:
+            add(nodes.registry.server_logs[server.config.server_id], server.config.subentry_id)
+        entry.async_on_unload(async_dispatcher_connect(hass, nodes.registry.signal_new_node, add))
+    if server_entity is not None:
+        for server in servers:
+            device_info = nodes.registry.server_device_info(server.config)
+            entities = [server_entity(server, d, device_info) for d in server_descriptions]
+            async_add_entities(entities, config_subentry_id=server.config.subentry_id)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from homeassistant.components.event import EventEntity, EventEntityDescription
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
@@ -11,8 +9,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import protocol
 from .coordinator import SmartServerConfigEntry
-from .entity import NodeEntity, async_setup_node_entities
-from .nodes import UNKNOWN_LEVEL, NodeHub
+from .entity import NodeEntity, async_setup_platform
+from .node_model import UNKNOWN_LEVEL
 
 PARALLEL_UPDATES = 0
 
@@ -26,16 +24,11 @@ NODE_LOG_EVENT = EventEntityDescription(
 class NodeLogEvent(NodeEntity, EventEntity):
     """Fires with the level as event type and the message as data."""
 
-    def __init__(self, hub: NodeHub, node_id: str) -> None:
-        """Describe the node's log events."""
-        super().__init__(hub, node_id, NODE_LOG_EVENT.key)
-        self.entity_description = NODE_LOG_EVENT
-
     @callback
     def _follow_node(self) -> None:
-        """Listen for the hub's (rate-limited) log events; no state writes otherwise."""
+        """Listen for the node's (rate-limited) log events; no state writes otherwise."""
         self.async_on_remove(
-            async_dispatcher_connect(self.hass, self.hub.event_signal(self.node.node_id), self._on_log)
+            async_dispatcher_connect(self.hass, self.nodes.logs.event_signal(self.node.node_id), self._on_log)
         )
 
     @callback
@@ -45,12 +38,10 @@ class NodeLogEvent(NodeEntity, EventEntity):
         self.async_write_ha_state()
 
 
-def _node_events(hub: NodeHub, node_id: str) -> Iterable[NodeLogEvent]:
-    return [NodeLogEvent(hub, node_id)]
-
-
 async def async_setup_entry(
     hass: HomeAssistant, entry: SmartServerConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
 ) -> None:
     """Set up the event entities."""
-    async_setup_node_entities(hass, entry, async_add_entities, _node_events)
+    async_setup_platform(
+        hass, entry, async_add_entities, node_entity=NodeLogEvent, node_descriptions=(NODE_LOG_EVENT,)
+    )

@@ -1,12 +1,17 @@
-"""Helpers shared by the SmartServer platforms."""
+"""Helpers shared by the SmartServer modules: device identifiers and infos, repair issues, warnings."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceInfo
 
-from .const import DOMAIN
+from . import protocol
+from .const import DOMAIN, LOGGER, MAX_WARNED
 
 
 def node_identifier(node_id: str) -> tuple[str, str]:
@@ -17,6 +22,14 @@ def node_identifier(node_id: str) -> tuple[str, str]:
 def server_identifier(server_id: str) -> tuple[str, str]:
     """Device registry identifier of a homelab server."""
     return (DOMAIN, f"server_{server_id}")
+
+
+def node_id_of_device(device: dr.AnyDeviceEntry) -> str | None:
+    """Return the node id of a node's device, or None for other devices."""
+    for domain, ident in device.identifiers:
+        if domain == DOMAIN and ident.startswith("node_") and protocol.valid_id(ident[5:]):
+            return ident[5:]
+    return None
 
 
 def node_device_info(node_id: str, name: str | None = None) -> DeviceInfo:
@@ -40,17 +53,49 @@ def node_device_link(hass: HomeAssistant, entry_id: str, node_id: str) -> dr.Dev
     return device
 
 
-@callback
-def server_device_info(
-    hass: HomeAssistant, entry_id: str, server_id: str, name: str, relay_node: str | None
-) -> DeviceInfo:
-    """Device info of a server, linked via its relay node (created here if new)."""
-    info = DeviceInfo(
+def server_device_info(server_id: str, name: str, relay_device_id: str) -> DeviceInfo:
+    """Device info of a server, linked via its relay node's device."""
+    return DeviceInfo(
         identifiers={server_identifier(server_id)},
         name=name,
         manufacturer="SmartServer",
         model="Homelab server",
+        via_device_id=relay_device_id,
     )
-    if relay_node:
-        info["via_device_id"] = node_device_link(hass, entry_id, relay_node).id
-    return info
+
+
+@callback
+def create_issue(
+    hass: HomeAssistant,
+    issue_id: str,
+    key: str,
+    placeholders: Mapping[str, str],
+    *,
+    severity: ir.IssueSeverity = ir.IssueSeverity.WARNING,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Raise a repair issue; fixable when it carries data for a fix flow (repairs.py)."""
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        issue_id,
+        is_fixable=data is not None,
+        data=data,
+        severity=severity,
+        translation_key=key,
+        translation_placeholders=dict(placeholders),
+    )
+
+
+class WarnOnce:
+    """Warnings logged once per key, for at most MAX_WARNED keys (hostile input is endless)."""
+
+    def __init__(self) -> None:
+        """Nothing warned yet."""
+        self._warned: set[str] = set()
+
+    def __call__(self, key: str, message: str, *args: object) -> None:
+        """Log `message % args` as a warning unless `key` was warned about."""
+        if key not in self._warned and len(self._warned) < MAX_WARNED:
+            self._warned.add(key)
+            LOGGER.warning(message, *args)

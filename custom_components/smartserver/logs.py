@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -258,77 +258,64 @@ class LogFiles:
 
 
 class LogWriter:
-    """Collects lines in the event loop and writes them in batches in an executor."""
+    """Collects lines in the event loop and writes them in batches in an executor.
+
+    Whoever queues lines runs `async_drain` (one at a time): it yields the node names
+    each batch found on disk, so devices follow renames in device_names.yaml.
+    """
 
     def __init__(self, hass: HomeAssistant, files: LogFiles) -> None:
         """Write through `files`."""
         self._hass = hass
         self.files = files
         self._buffer: list[LogLine] = []
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self.closing = False  # no waiting between batches, no retry delay: unloading
         self._failing = False
         self.written = 0
         self.dropped = 0
-        self.names_listener: Callable[[dict[str, str]], None] | None = None
 
-    @callback
-    def add(self, line: LogLine) -> None:
-        """Queue a line; starts the writer if it is idle."""
-        self.add_many([line])
+    @property
+    def queued(self) -> bool:
+        """Whether lines wait to be written (new or kept for retry)."""
+        return bool(self._buffer or self.files.pending)
 
     @callback
     def add_many(self, lines: list[LogLine]) -> None:
-        """Queue lines (in order); starts the writer if it is idle."""
+        """Queue lines (in order)."""
         self._buffer.extend(lines)
-        if (self._task is None or self._task.done()) and not self._closing:
-            self._task = self._hass.async_create_background_task(self._drain(), "smartserver log writer")
 
-    async def _drain(self) -> None:
-        try:
-            started = -math.inf
-            while self._buffer or self.files.pending:
-                if not self._closing and (wait := started + BATCH_INTERVAL_S - time.monotonic()) > 0:
-                    await asyncio.sleep(wait)  # lines keep coming: let them gather
-                started = time.monotonic()
-                batch, self._buffer = self._buffer, []
-                result = await self._hass.async_add_executor_job(self.files.write, batch)
-                self.written += len(batch)
-                if self.names_listener is not None:
-                    self.names_listener(result.names)
-                if result.dropped:
-                    self.dropped += result.dropped
-                    LOGGER.error("Dropped %s log lines that could not be written", result.dropped)
-                if result.errors:
-                    # once per failure streak: a full disk must not flood HA's log too
-                    LOGGER.log(
-                        logging.DEBUG if self._failing else logging.ERROR,
-                        "Could not write node logs (%s lines kept for retry): %s",
-                        self.files.pending,
-                        "; ".join(result.errors),
-                    )
-                    self._failing = True
-                    if self._closing:
-                        return
-                    await asyncio.sleep(RETRY_DELAY_S)
-                elif self._failing:
-                    self._failing = False
-                    LOGGER.warning("Node logs are written again; the lines kept for retry are written")
-        finally:
-            if self._task is asyncio.current_task():
-                self._task = None
-
-    async def async_flush(self) -> None:
-        """Wait until every queued line was handed to the files."""
-        while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+    async def async_drain(self) -> AsyncIterator[dict[str, str]]:
+        """Write batches until nothing is queued; yield each batch's node names (id -> name)."""
+        started = -math.inf
+        while self.queued:
+            if not self.closing and (wait := started + BATCH_INTERVAL_S - time.monotonic()) > 0:
+                await asyncio.sleep(wait)  # lines keep coming: let them gather
+            started = time.monotonic()
+            batch, self._buffer = self._buffer, []
+            result = await self._hass.async_add_executor_job(self.files.write, batch)
+            self.written += len(batch)
+            if result.dropped:
+                self.dropped += result.dropped
+                LOGGER.error("Dropped %s log lines that could not be written", result.dropped)
+            yield result.names
+            if result.errors:
+                # once per failure streak: a full disk must not flood HA's log too
+                LOGGER.log(
+                    logging.DEBUG if self._failing else logging.ERROR,
+                    "Could not write node logs (%s lines kept for retry): %s",
+                    self.files.pending,
+                    "; ".join(result.errors),
+                )
+                self._failing = True
+                if self.closing:
+                    return
+                await asyncio.sleep(RETRY_DELAY_S)
+            elif self._failing:
+                self._failing = False
+                LOGGER.warning("Node logs are written again; the lines kept for retry are written")
 
     async def async_close(self) -> None:
-        """Write what is queued (one last try for failed lines), then close the files."""
-        self._closing = True
-        await self.async_flush()
-        if self._buffer or self.files.pending:
-            await self._drain()
+        """Close the files; count the lines that could not be written (call after the last drain)."""
         if lost := self.files.pending:
             LOGGER.error("Lost %s node log lines that could not be written before unloading", lost)
         await self._hass.async_add_executor_job(self.files.close)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from homeassistant.components import mqtt
-from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.exceptions import HomeAssistantError
 
 from . import protocol
@@ -35,26 +35,21 @@ MAX_VERSION = 64
 MAX_WARNED = 200
 
 type Handler = Callable[[mqtt.ReceiveMessage], None]
+type NodeHandler = Callable[[str, mqtt.ReceiveMessage], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """The manager's way to MQTT: subscribe (returns the unsubscribe) and publish, QoS 1."""
+    """The manager's way to MQTT, given by whoever owns the entry's subscriptions.
 
-    subscribe: Callable[[str, Handler], Awaitable[CALLBACK_TYPE]]
+    subscribe_nodes(leaf, handle): `<base>/node/+/<leaf>`, valid node ids only, until unload;
+    subscribe_node(node, leaf, handle): one node's topic, returning once the broker has it;
+    publish(topic, payload): QoS 1. Both subscribes return the unsubscribe callback.
+    """
+
+    subscribe_nodes: Callable[[str, NodeHandler], Awaitable[CALLBACK_TYPE]]
+    subscribe_node: Callable[[str, str, Handler], Awaitable[CALLBACK_TYPE]]
     publish: Callable[[str, bytes | str], Awaitable[None]]
-
-
-def hass_link(hass: HomeAssistant) -> Link:
-    """Return a Link over HA's MQTT client; payloads arrive as bytes."""
-
-    async def subscribe(topic: str, handler: Handler) -> CALLBACK_TYPE:
-        return await mqtt.async_subscribe(hass, topic, handler, qos=1, encoding=None)
-
-    async def publish(topic: str, payload: bytes | str) -> None:
-        await mqtt.async_publish(hass, topic, payload, qos=1)
-
-    return Link(subscribe, publish)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +149,8 @@ class NodeFirmware:
             listener()
 
     async def follow_replies(self) -> CALLBACK_TYPE:
-        """Subscribe to the node's management replies; return the unsubscribe."""
-        return await self._link.subscribe(self._topic(protocol.NODE_MGMT_REPLY), self._on_reply)
+        """Subscribe to the node's management replies, active before any command is sent."""
+        return await self._link.subscribe_node(self.node_id, protocol.NODE_MGMT_REPLY, self._on_reply)
 
     @callback
     def _on_reply(self, msg: mqtt.ReceiveMessage) -> None:
@@ -280,7 +275,7 @@ class FirmwareManager:
 
     async def start(self) -> CALLBACK_TYPE:
         """Subscribe to every node's info; return the unsubscribe."""
-        return await self._link.subscribe(protocol.node_filter(self._base, protocol.NODE_INFO), self._on_info)
+        return await self._link.subscribe_nodes(protocol.NODE_INFO, self._on_info)
 
     @callback
     def _refuse(self, node: str, what: str) -> None:
@@ -289,13 +284,8 @@ class FirmwareManager:
             LOGGER.warning("Ignored %s from %r: no firmware entity for it", what, node[:80])
 
     @callback
-    def _on_info(self, msg: mqtt.ReceiveMessage) -> None:
-        node = protocol.parse_node_topic(self._base, msg.topic, protocol.NODE_INFO)
-        if node is None:
-            return
-        if not protocol.valid_id(node):
-            self._refuse(node, "info (not a valid node id: [A-Za-z0-9_-]{1,64})")
-            return
+    def _on_info(self, node: str, msg: mqtt.ReceiveMessage) -> None:
+        # the Link passes valid node ids only (its owner warns about the others)
         if not msg.payload:
             return  # the retained info was cleared
         info = parse_info(msg.payload)

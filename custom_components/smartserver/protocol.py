@@ -120,6 +120,8 @@ SERVER_STATE: Final = "state"
 SERVER_NETWORK: Final = "network"
 SERVER_SYSTEM: Final = "system"
 SERVER_REFRESH: Final = "refresh"
+# What HA sends on a refresh topic; nodes and agents read any payload as "republish".
+REFRESH_PAYLOAD: Final = "refresh"
 
 # Subscription filters ------------------------------------------------------
 

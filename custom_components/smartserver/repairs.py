@@ -25,8 +25,8 @@ class ForceOffRepairFlow(RepairsFlow):
         entry = self.hass.config_entries.async_get_entry(self._entry_id)
         if entry is None or entry.state is not ConfigEntryState.LOADED:
             return None
-        hub: ServerHub | None = entry.runtime_data.servers
-        return hub.servers.get(self._subentry_id) if hub else None
+        hub: ServerHub = entry.runtime_data.servers
+        return hub.servers.get(self._subentry_id)
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> RepairsFlowResult:
         """Go to the confirmation."""

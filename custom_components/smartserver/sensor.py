@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,14 +15,14 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 from homeassistant.util import dt as dt_util
 
 from .coordinator import SmartServerConfigEntry
-from .entity import NodeEntity, ServerEntity, async_add_server_entities, async_setup_node_entities
-from .nodes import Node, NodeHub
+from .entity import NodeEntity, ServerEntity, async_setup_platform
+from .node_model import Node
 from .servers import PowerState, Server
 
 PARALLEL_UPDATES = 0
@@ -34,8 +34,15 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the sensors."""
-    async_setup_node_entities(hass, entry, async_add_entities, _node_sensors)
-    _async_setup_servers(hass, entry, async_add_entities)
+    async_setup_platform(
+        hass,
+        entry,
+        async_add_entities,
+        node_entity=NodeSensor,
+        node_descriptions=NODE_SENSORS,
+        server_entity=ServerSensor,
+        server_descriptions=SERVER_SENSORS,
+    )
 
 
 # Nodes --------------------------------------------------------------------------------
@@ -109,11 +116,6 @@ class NodeSensor(NodeEntity, RestoreSensor):
 
     entity_description: NodeSensorDescription
 
-    def __init__(self, hub: NodeHub, node_id: str, description: NodeSensorDescription) -> None:
-        """Describe one value of the node."""
-        super().__init__(hub, node_id, description.key)
-        self.entity_description = description
-
     async def async_added_to_hass(self) -> None:
         """Counters continue from their last value."""
         await super().async_added_to_hass()
@@ -124,16 +126,12 @@ class NodeSensor(NodeEntity, RestoreSensor):
 
     @property
     def native_value(self) -> StateType | datetime:
-        """The value from the hub."""
+        """The value from the node."""
         return self.entity_description.value_fn(self.node)
 
     def node_value(self) -> object:
-        """Return the value from the hub."""
+        """Return the value from the node."""
         return self.native_value
-
-
-def _node_sensors(hub: NodeHub, node_id: str) -> Iterable[NodeSensor]:
-    return [NodeSensor(hub, node_id, description) for description in NODE_SENSORS]
 
 
 # Servers ------------------------------------------------------------------------------
@@ -155,15 +153,6 @@ SERVER_SENSORS: tuple[ServerSensorEntityDescription, ...] = (
         value_fn=lambda server: server.state,
     ),
 )
-
-
-@callback
-def _async_setup_servers(
-    hass: HomeAssistant, entry: SmartServerConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
-) -> None:
-    async_add_server_entities(
-        entry, async_add_entities, lambda server: [ServerSensor(hass, server, d) for d in SERVER_SENSORS]
-    )
 
 
 class ServerSensor(ServerEntity, SensorEntity):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.components.diagnostics import async_redact_data
@@ -42,9 +42,6 @@ from .const import (
     LOGGER,
     SUBENTRY_SERVER,
 )
-
-if TYPE_CHECKING:
-    from .coordinator import SmartServerConfigEntry
 
 # Network results are small; anything larger is not from our agent.
 MAX_NETWORK_PAYLOAD = 16384
@@ -697,95 +694,64 @@ def _snapshot(entry: ConfigEntry[Any]) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 class ServerHub:
-    """Every server of the hub entry: one subscription per topic kind, dispatched by id."""
+    """Every server of the hub entry; the coordinator hands it each message, parsed, by id."""
 
-    def __init__(self, hass: HomeAssistant, entry: ConfigEntry[Any], base: str) -> None:
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry[Any], base: str, *, connected: bool) -> None:
+        """Create a Server per subentry."""
         self.hass = hass
         self.entry = entry
-        self.base = base
         self.servers: dict[str, Server] = {}
         for subentry in server_subentries(entry):
             config = ServerConfig.from_subentry(subentry)
-            self.servers[subentry.subentry_id] = Server(hass, entry.entry_id, base, config)
-        connected = mqtt.is_connected(hass)
-        for server in self.servers.values():
+            self.servers[subentry.subentry_id] = server = Server(hass, entry.entry_id, base, config)
             server.mqtt_connected = connected
+        self.configs = {s.config.server_id: s.config for s in self.servers.values()}
         self._by_id = {s.config.server_id: s for s in self.servers.values()}
         self._by_node = {s.config.relay_node: s for s in self.servers.values()}
         self._loaded = _snapshot(entry)
 
-    async def async_start(self) -> None:
-        """Subscribe, follow MQTT reconnects and subentry changes, ask for fresh state."""
-        entry = self.entry
-        entry.async_on_unload(self.async_stop)
-        entry.async_on_unload(
+    @callback
+    def async_start(self) -> None:
+        """Follow subentry changes."""
+        self.entry.async_on_unload(
             async_dispatcher_connect(self.hass, SIGNAL_CONFIG_ENTRY_CHANGED, self._entry_changed)
         )
-        if not self.servers:
-            return
-        handlers: dict[str, Callable[[Server, mqtt.ReceiveMessage], None]] = {
-            protocol.SERVER_HEARTBEAT: lambda s, msg: s.async_heartbeat(_text(msg), msg.retain),
-            protocol.SERVER_STATE: lambda s, msg: s.async_agent_state(_text(msg), msg.retain),
-            protocol.SERVER_NETWORK: lambda s, msg: s.async_network(_text(msg)),
-        }
-        for leaf, handle in handlers.items():
-            entry.async_on_unload(
-                await mqtt.async_subscribe(
-                    self.hass, protocol.server_filter(self.base, leaf), self._server_message(leaf, handle), 1
-                )
-            )
-        node_handlers: dict[str, Callable[[Server, str], None]] = {
-            protocol.NODE_POWER: Server.async_power,
-            protocol.NODE_STATUS: Server.async_node_status,
-        }
-        for leaf, handle_node in node_handlers.items():
-            entry.async_on_unload(
-                await mqtt.async_subscribe(
-                    self.hass, protocol.node_filter(self.base, leaf), self._node_message(leaf, handle_node), 1
-                )
-            )
-        entry.async_on_unload(mqtt.async_subscribe_connection_status(self.hass, self._connection_changed))
-        self._schedule_refresh()
-
-    def _server_message(
-        self, leaf: str, handle: Callable[[Server, mqtt.ReceiveMessage], None]
-    ) -> Callable[[mqtt.ReceiveMessage], None]:
-        @callback
-        def message(msg: mqtt.ReceiveMessage) -> None:
-            server_id = protocol.parse_server_topic(self.base, msg.topic, leaf)
-            if server_id is not None and (server := self._by_id.get(server_id)):
-                handle(server, msg)
-
-        return message
-
-    def _node_message(
-        self, leaf: str, handle: Callable[[Server, str], None]
-    ) -> Callable[[mqtt.ReceiveMessage], None]:
-        @callback
-        def message(msg: mqtt.ReceiveMessage) -> None:
-            node = protocol.parse_node_topic(self.base, msg.topic, leaf)
-            if node is not None and (server := self._by_node.get(node)):
-                handle(server, _text(msg))
-
-        return message
 
     @callback
-    def _connection_changed(self, connected: bool) -> None:
+    def async_heartbeat(self, server_id: str, text: str, retained: bool) -> None:
+        """Take an agent's `heartbeat`."""
+        if server := self._by_id.get(server_id):
+            server.async_heartbeat(text, retained)
+
+    @callback
+    def async_agent_state(self, server_id: str, text: str, retained: bool) -> None:
+        """Take an agent's `state`."""
+        if server := self._by_id.get(server_id):
+            server.async_agent_state(text, retained)
+
+    @callback
+    def async_network(self, server_id: str, text: str) -> None:
+        """Take an agent's `network` checks."""
+        if server := self._by_id.get(server_id):
+            server.async_network(text)
+
+    @callback
+    def async_power(self, node_id: str, text: str) -> None:
+        """Take a relay node's power sense."""
+        if server := self._by_node.get(node_id):
+            server.async_power(text)
+
+    @callback
+    def async_node_status(self, node_id: str, text: str) -> None:
+        """Take a relay node's availability."""
+        if server := self._by_node.get(node_id):
+            server.async_node_status(text)
+
+    @callback
+    def async_connection(self, connected: bool) -> None:
+        """Follow HA's MQTT connection."""
         for server in self.servers.values():
             server.async_mqtt_connected(connected)
-        if connected:
-            self._schedule_refresh()
-
-    @callback
-    def _schedule_refresh(self) -> None:
-        self.entry.async_create_task(self.hass, self._refresh(), "smartserver refresh servers")
-
-    async def _refresh(self) -> None:
-        for server in list(self.servers.values()):
-            try:
-                await server.async_refresh()
-            except HomeAssistantError as err:
-                LOGGER.warning("Server %s: could not ask for a refresh: %s", server.config.server_id, err)
 
     @callback
     def _entry_changed(self, change: ConfigEntryChange, entry: ConfigEntry[Any]) -> None:
@@ -805,34 +771,17 @@ class ServerHub:
         for server in self.servers.values():
             server.async_stop()
 
-
-def _text(msg: mqtt.ReceiveMessage) -> str:
-    payload = msg.payload
-    if isinstance(payload, bytes):
-        return payload.decode(errors="replace").strip()
-    return str(payload).strip()
-
-
-async def async_setup_servers(hass: HomeAssistant, entry: SmartServerConfigEntry) -> ServerHub:
-    """Create the hub entry's servers and start following them."""
-    hub = ServerHub(hass, entry, entry.runtime_data.base_topic)
-    entry.runtime_data.servers = hub
-    await hub.async_start()
-    return hub
-
-
-def servers_diagnostics(entry: SmartServerConfigEntry) -> dict[str, Any]:
-    """Return the servers' section of the diagnostics: settings and evidence, keys redacted."""
-    hub = entry.runtime_data.servers
-    return {
-        "servers": [
-            {
-                "title": subentry.title,
-                "data": async_redact_data(dict(subentry.data), {CONF_COMMAND_KEY, CONF_NODE_KEY}),
-                "runtime": hub.servers[subentry.subentry_id].diagnostics()
-                if hub and subentry.subentry_id in hub.servers
-                else None,
-            }
-            for subentry in server_subentries(entry)
-        ]
-    }
+    def diagnostics(self) -> dict[str, Any]:
+        """Return the servers' section of the diagnostics: settings and evidence, keys redacted."""
+        return {
+            "servers": [
+                {
+                    "title": subentry.title,
+                    "data": async_redact_data(dict(subentry.data), {CONF_COMMAND_KEY, CONF_NODE_KEY}),
+                    "runtime": server.diagnostics()
+                    if (server := self.servers.get(subentry.subentry_id))
+                    else None,
+                }
+                for subentry in server_subentries(self.entry)
+            ]
+        }

@@ -11,7 +11,7 @@ from homeassistant.helpers import service
 
 from .const import DOMAIN, SERVICE_PUSH_CONFIG
 from .coordinator import SmartServerConfigEntry
-from .nodes import node_id_of_device
+from .helpers import node_id_of_device
 
 PUSH_CONFIG_SCHEMA = vol.Schema({vol.Required(ATTR_DEVICE_ID): cv.string})
 
@@ -28,7 +28,7 @@ async def _async_push_config(call: ServiceCall) -> None:
             translation_key="not_a_node",
             translation_placeholders={"device": device.name or device.id},
         )
-    await entry.runtime_data.nodes.async_push_config(node_id)
+    await entry.runtime_data.nodes.config.async_push_config(node_id)
 
 
 @callback

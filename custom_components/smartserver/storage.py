@@ -175,10 +175,6 @@ class Storage:
             raise ConfigFileError(NAMES_FILE, 1, "must map node ids to names")
         return {str(k): None if v is None else str(v) for k, v in data.items()}
 
-    def name_of(self, node_id: str) -> str:
-        """Return the directory name of a node: its name if valid and unique, else its id."""
-        return self._name_in(self.read_names(), node_id)
-
     @staticmethod
     def _name_in(names: dict[str, str | None], node_id: str) -> str:
         name = names.get(node_id)
@@ -191,10 +187,6 @@ class Storage:
         if name in names and names[name] in (None, name):
             return node_id  # another node's id that keeps its directory
         return name
-
-    def name_problem(self, node_id: str) -> str | None:
-        """Why a configured name is not used, for a warning."""
-        return self._problem_in(self.read_names(), node_id)
 
     @classmethod
     def _problem_in(cls, names: dict[str, str | None], node_id: str) -> str | None:

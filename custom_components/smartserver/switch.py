@@ -10,7 +10,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
-from .entity import ServerEntity, async_add_server_entities
+from .entity import ServerEntity, async_setup_platform
 from .servers import PowerState
 
 # Commands are serialized per platform: one button press at a time.
@@ -29,8 +29,12 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one power switch per server subentry."""
-    async_add_server_entities(
-        entry, async_add_entities, lambda server: [ServerPowerSwitch(hass, server, POWER_DESCRIPTION)]
+    async_setup_platform(
+        hass,
+        entry,
+        async_add_entities,
+        server_entity=ServerPowerSwitch,
+        server_descriptions=(POWER_DESCRIPTION,),
     )
 
 

@@ -32,11 +32,9 @@ async def async_setup_entry(
 ) -> None:
     """Add an entity per relay node now and one per node when it first publishes info."""
     bundle = await hass.async_add_executor_job(mgmt.load_bundle, mgmt.BUNDLE_DIR)
-    hub = entry.runtime_data.servers
-    assert hub is not None  # set up before the platforms (coordinator.py: Optional until then)
     # Install needs the node's key: HA knows those of its servers' relay nodes.
     keys: dict[str, str] = {}
-    for server in hub.servers.values():
+    for server in entry.runtime_data.servers.servers.values():
         keys.setdefault(server.config.relay_node, server.config.node_key)
 
     @callback
@@ -46,7 +44,7 @@ async def async_setup_entry(
         return NodeFirmwareEntity(firmware, manager.forget)
 
     manager = FirmwareManager(
-        mgmt.hass_link(hass),
+        entry.runtime_data.coordinator.link(),
         entry.runtime_data.base_topic,
         bundle,
         keys,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
-from pytest_homeassistant_custom_component.common import async_fire_mqtt_message
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import async_fire_mqtt_message, async_fire_time_changed
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver.helpers import node_identifier
@@ -50,6 +52,23 @@ def tree(base: Path) -> set[str]:
 async def settle(hass: HomeAssistant) -> None:
     """Let handlers, executor jobs and background tasks finish."""
     await hass.async_block_till_done(wait_background_tasks=True)
+
+
+async def written(hass: HomeAssistant) -> None:
+    """Handle what was received (log lines once per loop turn), then let rate-limited states be written."""
+    await settle(hass)
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=5))
+    await settle(hass)
+
+
+async def node_traffic(hass: HomeAssistant) -> None:
+    """A node that asked for its config, logged and reported its status."""
+    component(hass, "node1", "led.json", {"pin": 2})
+    await request(hass, "node1")
+    async_fire_mqtt_message(hass, "home/node/node1/status", "ONLINE", retain=True)
+    for level, text in [("info", "booted"), ("error", "sensor missing"), ("critical", "brownout")]:
+        async_fire_mqtt_message(hass, f"home/log/{level}/node1", text)
+    await written(hass)
 
 
 async def request(hass: HomeAssistant, node: str, payload: str | bytes = '"1.0.0"') -> None:

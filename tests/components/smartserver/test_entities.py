@@ -1,10 +1,11 @@
-"""Snapshots of every server entity: registry entries and states with evidence in."""
+"""Snapshots of every entity, per platform: registry entries and states, of a server and of a node."""
 
 from __future__ import annotations
 
 from unittest.mock import patch
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
@@ -20,6 +21,7 @@ from syrupy.assertion import SnapshotAssertion
 from custom_components.smartserver.helpers import node_identifier, server_identifier
 
 from .conftest import RELAY_NODE, SERVER_ID
+from .nodes_common import node_traffic
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default", "mqtt_client_closing")
@@ -66,3 +68,24 @@ async def test_server_device(
     assert device is not None
     assert device.via_device_id == relay.id
     assert device.config_subentry_id == next(iter(init_server.subentries))
+
+
+@pytest.mark.parametrize("platform", [Platform.SENSOR, Platform.BINARY_SENSOR, Platform.EVENT])
+async def test_entities_snapshot(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+    snapshot: SnapshotAssertion,
+    freezer: FrozenDateTimeFactory,
+    platform: Platform,
+) -> None:
+    freezer.move_to("2026-11-22 03:00:00+00:00")
+    mock_config_entry.add_to_hass(hass)
+    with patch("custom_components.smartserver.PLATFORMS", [platform]):
+        assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+        await hass.async_block_till_done()
+        await node_traffic(hass)
+        await snapshot_platform(hass, entity_registry, snapshot, mock_config_entry.entry_id)
+    await hass.config_entries.async_unload(mock_config_entry.entry_id)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from homeassistant.components.mqtt import ReceiveMessage
 
 from custom_components.smartserver import protocol
-from custom_components.smartserver.mgmt import FirmwareManager, Handler, Link, NodeFirmware
+from custom_components.smartserver.mgmt import FirmwareManager, Handler, Link, NodeFirmware, NodeHandler
 
 from .conftest import NODE_KEY, RELAY_NODE
 
@@ -23,7 +23,18 @@ class Recorder:
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
         self.published: list[str] = []
-        self.link = Link(self.subscribe, self.publish)
+        self.link = Link(self.subscribe_nodes, self.subscribe_node, self.publish)
+
+    async def subscribe_nodes(self, leaf: str, handle: NodeHandler) -> Callable[[], None]:
+        def message(msg: ReceiveMessage) -> None:
+            node = protocol.parse_node_topic("home", msg.topic, leaf)
+            assert node is not None
+            handle(node, msg)
+
+        return await self.subscribe(protocol.node_filter("home", leaf), message)
+
+    async def subscribe_node(self, node: str, leaf: str, handle: Handler) -> Callable[[], None]:
+        return await self.subscribe(protocol.node_topic("home", node, leaf), handle)
 
     async def subscribe(self, topic: str, handler: Handler) -> Callable[[], None]:
         self.handlers[topic] = handler

@@ -15,7 +15,7 @@ from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
-from custom_components.smartserver import nodes
+from custom_components.smartserver import node_config
 from custom_components.smartserver.const import DOMAIN
 
 from .nodes_common import (
@@ -433,7 +433,7 @@ async def test_requests_of_one_loop_turn_share_one_executor_job(
     write(root(hass) / "clients/node2/config/led.json", "{oops")
     component(hass, "node3", "led.json", {"pin": 3})
     mqtt_mock.async_publish.reset_mock()
-    with patch.object(nodes, "prepare_answers", wraps=nodes.prepare_answers) as prepare:
+    with patch.object(node_config, "prepare_answers", wraps=node_config.prepare_answers) as prepare:
         for node in ("node1", "node2", "node3", "node1"):  # node1 asks again: one answer
             async_fire_mqtt_message(hass, f"home/login/{node}/set", '"1.0.0"')
         await settle(hass)
@@ -455,13 +455,13 @@ async def test_failed_or_cancelled_batch_reaches_every_request(hass: HomeAssista
     failed.set_exception(OSError("executor gone"))
     waiting = [hass.loop.create_future(), hass.loop.create_future()]
     waiting[1].cancel()  # replaced meanwhile: left alone
-    nodes.NodeHub._batch_done(waiting, failed)
+    node_config.resolve_batch(waiting, failed)
     assert isinstance(waiting[0].exception(), OSError)
 
     cancelled = hass.loop.create_future()
     cancelled.cancel()
     waiting = [hass.loop.create_future()]
-    nodes.NodeHub._batch_done(waiting, cancelled)
+    node_config.resolve_batch(waiting, cancelled)
     assert waiting[0].cancelled()
 
 

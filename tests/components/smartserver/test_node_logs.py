@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import shutil
@@ -15,11 +16,12 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.const import EVENT_STATE_CHANGED, EVENT_STATE_REPORTED
 from homeassistant.core import Event, EventStateChangedData, EventStateReportedData, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -30,7 +32,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
-from custom_components.smartserver import logs, nodes
+from custom_components.smartserver import coordinator, logs, node_registry
 from custom_components.smartserver.const import (
     CONF_BASE_TOPIC,
     CONF_LOG_BACKUPS,
@@ -40,8 +42,9 @@ from custom_components.smartserver.const import (
     EVENT_LOG,
     ISSUE_NEW_NODES,
 )
+from custom_components.smartserver.storage import Storage
 
-from .nodes_common import node_device, root, settle, tree, wait_until
+from .nodes_common import node_device, root, settle, tree, wait_until, written
 
 LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d)\] \[([^\]]+)\] \[([^\]]+)\] (.*)")
 
@@ -64,15 +67,20 @@ def log(hass: HomeAssistant, level: str, node: str, payload: str | bytes) -> Non
     async_fire_mqtt_message(hass, f"home/log/{level}/{node}", payload)
 
 
-async def written(hass: HomeAssistant) -> None:
-    """Let rate-limited state writes happen."""
-    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=5))
-    await settle(hass)
-
-
 async def flush(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Let the lines be handled and written (the writer's batches are background tasks)."""
     await settle(hass)
-    await entry.runtime_data.nodes.writer.async_flush()
+
+
+def open_files() -> set[Path]:
+    """The files this process holds open."""
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            found.add(Path(os.readlink(fd)))
+        except OSError:  # closed meanwhile
+            continue
+    return found
 
 
 async def test_line_goes_to_general_and_node_log(
@@ -206,16 +214,15 @@ async def test_rename_closes_the_old_log_handle(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
     """After a rename only the new path is open: the old handle is not left behind."""
-    files = init_integration.runtime_data.nodes.writer.files
     log(hass, "info", "node1", "before")
     await flush(hass, init_integration)
-    assert node_log(hass, "node1") in files._handles
+    assert node_log(hass, "node1") in open_files()
     (root(hass) / "device_names.yaml").write_text("node1: kitchen\n")
     log(hass, "info", "node1", "after")
     await flush(hass, init_integration)
     kitchen = root(hass) / "clients/kitchen/kitchen.log"
-    assert node_log(hass, "node1") not in files._handles
-    assert kitchen in files._handles
+    assert node_log(hass, "node1") not in open_files()
+    assert kitchen in open_files()
     assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["before", "after"]
 
 
@@ -223,16 +230,14 @@ async def test_node_paths_checked_once_a_second_and_at_once_on_a_change(
     hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Batches reuse a node's checked path; a names change or the interval checks again."""
-    files = init_integration.runtime_data.nodes.writer.files
     checks: list[str] = []
-    real_node_dir = files.storage.node_dir
+    real_node_dir = Storage.node_dir
 
-    def node_dir(node_id: str) -> Path:
+    def node_dir(storage: Storage, node_id: str) -> Path:
         checks.append(node_id)
-        path: Path = real_node_dir(node_id)
-        return path
+        return real_node_dir(storage, node_id)
 
-    monkeypatch.setattr(files.storage, "node_dir", node_dir)
+    monkeypatch.setattr(Storage, "node_dir", node_dir)
     monkeypatch.setattr(logs, "RECHECK_S", 3600.0)
     for i in range(3):  # the first check makes the directory: the second batch checks again
         log(hass, "info", "node1", f"line {i}")
@@ -274,13 +279,11 @@ async def test_write_error_logged_and_retried(
     path.symlink_to("/dev/full")
     for i in range(100):
         log(hass, "info", "node1", f"line {i}")
-    writer = init_integration.runtime_data.nodes.writer
-    await wait_until(lambda: writer.files.pending >= 100)
+    await wait_until(lambda: "Could not write node logs" in caplog.text)
     assert "Could not write node logs (100 lines kept for retry)" in caplog.text
     assert "No space left on device" in caplog.text
-    assert writer.files.pending == 100
     path.unlink()  # space again
-    await writer.async_flush()
+    await flush(hass, init_integration)
     assert "Node logs are written again" in caplog.text
     for log_path in (node_log(hass, "node1"), general_log(hass)):
         assert [line.rsplit(" ", 1)[1] for line in lines(log_path)] == [str(i) for i in range(100)]
@@ -317,14 +320,12 @@ async def test_flood_of_20000_loses_nothing_and_is_rate_limited(
         got = [int(line.rsplit(" ", 1)[1]) for line in lines(node_log(hass, f"node{n}"))]
         assert got == list(range(n, 20_000, 50))
 
-    hub = init_integration.runtime_data.nodes
     eligible = 20_000 * 3 // 5  # warning, error, critical
-    suppressed = sum(node.suppressed for node in hub.nodes.values())
-    assert len(events) + suppressed == eligible
-    assert suppressed > 0
-    state = hass.states.get("sensor.node0_suppressed_log_events")
-    assert state is not None
-    assert int(state.state) == hub.nodes["node0"].suppressed
+    suppressed = [hass.states.get(f"sensor.node{n}_suppressed_log_events") for n in range(50)]
+    assert all(suppressed)
+    counted = sum(int(state.state) for state in suppressed if state)
+    assert len(events) + counted == eligible
+    assert counted > 0
     # counters count every line, and the last state is written after the burst
     errors = hass.states.get("sensor.node0_errors_logged")
     assert errors is not None
@@ -345,9 +346,10 @@ async def test_rate_limit_option(
     events = async_capture_events(hass, EVENT_LOG)
     for i in range(10):
         log(hass, "error", "node1", f"e{i}")
-    await settle(hass)
-    node = entry.runtime_data.nodes.nodes["node1"]
-    assert len(events) + node.suppressed == 10
+    await written(hass)
+    state = hass.states.get("sensor.node1_suppressed_log_events")
+    assert state is not None
+    assert len(events) + int(state.state) == 10
     assert len(events) >= 2
     await hass.config_entries.async_unload(entry.entry_id)
 
@@ -363,20 +365,21 @@ async def test_entity_states_at_most_once_a_second(
 ) -> None:
     """However many events the limit allows, a node's states are written at most once a second."""
     entry = await _setup(hass, mock_config_entry, **{CONF_RATE_LIMIT: rate})
-    hub = entry.runtime_data.nodes
     log(hass, "info", "node1", "first")
-    await written(hass)
+    await settle(hass)
+    written_at = time.monotonic()  # the node's first change is written at once
     writes: list[str] = []
     entry.async_on_unload(
-        async_dispatcher_connect(
-            hass, hub.signal("node1"), callback(lambda: writes.append(hub.nodes["node1"].last_message))
+        async_track_state_change_event(
+            hass,
+            "sensor.node1_last_log",
+            callback(lambda event: writes.append(event.data["new_state"].state)),
         )
     )
-    hub.nodes["node1"].written = time.monotonic()  # as if written just now
     for i in range(20):
         log(hass, "info", "node1", f"line {i}")
     await settle(hass)
-    assert time.monotonic() - hub.nodes["node1"].written < 0.3  # the timers below decide
+    assert time.monotonic() - written_at < 0.3  # the timers below decide
     # exact: the plain helper moves the time to the next half second
     async_fire_time_changed_exact(hass, dt_util.utcnow() + timedelta(seconds=interval - 0.3))
     await settle(hass)
@@ -435,14 +438,13 @@ async def test_lines_of_one_loop_turn_handled_together(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
     """Queued lines keep their order, their own times and every count; parsed topics are bounded."""
-    hub = init_integration.runtime_data.nodes
-    with patch.object(nodes, "MAX_LOG_TOPICS", 2):
+    with patch.object(coordinator, "MAX_LOG_TOPICS", 2):  # parsed topics are forgotten often
         for i in range(6):
             log(hass, ("info", "error", "critical")[i % 3], f"node{i % 2}", f"line {i}")
         log(hass, "info", "..", "refused")
-        assert len(hub._log_queue) == 7  # handled once the loop turns
+        # handled once the loop turns: no node is known yet
+        assert node_device(hass, init_integration, "node0") is None
         await flush(hass, init_integration)
-        assert len(hub._log_topics) <= 2
     got = [LINE.fullmatch(line) for line in lines(general_log(hass))]
     assert [m.groups()[1:] for m in got if m] == [
         ("INFO", "node0", "line 0"),
@@ -452,9 +454,12 @@ async def test_lines_of_one_loop_turn_handled_together(
         ("ERROR", "node0", "line 4"),
         ("CRITICAL", "node1", "line 5"),
     ]
-    assert (hub.nodes["node0"].errors, hub.nodes["node0"].criticals) == (1, 1)
-    assert hub.nodes["node1"].last_message == "line 5"
     await written(hass)
+    counts = [hass.states.get(f"sensor.node0_{key}_logged") for key in ("errors", "critical_messages")]
+    assert [state.state if state else None for state in counts] == ["1", "1"]
+    state = hass.states.get("sensor.node1_last_log")
+    assert state is not None
+    assert state.state == "line 5"
     state = hass.states.get("sensor.node0_last_log")
     assert state is not None
     assert state.state == "line 4"
@@ -465,24 +470,24 @@ async def test_busy_writer_gathers_lines_into_fewer_batches(
 ) -> None:
     """The first batch starts at once; lines that come while it is written wait for the interval."""
     monkeypatch.setattr(logs, "BATCH_INTERVAL_S", 0.3)
-    writer: logs.LogWriter = init_integration.runtime_data.nodes.writer
-    real_write = writer.files.write
+    real_write = logs.LogFiles.write
     batches: list[tuple[float, int]] = []
     queued = threading.Event()
 
     def more() -> None:
         for i in range(1, 10):
-            writer.add(logs.LogLine(time.time(), "info", "node1", f"line {i}"))
-        queued.set()
+            log(hass, "info", "node1", f"line {i}")
+        # handled in the next loop turn: the lines reach the writer while it writes
+        hass.loop.call_soon(queued.set)
 
-    def write(batch: list[logs.LogLine]) -> logs.WriteResult:
+    def write(files: logs.LogFiles, batch: list[logs.LogLine]) -> logs.WriteResult:
         batches.append((time.monotonic(), len(batch)))
         if len(batches) == 1:  # more lines come while the first batch is written
             hass.loop.call_soon_threadsafe(more)
             assert queued.wait(5)
-        return real_write(batch)
+        return real_write(files, batch)
 
-    with patch.object(writer.files, "write", write):
+    with patch.object(logs.LogFiles, "write", write):
         start = time.monotonic()
         log(hass, "info", "node1", "line 0")
         await flush(hass, init_integration)
@@ -519,17 +524,21 @@ def test_stamps_match_datetime() -> None:
 
 
 async def test_new_nodes_beyond_the_budget_are_held_back(
-    hass: HomeAssistant, init_integration: MockConfigEntry, mqtt_mock: MqttMockHAClient
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
+    freezer: FrozenDateTimeFactory,
 ) -> None:
     """Made-up ids beyond the budget get no device, directory or name; their lines are kept."""
-    hub = init_integration.runtime_data.nodes
-    hub._new_nodes.tokens = 2
+    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 2)
+    init_integration = await _setup(hass, mock_config_entry)
     for node in ("node1", "node2", "node3"):
         log(hass, "error", node, f"hello from {node}")
     await flush(hass, init_integration)
     assert node_device(hass, init_integration, "node2") is not None
     assert node_device(hass, init_integration, "node3") is None
-    assert "node3" not in hub.nodes
     assert "[ERROR] [node3] hello from node3" in general_log(hass).read_text()
     assert not (root(hass) / "clients" / "node3").exists()
     names = root(hass) / "device_names.yaml"
@@ -539,7 +548,7 @@ async def test_new_nodes_beyond_the_budget_are_held_back(
     assert issue.translation_placeholders == {
         "count": "1",
         "example": "node3",
-        "burst": "200",
+        "burst": "2",
         "per_hour": "60",
     }
     # held back: no answer, no status, no events
@@ -554,30 +563,35 @@ async def test_new_nodes_beyond_the_budget_are_held_back(
     assert node_device(hass, init_integration, "node3") is None
 
     # a minute later the budget has one more: node3 is added when it is next heard
-    hub._new_nodes.refilled -= 60
+    freezer.tick(60)
     log(hass, "info", "node3", "added now")
     await flush(hass, init_integration)
     assert node_device(hass, init_integration, "node3") is not None
     assert (root(hass) / "clients" / "node3" / "node3.log").read_text().count("\n") == 1
     # the issue clears itself an hour after the last node held back
-    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=nodes.NEW_NODES_QUIET_S + 1))
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=node_registry.NEW_NODES_QUIET_S + 1))
     await settle(hass)
     assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is None
+    await hass.config_entries.async_unload(init_integration.entry_id)
 
 
 async def test_held_back_issue_waits_for_the_last_node(
-    hass: HomeAssistant, init_integration: MockConfigEntry
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each held-back node restarts the hour; unloading clears the issue (the budget restarts)."""
-    hub = init_integration.runtime_data.nodes
-    hub._new_nodes.tokens = 0
+    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
+    init_integration = await _setup(hass, mock_config_entry)
     log(hass, "info", "made-up-1", "x")
     await flush(hass, init_integration)
-    later = dt_util.utcnow() + timedelta(seconds=nodes.NEW_NODES_QUIET_S / 2)
+    later = dt_util.utcnow() + timedelta(seconds=node_registry.NEW_NODES_QUIET_S / 2)
     with patch("time.time", return_value=later.timestamp()):
         log(hass, "info", "made-up-2", "x")
         await flush(hass, init_integration)
-    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=nodes.NEW_NODES_QUIET_S + 1))
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=node_registry.NEW_NODES_QUIET_S + 1))
     await settle(hass)
     issue = ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES)
     assert issue is not None

@@ -12,7 +12,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
-from .nodes_common import component, root, wait_until, write
+from .nodes_common import component, root, settle, wait_until, write
 
 
 async def _hub(hass: HomeAssistant, entry: MockConfigEntry) -> None:
@@ -131,7 +131,7 @@ async def test_flood_of_20000_over_real_broker_loses_nothing(
         await wait_until(lambda: general.exists() and _count_lines(general) >= probes + 20_000, limit_s=120)
     finally:
         await hass.async_add_executor_job(peer.close)
-    await mock_config_entry.runtime_data.nodes.writer.async_flush()
+    await settle(hass)  # the writer's batches are background tasks
 
     def collected() -> tuple[list[int], dict[int, list[int]]]:
         files = sorted(general.parent.glob("smartserver.log*"))

@@ -1,0 +1,191 @@
+"""Node devices: which nodes HA knows, new-node admission (budget and repair issue), renames, removal."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.event import async_call_later
+
+from .const import DOMAIN, ISSUE_NEW_NODES, LOGGER
+from .helpers import (
+    create_issue,
+    node_device_info,
+    node_device_link,
+    node_id_of_device,
+    node_identifier,
+    server_device_info,
+    server_identifier,
+)
+from .logs import GENERAL_LOG
+from .node_model import Node, TokenBucket, new_node, server_log_source
+from .servers import ServerConfig
+
+# A node heard from this recently (or online) is not stale: its device stays.
+STALE_AFTER_S: Final = 300
+# New node devices: this many at once, then NEW_NODES_PER_HOUR. Each brings a directory,
+# a device_names.yaml entry, a device and 8 entities: a client that publishes under
+# thousands of made-up ids (a broker without ACL) must not bury HA in devices.
+NEW_NODES_BURST: Final = 200
+NEW_NODES_PER_HOUR: Final = 60
+# The repair issue about held-back nodes clears itself after this long without one.
+NEW_NODES_QUIET_S: Final = 3600
+MAX_HELD_BACK: Final = 10_000  # ids counted for the repair issue
+
+
+class NodeRegistry:
+    """The entry's nodes and their devices; new ones are admitted within a budget."""
+
+    def __init__(self, hass: HomeAssistant, entry_id: str, servers: Mapping[str, ServerConfig]) -> None:
+        """Load the known nodes from the device registry and make the relay nodes' devices."""
+        self.hass = hass
+        self.entry_id = entry_id
+        self.servers = servers
+        self.signal_new_node = f"{DOMAIN}_{entry_id}_new_node"
+        self.nodes: dict[str, Node] = {}
+        # Each agent logs under its server id: those lines belong to the server, not a node.
+        self.server_logs = {sid: server_log_source(sid, config.name) for sid, config in servers.items()}
+        self._budget = TokenBucket(NEW_NODES_BURST, time.monotonic())
+        self._held_back: set[str] = set()
+        self._held_back_timer: CALLBACK_TYPE | None = None
+        self._held_back_last = 0.0  # when a node was last held back (time.time())
+        registry = dr.async_get(hass)
+        for device in dr.async_entries_for_config_entry(registry, entry_id):
+            if (node_id := node_id_of_device(device)) is None:
+                continue
+            if node_id in servers:
+                # made from the agent's log lines before its server was added
+                LOGGER.info(
+                    "Removed node device %s: the id is a server's, its agent's lines go to the server",
+                    node_id,
+                )
+                registry.async_update_device(device.id, remove_config_entry_id=entry_id)
+                continue
+            self.nodes[node_id] = new_node(node_id, device.name, device.id)
+        # the servers' devices link to their relay nodes' (no entities until a node talks)
+        self._relay_devices = {
+            config.relay_node: node_device_link(hass, entry_id, config.relay_node).id
+            for config in servers.values()
+        }
+
+    def server_device_info(self, config: ServerConfig) -> DeviceInfo:
+        """Return the device of a server's entities, linked via its relay node."""
+        return server_device_info(config.server_id, config.name, self._relay_devices[config.relay_node])
+
+    def device_info(self, node: Node) -> DeviceInfo:
+        """Return the device a node's entities go on: its own, or the server's for an agent."""
+        if node.is_server:
+            return self.server_device_info(self.servers[node.node_id])
+        return DeviceInfo(identifiers={node_identifier(node.node_id)})
+
+    @callback
+    def async_link_server_devices(self) -> None:
+        """Give the agents' log sources their server's device id (made by the platforms)."""
+        registry = dr.async_get(self.hass)
+        for server_id, node in self.server_logs.items():
+            if device := registry.async_get_device_by_identifier(server_identifier(server_id), self.entry_id):
+                node.device_id = device.id
+
+    def log_source(self, node_id: str) -> Node | None:
+        """Return the node (or server agent) a log line is of; a new node if admitted, else None."""
+        return self.server_logs.get(node_id) or self.nodes.get(node_id) or self.async_contact(node_id)
+
+    @callback
+    def async_contact(self, node_id: str, *, force: bool = False) -> Node | None:
+        """Return the node, created (with its device) on first contact.
+
+        None while new nodes are held back (see NEW_NODES_BURST); `force` is for the
+        user's own actions.
+        """
+        node = self.nodes.get(node_id)
+        now = time.monotonic()
+        if node is None:
+            if not force and not self._admit(node_id, now):
+                return None
+            device = dr.async_get(self.hass).async_get_or_create(
+                config_entry_id=self.entry_id, **node_device_info(node_id)
+            )
+            node = self.nodes[node_id] = new_node(node_id, device.name, device.id)
+            self._held_back.discard(node_id)
+            async_dispatcher_send(self.hass, self.signal_new_node, node)
+        node.seen = now
+        return node
+
+    @callback
+    def _admit(self, node_id: str, now: float) -> bool:
+        """Take a new node's token; else hold the node back and say so."""
+        if self._budget.take(now, NEW_NODES_PER_HOUR / 3600, NEW_NODES_BURST):
+            return True
+        if node_id not in self._held_back and len(self._held_back) < MAX_HELD_BACK:
+            if not self._held_back:
+                LOGGER.warning(
+                    "Node %s is not added to Home Assistant yet: more than %s new nodes got in "
+                    "touch, and new ones are added at %s an hour. Its log lines go to %s only; "
+                    "its requests are answered once it is added",
+                    node_id,
+                    NEW_NODES_BURST,
+                    NEW_NODES_PER_HOUR,
+                    GENERAL_LOG,
+                )
+            self._held_back.add(node_id)
+            placeholders = {
+                "count": str(len(self._held_back)),
+                "example": node_id,
+                "burst": str(NEW_NODES_BURST),
+                "per_hour": str(NEW_NODES_PER_HOUR),
+            }
+            create_issue(self.hass, ISSUE_NEW_NODES, ISSUE_NEW_NODES, placeholders)
+        self._held_back_last = time.time()
+        if self._held_back_timer is None:
+            self._held_back_timer = async_call_later(self.hass, NEW_NODES_QUIET_S, self._held_back_over)
+        return False
+
+    @callback
+    def _held_back_over(self, now: datetime) -> None:
+        if (remaining := self._held_back_last + NEW_NODES_QUIET_S - now.timestamp()) > 0:
+            self._held_back_timer = async_call_later(self.hass, remaining, self._held_back_over)
+            return
+        self._held_back_timer = None
+        self._held_back.clear()
+        ir.async_delete_issue(self.hass, DOMAIN, ISSUE_NEW_NODES)
+
+    @callback
+    def async_rename(self, names: Mapping[str, str]) -> None:
+        """Rename devices whose name in device_names.yaml changed."""
+        registry = dr.async_get(self.hass)
+        for node_id, name in names.items():
+            node = self.nodes.get(node_id)
+            if node is None or node.name == name:
+                continue
+            node.name = name
+            if device := registry.async_get_device_by_identifier(node_identifier(node_id), self.entry_id):
+                registry.async_update_device(device.id, name=name)
+
+    @callback
+    def async_forget(self, node_id: str) -> bool:
+        """Forget a stale node; refuse while it is online or was heard recently."""
+        node = self.nodes.get(node_id)
+        if node is not None and (node.online or (node.seen and time.monotonic() - node.seen < STALE_AFTER_S)):
+            return False
+        self.nodes.pop(node_id, None)
+        return True
+
+    @callback
+    def async_stop(self) -> None:
+        """Forget the held-back nodes: a restart starts with the whole budget."""
+        if self._held_back_timer is not None:
+            self._held_back_timer()
+            self._held_back_timer = None
+            ir.async_delete_issue(self.hass, DOMAIN, ISSUE_NEW_NODES)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Return the new-node budget."""
+        return {"budget_left": math.floor(self._budget.tokens), "held_back": len(self._held_back)}

@@ -38,14 +38,6 @@ def power_state(hass: HomeAssistant) -> str:
     return state.state
 
 
-async def report(hass: HomeAssistant, *messages: tuple[str, str]) -> str:
-    """Deliver live messages (topic, payload) and return the power state after them."""
-    for topic, payload in messages:
-        fire(hass, topic, payload)
-    await hass.async_block_till_done()
-    return power_state(hass)
-
-
 def published(mqtt_mock: MqttMockHAClient, topic: str) -> list[tuple[str, str, int, bool]]:
     return [call.args[:4] for call in mqtt_mock.async_publish.call_args_list if call.args[0] == topic]
 
@@ -75,21 +67,26 @@ async def elapse(hass: HomeAssistant, freezer: FrozenDateTimeFactory, seconds: f
     await hass.async_block_till_done()
 
 
+async def report(hass: HomeAssistant, *messages: tuple[str, str], retain: bool = False) -> str:
+    """Deliver messages (topic, payload), live unless `retain`, and return the power state after them."""
+    for topic, payload in messages:
+        fire(hass, topic, payload, retain)
+    await hass.async_block_till_done()
+    return power_state(hass)
+
+
+def _sense(power: str | None) -> tuple[tuple[str, str], ...]:
+    return ((POWER, power),) if power else ()
+
+
 async def running(hass: HomeAssistant, power: str | None = protocol.POWER_ON) -> None:
     """Retained evidence of a running server, as after a restart of HA."""
-    if power:
-        fire(hass, POWER, power, retain=True)
-    fire(hass, HEARTBEAT, "ALIVE", retain=True)
-    fire(hass, STATE, "ONLINE", retain=True)
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
+    assert await report(hass, *_sense(power), (HEARTBEAT, "ALIVE"), (STATE, "ONLINE"), retain=True) == "on"
 
 
 async def stopped(hass: HomeAssistant, power: str | None = protocol.POWER_OFF) -> None:
     """Retained evidence of a server shut down through its agent."""
-    if power:
-        fire(hass, POWER, power, retain=True)
-    fire(hass, STATE, "SHUTTING_DOWN", retain=True)
-    fire(hass, HEARTBEAT, "DEAD", retain=True)
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    assert (
+        await report(hass, *_sense(power), (STATE, "SHUTTING_DOWN"), (HEARTBEAT, "DEAD"), retain=True)
+        == "off"
+    )

@@ -82,6 +82,16 @@ class Action(StrEnum):
     FORCE_OFF = "force_off"
 
 
+class Refusal(StrEnum):
+    """Why an action is refused; the values are translation keys of exceptions."""
+
+    SERVER_STATE_UNKNOWN = "server_state_unknown"
+    SERVER_STOPPING = "server_stopping"
+    AGENT_NOT_CONNECTED = "agent_not_connected"
+    RELAY_NODE_OFFLINE = "relay_node_offline"
+    POWER_SENSE_CONTRADICTS = "power_sense_contradicts"
+
+
 class Timer(StrEnum):
     """The machine's timers: the two grace periods and the heartbeat's freshness."""
 
@@ -168,9 +178,9 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    """Refuse the action with the error `key` (a translation key) and its placeholders."""
+    """Refuse the action: why, with the placeholders of its error."""
 
-    key: str
+    key: Refusal
     placeholders: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -573,24 +583,24 @@ class PowerMachine:
                 LOGGER.debug("Server %s is %s: no shutdown sent", self.config.server_id, self.state)
                 return None
             if not self.evidence.agent_up:
-                return Refuse("agent_not_connected")
+                return Refuse(Refusal.AGENT_NOT_CONNECTED)
             return Send(protocol.SHUTDOWN, to_agent=True)
         if self.evidence.contradicted:
             # Not a silent no-op: the user sees off on the node's side and must know why.
-            return Refuse("power_sense_contradicts", {"relay_node": self.config.relay_node})
+            return Refuse(Refusal.POWER_SENSE_CONTRADICTS, {"relay_node": self.config.relay_node})
         if self.state in (PowerState.ON, PowerState.STARTING):
             LOGGER.debug("Server %s is %s: not pressing its power button", self.config.server_id, self.state)
             return None
         if self.state is PowerState.STOPPING:
-            return Refuse("server_stopping")
+            return Refuse(Refusal.SERVER_STOPPING)
         if self.state is None:
-            return Refuse("server_state_unknown")
+            return Refuse(Refusal.SERVER_STATE_UNKNOWN)
         return self._press(protocol.PRESS)
 
     def _press(self, cmd: str) -> Send | Refuse:
         if self.evidence.node_status == protocol.OFFLINE:
             # A command to an offline node is lost (never retained): say so now.
-            return Refuse("relay_node_offline", {"relay_node": self.config.relay_node})
+            return Refuse(Refusal.RELAY_NODE_OFFLINE, {"relay_node": self.config.relay_node})
         return Send(cmd, to_agent=False)
 
     def begin(self, action: Action, now: float) -> list[Effect]:

@@ -55,6 +55,7 @@ from .power import (
     PowerMachine,
     PowerState,
     RaiseIssue,
+    Refusal,
     Refuse,
     Send,
     Timer,
@@ -255,8 +256,8 @@ class Server:
     def _apply(self, effects: list[Effect]) -> None:
         for effect in effects:
             match effect:
-                case RaiseIssue():
-                    self._raise(effect)
+                case RaiseIssue(issue, placeholders, fixable):
+                    self._raise(issue, placeholders, fixable)
                 case ClearIssue(issue):
                     ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
                 case ArmTimer(timer, delay):
@@ -288,22 +289,20 @@ class Server:
         return f"{self.config.server_id}_{issue}"
 
     @callback
-    def _raise(self, effect: RaiseIssue) -> None:
+    def _raise(self, issue: Issue, placeholders: Mapping[str, str], fixable: bool) -> None:
         ir.async_create_issue(
             self.hass,
             DOMAIN,
-            self._issue_id(effect.issue),
-            is_fixable=effect.fixable,
-            data={"entry_id": self.entry_id, "subentry_id": self.config.subentry_id}
-            if effect.fixable
-            else None,
+            self._issue_id(issue),
+            is_fixable=fixable,
+            data={"entry_id": self.entry_id, "subentry_id": self.config.subentry_id} if fixable else None,
             severity=ir.IssueSeverity.WARNING,
-            translation_key=effect.issue,
+            translation_key=issue,
             translation_placeholders={
                 "name": self.config.name,
                 "server_id": self.config.server_id,
                 "relay_node": self.config.relay_node,
-                **effect.placeholders,
+                **placeholders,
             },
         )
 
@@ -321,6 +320,9 @@ class Server:
             translation_placeholders={"name": self.config.name, **placeholders},
         )
 
+    def _refused(self, key: Refusal, placeholders: Mapping[str, str]) -> HomeAssistantError:
+        return self._error(key, **placeholders)
+
     async def _publish(self, topic: str, payload: str) -> None:
         try:
             await mqtt.async_publish(self.hass, topic, payload, qos=1, retain=False)
@@ -331,7 +333,7 @@ class Server:
         """Send what the machine decides for `action`, then let it wait for the result."""
         decision = self.machine.decide(action)
         if isinstance(decision, Refuse):
-            raise self._error(decision.key, **decision.placeholders)
+            raise self._refused(decision.key, decision.placeholders)
         if decision is not None:
             await self._send(decision)
             self._apply(self.machine.begin(action, time.monotonic()))

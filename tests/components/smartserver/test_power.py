@@ -32,6 +32,7 @@ from custom_components.smartserver.power import (
     PowerMachine,
     PowerState,
     RaiseIssue,
+    Refusal,
     Refuse,
     Send,
     Timer,
@@ -464,7 +465,7 @@ def test_decisions_name_their_target() -> None:
     machine = World().play(*STOPPED).machine
     assert machine.decide(Action.TURN_ON) == Send(protocol.PRESS, to_agent=False)
     machine = World().play(*LIVE_RUNNING, "pw:OFF").machine
-    assert machine.decide(Action.TURN_ON) == Refuse("power_sense_contradicts", {"relay_node": "relay1"})
+    assert machine.decide(Action.TURN_ON) == Refuse(Refusal.POWER_SENSE_CONTRADICTS, {"relay_node": "relay1"})
 
 
 def test_every_evidence_notifies_once_and_a_command_not_at_all() -> None:

@@ -352,7 +352,11 @@ async def test_issues_and_errors_are_translated(hass: HomeAssistant) -> None:
     strings = json.loads(await hass.async_add_executor_job(strings_file.read_text))
     for issue in Issue:
         text = strings["issues"][issue]
-        used = set(re.findall(r"{(\w+)}", text["title"] + text["description"]))
+        # the fixable issue is described in its fix flow (whose dialog fills in the issue's placeholders)
+        assert ("fix_flow" in text) is (issue is Issue.STOP_STILL_POWERED), issue
+        steps = text["fix_flow"]["step"].values() if "fix_flow" in text else [text]
+        descriptions = "".join(step["description"] for step in steps)
+        used = set(re.findall(r"{(\w+)}", text["title"] + descriptions))
         assert used <= {"name", "server_id", "relay_node", "grace", "state"}, issue
     errors = {
         "publish_failed": {"name", "error"},

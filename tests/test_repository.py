@@ -98,9 +98,17 @@ PARENTS = {id(tree): _parents(tree) for tree in TREES.values()}
 
 
 def _enum_values(tree: ast.Module, name: str) -> set[str] | None:
+    """The values of the enum `name`, defined in the module or imported from a sibling."""
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
             return set(_str_constants(ast.Module(body=node.body, type_ignores=[])).values())
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 1
+            and node.module
+            and any(alias.name == name for alias in node.names)
+        ):
+            return _enum_values(_tree(f"{node.module}.py"), name)
     return None
 
 

@@ -149,7 +149,7 @@ class NodeFirmware:
             listener()
 
     async def follow_replies(self) -> CALLBACK_TYPE:
-        """Subscribe to the node's management replies, active before any command is sent."""
+        """Subscribe to the node's management replies; return once active, with the unsubscribe."""
         return await self._link.subscribe_node(self.node_id, protocol.NODE_MGMT_REPLY, self._on_reply)
 
     @callback
@@ -202,6 +202,16 @@ class NodeFirmware:
 
     async def install(self, progress: Callable[[int], None]) -> None:
         """Stage the bundle, install it and wait for the node's verdict; progress in %."""
+        try:
+            stop_replies = await self.follow_replies()
+        except TimeoutError as err:
+            raise self._error("node_no_answer") from err
+        try:
+            await self._install(progress)
+        finally:
+            stop_replies()
+
+    async def _install(self, progress: Callable[[int], None]) -> None:
         bundle = self.bundle
         assert bundle is not None  # HA offers install only with a latest version
         total = sum(len(d) for d in bundle.files.values())

@@ -1,6 +1,7 @@
-"""Homelab servers: the fused power state, the evidence it follows and the signed commands.
+"""Homelab servers: their settings, the MQTT evidence fed to each one's power machine, signed commands.
 
-docs/servers.md describes the state machine; this module is its only implementation.
+The rules of the fused power state live in power.py; `Server` applies what the machine
+returns (timers, repair issues, commands, entity updates).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from homeassistant.components import mqtt
@@ -42,6 +42,28 @@ from .const import (
     LOGGER,
     SUBENTRY_SERVER,
 )
+from .power import (
+    Action,
+    ArmTimer,
+    CancelTimer,
+    ClearIssue,
+    Command,
+    Effect,
+    Issue,
+    Notify,
+    PowerConfig,
+    PowerMachine,
+    PowerState,
+    RaiseIssue,
+    Refusal,
+    Refuse,
+    Send,
+    Timer,
+    clear_issues,
+)
+
+# The platforms and tests import the power state and the issues from here as well.
+__all__ = ["Issue", "PowerState", "Server", "ServerConfig", "ServerHub"]
 
 # Network results are small; anything larger is not from our agent.
 MAX_NETWORK_PAYLOAD = 16384
@@ -51,107 +73,14 @@ NETWORK_CHECKS: Mapping[str, tuple[str, ...]] = {
     "default_route": ("default_route",),
     "internet": ("reachable", "internet"),
 }
-REFRESH_PAYLOAD = "refresh"
-# A live ALIVE stays fresh for this many heartbeat intervals: the largest gap seen
-# between two of them in the agent's session, at least the agent's default.
-HEARTBEAT_S = 30.0
-FRESH_BEATS = 3
-_ANNOUNCED_DOWN = (protocol.ServerState.SHUTTING_DOWN, protocol.ServerState.OFFLINE)
-
-
-class PowerState(StrEnum):
-    """The fused power state of a server."""
-
-    OFF = "off"
-    STARTING = "starting"
-    ON = "on"
-    STOPPING = "stopping"
-
-
-class Issue(StrEnum):
-    """Repair issues a server can raise; the values are translation keys."""
-
-    START_NO_RESPONSE = "start_no_response"
-    START_AGENT_SILENT = "start_agent_silent"
-    START_TIMEOUT = "start_timeout"
-    START_INTERRUPTED = "start_interrupted"
-    STOP_NO_RESPONSE = "stop_no_response"
-    STOP_STILL_POWERED = "stop_still_powered"
-    STOP_TIMEOUT = "stop_timeout"
-    STOP_INTERRUPTED = "stop_interrupted"
-    POWER_SENSE_MISMATCH = "power_sense_mismatch"
-    AGENT_LOST = "agent_lost"
-
-
-# Issues with a fix flow (repairs.py): cut the power of a server that hangs powered.
-_FIXABLE = (Issue.STOP_STILL_POWERED,)
-
-# Issues a reached state makes moot.
-_SOLVED_BY: Mapping[PowerState, tuple[Issue, ...]] = {
-    PowerState.ON: (
-        Issue.START_NO_RESPONSE,
-        Issue.START_AGENT_SILENT,
-        Issue.START_TIMEOUT,
-        Issue.START_INTERRUPTED,
-        Issue.AGENT_LOST,
-        # the server booted again: whatever hung at the last shutdown is over
-        Issue.STOP_STILL_POWERED,
-    ),
-    PowerState.OFF: (
-        Issue.STOP_NO_RESPONSE,
-        Issue.STOP_STILL_POWERED,
-        Issue.STOP_TIMEOUT,
-        Issue.STOP_INTERRUPTED,
-    ),
-}
-
-
-class Command(StrEnum):
-    """What the user last asked for, until the state reaches it or its grace ends."""
-
-    START = "start"
-    STOP = "stop"
 
 
 @dataclass(frozen=True, slots=True)
-class _Grace:
-    """What a grace period expects and which issue each way of failing it raises."""
-
-    moving: PowerState
-    unmoved: tuple[PowerState | None, ...]
-    powered_silent: Issue
-    stuck: Issue
-    no_response: Issue
-
-
-_GRACE: Mapping[Command, _Grace] = {
-    Command.START: _Grace(
-        PowerState.STARTING,
-        (PowerState.OFF, None),
-        Issue.START_AGENT_SILENT,
-        Issue.START_TIMEOUT,
-        Issue.START_NO_RESPONSE,
-    ),
-    Command.STOP: _Grace(
-        PowerState.STOPPING,
-        (PowerState.ON,),
-        Issue.STOP_STILL_POWERED,
-        Issue.STOP_TIMEOUT,
-        Issue.STOP_NO_RESPONSE,
-    ),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """One server subentry."""
+class ServerConfig(PowerConfig):
+    """One server subentry: what its power machine needs, and its ids, name and keys."""
 
     subentry_id: str
-    server_id: str
     name: str
-    relay_node: str
-    start_grace: float
-    stop_grace: float
     command_key: str = field(repr=False)
     node_key: str = field(repr=False)
 
@@ -193,44 +122,64 @@ def parse_network(payload: str) -> dict[str, bool | None]:
 
 
 class Server:
-    """One homelab server: its evidence, the fused state and its commands."""
+    """One homelab server in HA: feeds its power machine and applies what the machine returns."""
 
     def __init__(self, hass: HomeAssistant, entry_id: str, base: str, config: ServerConfig) -> None:
         self.hass = hass
         self.entry_id = entry_id
         self.base = base
         self.config = config
-        self.state: PowerState | None = None
-        self.heartbeat: str | None = None
-        self.agent_state: str | None = None
-        self.power: str | None = None
-        self.node_status: str | None = None
+        self.machine = PowerMachine(config)
         # While HA's MQTT client is disconnected the evidence may be stale and commands
         # cannot leave: the entities are unavailable.
         self.mqtt_connected = True
         self.network: dict[str, bool | None] = {}
-        # After the power sense reads OFF, the agent's retained messages belong to the
-        # previous power cycle until it shows life again.
-        self._agent_stale = False
-        # A grace period ran out with the machine powered and the agent silent: the
-        # power sense wins from then on, until new evidence arrives.
-        self._overdue = False
-        # The agent connected again and has not said its state yet: it is starting.
-        self._new_session = False
-        # When the last live (not retained) ALIVE arrived, and the largest gap between two.
-        self._alive_at: float | None = None
-        self._beat_gap = HEARTBEAT_S
-        self._stale_timer: CALLBACK_TYPE | None = None
-        # HA saw the agent announce its shutdown live, not a retained one from an earlier boot.
-        self._down_live = False
-        self._forced = False
-        # The agent's loss was logged: its return is logged once too.
-        self._lost_logged = False
-        self.command: Command | None = None
-        self._timers: dict[Command, CALLBACK_TYPE] = {}
+        self._timers: dict[Timer, CALLBACK_TYPE] = {}
         self._listeners: list[CALLBACK_TYPE] = []
 
-    # Listeners ------------------------------------------------------------------
+    # What the entities show ---------------------------------------------------------------
+
+    @property
+    def state(self) -> PowerState | None:
+        """The fused power state; None until the first report."""
+        return self.machine.state
+
+    @property
+    def heartbeat(self) -> str | None:
+        """The agent's last heartbeat, ALIVE or DEAD."""
+        return self.machine.evidence.heartbeat
+
+    @property
+    def agent_state(self) -> str | None:
+        """The agent's last state in its current session."""
+        return self.machine.evidence.agent_state
+
+    @property
+    def power(self) -> str | None:
+        """The relay node's power sense, ON or OFF."""
+        return self.machine.evidence.power
+
+    @property
+    def node_status(self) -> str | None:
+        """The relay node's availability, ONLINE or OFFLINE."""
+        return self.machine.evidence.node_status
+
+    @property
+    def command(self) -> Command | None:
+        """The command the server is given its grace period for."""
+        return self.machine.command
+
+    @property
+    def agent_up(self) -> bool:
+        """Whether the agent reports life in the current power cycle."""
+        return self.machine.evidence.agent_up
+
+    @property
+    def contradicted(self) -> bool:
+        """Whether the power sense reads OFF while the agent reports the server running."""
+        return self.machine.evidence.contradicted
+
+    # Listeners ----------------------------------------------------------------------------
 
     @callback
     def async_add_listener(self, update: CALLBACK_TYPE) -> CALLBACK_TYPE:
@@ -248,31 +197,7 @@ class Server:
         for update in list(self._listeners):
             update()
 
-    @property
-    def agent_up(self) -> bool:
-        """Whether the agent reports life in the current power cycle."""
-        return self.heartbeat == protocol.ALIVE and not self._agent_stale
-
-    @property
-    def contradicted(self) -> bool:
-        """Whether the power sense reads OFF while the agent reports the server running."""
-        return self.power == protocol.POWER_OFF and self.agent_up and self.agent_state not in _ANNOUNCED_DOWN
-
-    def _beat_age(self) -> float | None:
-        return None if self._alive_at is None else time.monotonic() - self._alive_at
-
-    def _agent_live(self) -> bool:
-        """Whether the agent runs for sure: a fresh live ALIVE, no shutdown announced or forced."""
-        age = self._beat_age()
-        return (
-            self.agent_up
-            and age is not None
-            and age <= FRESH_BEATS * self._beat_gap
-            and self.agent_state not in _ANNOUNCED_DOWN
-            and not self._forced
-        )
-
-    # Evidence ----------------------------------------------------------------------
+    # Evidence -----------------------------------------------------------------------------
 
     def _valid(self, what: str, payload: str, allowed: tuple[str, ...]) -> bool:
         """Return whether `payload` is one of `allowed`; log what is ignored."""
@@ -284,122 +209,26 @@ class Server:
     @callback
     def async_heartbeat(self, payload: str, retained: bool) -> None:
         """Take the agent's heartbeat: ALIVE, or DEAD (its Will, or before powering off)."""
-        if not self._valid("heartbeat", payload, (protocol.ALIVE, protocol.DEAD)):
-            return
-        previous = self.heartbeat
-        was_up = self.agent_up
-        was_contradicted = self.contradicted
-        self.heartbeat = payload
-        if payload == protocol.ALIVE:
-            if previous == protocol.DEAD:
-                # A new agent session: what it said before no longer holds.
-                self.agent_state = None
-                self._new_session = True
-                self._down_live = False
-                self._alive_at = None
-                self._beat_gap = HEARTBEAT_S
-            if not retained:
-                now = time.monotonic()
-                if self._alive_at is not None:
-                    self._beat_gap = max(self._beat_gap, now - self._alive_at)
-                self._alive_at = now
-            if previous == protocol.DEAD or not retained:
-                self._agent_stale = False
-                self._overdue = False
-            if not retained and self.power == protocol.POWER_OFF:
-                LOGGER.warning(
-                    "Server %s: the agent is alive but node %s's power sense reads OFF",
-                    self.config.server_id,
-                    self.config.relay_node,
-                )
-                self._raise(Issue.POWER_SENSE_MISMATCH)
-            self._forced = False
-            if not was_up and self.agent_up and self._lost_logged:
-                self._lost_logged = False
-                LOGGER.info("Server %s: the agent is connected again", self.config.server_id)
-        else:
-            self._alive_at = None
-            if previous == protocol.ALIVE:
-                self._agent_died(was_contradicted)
-                self._lost_logged = True
-        self._update()
-
-    @callback
-    def _agent_died(self, was_contradicted: bool) -> None:
-        if was_contradicted:
-            LOGGER.warning(
-                "Server %s: the agent died (its Will): node %s's power sense (OFF) was right",
-                self.config.server_id,
-                self.config.relay_node,
-            )
-            ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(Issue.POWER_SENSE_MISMATCH))
-            return
-        if self.agent_state in _ANNOUNCED_DOWN or self._forced or self.power == protocol.POWER_OFF:
-            # expected (a shutdown, a force off, no power): once, at info
-            LOGGER.info("Server %s: the agent disconnected", self.config.server_id)
-        elif self.power == protocol.POWER_ON:
-            LOGGER.warning(
-                "Server %s: the agent stopped reporting without announcing a shutdown; "
-                "the power sense still reads ON, so the server stays on",
-                self.config.server_id,
-            )
-        elif self.power is None:
-            LOGGER.warning(
-                "Server %s: the agent stopped reporting without announcing a shutdown; "
-                "without a power sense the server is shown off",
-                self.config.server_id,
-            )
-            self._raise(Issue.AGENT_LOST)
+        if self._valid("heartbeat", payload, (protocol.ALIVE, protocol.DEAD)):
+            self._apply(self.machine.on_heartbeat(payload, retained, time.monotonic()))
 
     @callback
     def async_agent_state(self, payload: str, retained: bool = False) -> None:
         """Take the agent's own state: STARTING, ONLINE, SHUTTING_DOWN or OFFLINE."""
-        if not self._valid("state", payload, protocol.ServerState.ALL):
-            return
-        self.agent_state = payload
-        if payload not in _ANNOUNCED_DOWN:
-            self._down_live = False
-        elif not retained:
-            self._down_live = True
-        self._new_session = False
-        self._update()
+        if self._valid("state", payload, protocol.ServerState.ALL):
+            self._apply(self.machine.on_agent_state(payload, retained, time.monotonic()))
 
     @callback
     def async_power(self, payload: str) -> None:
         """Take the relay node's power sense: ON or OFF."""
-        if not self._valid("power sense", payload, (protocol.POWER_ON, protocol.POWER_OFF)):
-            return
-        changed = payload != self.power
-        if changed:
-            self._overdue = False
-        self.power = payload
-        if payload == protocol.POWER_OFF:
-            if self._agent_live():
-                # A running server's button must never be pressed: the agent's live
-                # report wins until its Will or until its heartbeat goes stale.
-                if changed:
-                    LOGGER.warning(
-                        "Server %s: node %s's power sense reads OFF, but the agent said ALIVE "
-                        "%.0f s ago and %s; following the agent until its Will (DEAD) or no "
-                        "heartbeat for %.0f s",
-                        self.config.server_id,
-                        self.config.relay_node,
-                        self._beat_age() or 0.0,
-                        self.agent_state or "has not said its state",
-                        FRESH_BEATS * self._beat_gap,
-                    )
-            else:
-                self._agent_stale = True
-                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(Issue.POWER_SENSE_MISMATCH))
-        self._update()
+        if self._valid("power sense", payload, (protocol.POWER_ON, protocol.POWER_OFF)):
+            self._apply(self.machine.on_power(payload, time.monotonic()))
 
     @callback
     def async_node_status(self, payload: str) -> None:
         """Take the relay node's availability: ONLINE or OFFLINE."""
-        if not self._valid("relay node status", payload, (protocol.ONLINE, protocol.OFFLINE)):
-            return
-        self.node_status = payload
-        self._notify()
+        if self._valid("relay node status", payload, (protocol.ONLINE, protocol.OFFLINE)):
+            self._apply(self.machine.on_node_status(payload))
 
     @callback
     def async_mqtt_connected(self, connected: bool) -> None:
@@ -417,166 +246,46 @@ class Server:
             return
         self._notify()
 
-    # The state machine ---------------------------------------------------------------
-
-    def _evidence(self) -> PowerState | None:
-        """Return what the evidence says, given where the server was."""
-        state = None if self._agent_stale else self.agent_state
-        if self.agent_up:
-            if state == protocol.ServerState.STARTING:
-                return PowerState.STARTING
-            if state in _ANNOUNCED_DOWN:
-                return PowerState.STOPPING
-            if state is None and self._new_session:
-                return PowerState.STARTING
-            return PowerState.ON
-        if self.power == protocol.POWER_OFF:
-            return PowerState.OFF
-        if self.power == protocol.POWER_ON:
-            if self._overdue:
-                return PowerState.ON
-            if state in _ANNOUNCED_DOWN:
-                return PowerState.STOPPING
-            if self.state in (PowerState.ON, PowerState.STOPPING):
-                return self.state
-            return PowerState.STARTING
-        if self.heartbeat == protocol.DEAD:
-            return PowerState.OFF
-        return None
+    # The machine's effects ----------------------------------------------------------------
 
     @callback
-    def _update(self) -> None:
-        new = self._evidence()
-        old = self.state
-        if new is not old:
-            self.state = new
-            LOGGER.info("Server %s: %s -> %s", self.config.server_id, old, new)
-            self._transition(old, new)
-        # Reaching the state for real (not by a grace running out) solves earlier issues.
-        if (new is PowerState.ON and self.agent_up) or new is PowerState.OFF:
-            for issue in _SOLVED_BY[new]:
-                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
-        self._watch_heartbeat()
-        self._notify()
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case RaiseIssue(issue, placeholders, fixable):
+                    self._raise(issue, placeholders, fixable)
+                case ClearIssue(issue):
+                    ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
+                case ArmTimer(timer, delay):
+                    self._arm(timer, delay)
+                case CancelTimer(timer):
+                    if cancel := self._timers.pop(timer, None):
+                        cancel()
+                case Notify():
+                    self._notify()
 
     @callback
-    def _watch_heartbeat(self) -> None:
-        """While the power sense contradicts the agent, end that once the heartbeat is stale."""
-        if self._stale_timer:
-            self._stale_timer()
-            self._stale_timer = None
-        age = self._beat_age()
-        if not self.contradicted or age is None:
-            return
-        window = FRESH_BEATS * self._beat_gap
-
-        @callback
-        def stale(_now: datetime) -> None:
-            self._stale_timer = None
-            LOGGER.warning(
-                "Server %s: no heartbeat from the agent for %.0f s; following node %s's power sense (OFF)",
-                self.config.server_id,
-                window,
-                self.config.relay_node,
-            )
-            self._agent_stale = True
-            self._update()
-
-        self._stale_timer = async_call_later(
-            self.hass, max(window - age, 0.0), HassJob(stale, cancel_on_shutdown=True)
-        )
-
-    @callback
-    def _transition(self, old: PowerState | None, new: PowerState | None) -> None:
-        command = self.command
-        if old is PowerState.STOPPING and (
-            (new is PowerState.ON and not self._overdue)
-            or (new is PowerState.STARTING and command is Command.STOP)
-        ):
-            LOGGER.warning("Server %s: %s while stopping", self.config.server_id, new)
-            self._raise(Issue.STOP_INTERRUPTED, state=str(new))
-            self._end(Command.STOP)
-        if (old is PowerState.STARTING and new is PowerState.OFF) or (
-            command is Command.START and new is PowerState.STOPPING
-        ):
-            LOGGER.warning("Server %s: %s while starting", self.config.server_id, new)
-            self._raise(Issue.START_INTERRUPTED, state=str(new))
-            self._end(Command.START)
-        if new is PowerState.STARTING and Command.START not in self._timers:
-            self._arm(Command.START)
-        if new is PowerState.STOPPING and Command.STOP not in self._timers:
-            self._arm(Command.STOP)
-        # A start ends when the server is on or heads down; a stop, when it is off or
-        # comes back (a stop sent while starting keeps waiting through starting -> on).
-        if new in (PowerState.ON, PowerState.STOPPING, PowerState.OFF):
-            self._end(Command.START)
-        if new is PowerState.OFF or old is PowerState.STOPPING:
-            self._end(Command.STOP)
-
-    @callback
-    def _arm(self, kind: Command) -> None:
-        if cancel := self._timers.pop(kind, None):
+    def _arm(self, timer: Timer, delay: float) -> None:
+        if cancel := self._timers.pop(timer, None):
             cancel()
-        delay = self.config.start_grace if kind is Command.START else self.config.stop_grace
 
         @callback
         def expired(_now: datetime) -> None:
-            self._expired(kind)
+            self._timers.pop(timer, None)
+            self._apply(self.machine.expire(timer, time.monotonic()))
 
-        self._timers[kind] = async_call_later(self.hass, delay, HassJob(expired, cancel_on_shutdown=True))
-
-    @callback
-    def _end(self, kind: Command) -> None:
-        """Stop waiting for `kind`: its target was reached or contradicted."""
-        if cancel := self._timers.pop(kind, None):
-            cancel()
-        if self.command is kind:
-            self.command = None
-
-    @callback
-    def _expired(self, kind: Command) -> None:
-        """End a grace period: let the evidence decide and say what happened."""
-        self._timers.pop(kind, None)
-        asked = self.command is kind
-        if asked:
-            self.command = None
-        grace = _GRACE[kind]
-        if self.state is grace.moving:
-            if self.power == protocol.POWER_ON and not self.agent_up:
-                self._overdue = True
-                self._update()
-                if kind is Command.STOP and not self._down_live:
-                    # HA never saw this shutdown: the announcement is a retained one from
-                    # an earlier boot and the server may as well be booting, so no force
-                    # off is offered (stop_still_powered's fix would cut a booting server)
-                    self._raise(Issue.START_AGENT_SILENT, grace=f"{self.config.stop_grace:g}")
-                else:
-                    self._raise(grace.powered_silent)
-            else:
-                self._raise(grace.stuck)
-        elif asked and self.state in grace.unmoved:
-            self._raise(grace.no_response)
+        self._timers[timer] = async_call_later(self.hass, delay, HassJob(expired, cancel_on_shutdown=True))
 
     @callback
     def async_stop(self) -> None:
-        """Cancel the grace timers (the entry unloads)."""
-        for cancel in self._timers.values():
-            cancel()
-        self._timers.clear()
-        self.command = None
-        if self._stale_timer:
-            self._stale_timer()
-            self._stale_timer = None
-
-    # Repair issues ------------------------------------------------------------------
+        """Cancel the timers (the entry unloads)."""
+        self._apply(self.machine.stop())
 
     def _issue_id(self, issue: Issue) -> str:
         return f"{self.config.server_id}_{issue}"
 
     @callback
-    def _raise(self, issue: Issue, **placeholders: str) -> None:
-        grace = self.config.start_grace if issue.startswith("start") else self.config.stop_grace
-        fixable = issue in _FIXABLE
+    def _raise(self, issue: Issue, placeholders: Mapping[str, str], fixable: bool) -> None:
         ir.async_create_issue(
             self.hass,
             DOMAIN,
@@ -589,20 +298,16 @@ class Server:
                 "name": self.config.name,
                 "server_id": self.config.server_id,
                 "relay_node": self.config.relay_node,
-                "grace": f"{grace:g}",
-                "state": str(self.state),
                 **placeholders,
             },
         )
 
     @callback
     def async_clear_issues(self, keep: tuple[Issue, ...] = ()) -> None:
-        """Delete the server's repair issues (a new command, or the server was removed)."""
-        for issue in Issue:
-            if issue not in keep:
-                ir.async_delete_issue(self.hass, DOMAIN, self._issue_id(issue))
+        """Delete the server's repair issues (the server was removed)."""
+        self._apply(clear_issues(keep))
 
-    # Commands -------------------------------------------------------------------------
+    # Commands -----------------------------------------------------------------------------
 
     def _error(self, key: str, **placeholders: str) -> HomeAssistantError:
         return HomeAssistantError(
@@ -611,78 +316,56 @@ class Server:
             translation_placeholders={"name": self.config.name, **placeholders},
         )
 
+    def _refused(self, key: Refusal, placeholders: Mapping[str, str]) -> HomeAssistantError:
+        return self._error(key, **placeholders)
+
     async def _publish(self, topic: str, payload: str) -> None:
         try:
             await mqtt.async_publish(self.hass, topic, payload, qos=1, retain=False)
         except HomeAssistantError as err:
             raise self._error("publish_failed", error=str(err)) from err
 
-    async def _power_button(self, cmd: str) -> None:
-        node = self.config.relay_node
-        if self.node_status == protocol.OFFLINE:
-            # A command to an offline node is lost (never retained): say so now.
-            raise self._error("relay_node_offline", relay_node=node)
-        payload = protocol.sign_command(self.config.node_key, node, cmd, int(time.time()))
-        await self._publish(protocol.node_topic(self.base, node, protocol.NODE_POWER_SET), payload)
+    async def _act(self, action: Action) -> None:
+        """Send what the machine decides for `action`, then let it wait for the result."""
+        decision = self.machine.decide(action)
+        if isinstance(decision, Refuse):
+            raise self._refused(decision.key, decision.placeholders)
+        if decision is not None:
+            await self._send(decision)
+            self._apply(self.machine.begin(action, time.monotonic()))
 
-    @callback
-    def _begin(self, kind: Command) -> None:
-        # The power sense disagreeing with the agent is not the command's business.
-        self.async_clear_issues(keep=(Issue.POWER_SENSE_MISMATCH,))
-        self.command = kind
-        self._arm(kind)
+    async def _send(self, send: Send) -> None:
+        config = self.config
+        if send.to_agent:
+            key, target = config.command_key, config.server_id
+            topic = protocol.server_topic(self.base, target, protocol.SERVER_SYSTEM)
+        else:
+            key, target = config.node_key, config.relay_node
+            topic = protocol.node_topic(self.base, target, protocol.NODE_POWER_SET)
+        await self._publish(topic, protocol.sign_command(key, target, send.cmd, int(time.time())))
 
     async def async_turn_on(self) -> None:
         """Press the power button, unless the server is on or starting."""
-        if self.contradicted:
-            # Not a silent no-op: the user sees off on the node's side and must know why.
-            raise self._error("power_sense_contradicts", relay_node=self.config.relay_node)
-        if self.state in (PowerState.ON, PowerState.STARTING):
-            LOGGER.debug("Server %s is %s: not pressing its power button", self.config.server_id, self.state)
-            return
-        if self.state is PowerState.STOPPING:
-            raise self._error("server_stopping")
-        if self.state is None:
-            raise self._error("server_state_unknown")
-        await self._power_button(protocol.PRESS)
-        self._begin(Command.START)
+        await self._act(Action.TURN_ON)
 
     async def async_turn_off(self) -> None:
         """Ask the agent to shut the server down cleanly."""
-        if self.state in (PowerState.OFF, PowerState.STOPPING):
-            LOGGER.debug("Server %s is %s: no shutdown sent", self.config.server_id, self.state)
-            return
-        if not self.agent_up:
-            raise self._error("agent_not_connected")
-        server = self.config.server_id
-        payload = protocol.sign_command(self.config.command_key, server, protocol.SHUTDOWN, int(time.time()))
-        await self._publish(protocol.server_topic(self.base, server, protocol.SERVER_SYSTEM), payload)
-        self._begin(Command.STOP)
+        await self._act(Action.TURN_OFF)
 
     async def async_force_off(self) -> None:
         """Hold the power button: the server loses power without shutting down."""
-        await self._power_button(protocol.HOLD)
-        self._forced = True
-        self._begin(Command.STOP)
-
-    async def async_refresh(self) -> None:
-        """Ask the agent and the relay node to republish their state."""
-        await self._publish(
-            protocol.server_topic(self.base, self.config.server_id, protocol.SERVER_REFRESH), REFRESH_PAYLOAD
-        )
-        await self._publish(
-            protocol.node_topic(self.base, self.config.relay_node, protocol.NODE_REFRESH), REFRESH_PAYLOAD
-        )
+        await self._act(Action.FORCE_OFF)
 
     def diagnostics(self) -> dict[str, Any]:
         """Return the server's evidence, state and pending command."""
+        age = self.machine.evidence.beat_age(time.monotonic())
         return {
             "state": self.state.value if self.state else None,
             "heartbeat": self.heartbeat,
             "agent_state": self.agent_state,
             "power_sense": self.power,
             "power_sense_contradicts_agent": self.contradicted,
-            "live_heartbeat_age_s": None if (age := self._beat_age()) is None else round(age, 1),
+            "live_heartbeat_age_s": None if age is None else round(age, 1),
             "relay_node_status": self.node_status,
             "network": self.network,
             "command": self.command.value if self.command else None,

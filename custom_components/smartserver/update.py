@@ -73,12 +73,10 @@ class NodeFirmwareEntity(SmartServerEntity, UpdateEntity):
         self._other_build = False
 
     async def async_added_to_hass(self) -> None:
-        """Follow the node's infos, and its management replies (only needed to install)."""
+        """Follow the node's infos (an install follows the replies itself)."""
         await super().async_added_to_hass()
         self._show()
         self.async_on_remove(self.firmware.add_listener(self._on_info))
-        if self.firmware.can_install:
-            self.async_on_remove(await self.firmware.follow_replies())
 
     async def async_will_remove_from_hass(self) -> None:
         """Let the manager add the entity again when the node's info comes back."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER
 from homeassistant.const import CONF_NAME
 from homeassistant.core import HomeAssistant
@@ -14,6 +15,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
+from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver.const import (
     CONF_COMMAND_KEY,
@@ -29,6 +31,20 @@ from custom_components.smartserver.const import (
 from custom_components.smartserver.helpers import node_identifier, server_identifier
 
 from .conftest import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID
+from .servers_common import (
+    HEARTBEAT,
+    POWER,
+    POWER_SET,
+    STATE,
+    SYSTEM,
+    elapse,
+    issues,
+    report,
+    running,
+    stopped,
+    switch,
+    verified,
+)
 
 NEW_SERVER = {
     CONF_NAME: "Backup box",
@@ -151,7 +167,11 @@ async def reconfigure(hass: HomeAssistant, entry: MockConfigEntry, rotate: bool)
 
 
 async def test_reconfigure_keeps_keys_and_shows_them(
-    hass: HomeAssistant, init_server: MockConfigEntry
+    hass: HomeAssistant,
+    init_server: MockConfigEntry,
+    mqtt_mock: MqttMockHAClient,
+    freezer: FrozenDateTimeFactory,
+    issue_registry: ir.IssueRegistry,
 ) -> None:
     shown = await reconfigure(hass, init_server, rotate=False)
     subentry = next(iter(init_server.subentries.values()))
@@ -162,13 +182,24 @@ async def test_reconfigure_keeps_keys_and_shows_them(
     assert subentry.data[CONF_NODE_KEY] == NODE_KEY
     assert f"SMARTSERVER_KEY={COMMAND_KEY}" in shown["agent_settings"]
     assert shown["node_key"] == NODE_KEY
-    # reloaded with the new settings
-    server = init_server.runtime_data.servers.servers[subentry.subentry_id]
-    assert server.config.start_grace == 150
-    assert server.config.name == "Big NAS"
+    # reloaded with the new settings: the press is signed with the same node key, and
+    # no response within the new start grace raises an issue with the new name
+    await stopped(hass)
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
+    await elapse(hass, freezer, 149)
+    assert issues(issue_registry) == set()
+    await elapse(hass, freezer, 2)
+    issue = issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_start_no_response")
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["name"] == "Big NAS"
+    assert issue.translation_placeholders["grace"] == "150"
 
 
-async def test_reconfigure_rotates_keys(hass: HomeAssistant, init_server: MockConfigEntry) -> None:
+async def test_reconfigure_rotates_keys(
+    hass: HomeAssistant, init_server: MockConfigEntry, mqtt_mock: MqttMockHAClient
+) -> None:
     shown = await reconfigure(hass, init_server, rotate=True)
     subentry = next(iter(init_server.subentries.values()))
     new_command, new_node = subentry.data[CONF_COMMAND_KEY], subentry.data[CONF_NODE_KEY]
@@ -176,8 +207,13 @@ async def test_reconfigure_rotates_keys(hass: HomeAssistant, init_server: MockCo
     assert new_node not in (COMMAND_KEY, NODE_KEY, new_command)
     assert f"SMARTSERVER_KEY={new_command}" in shown["agent_settings"]
     assert shown["node_key"] == new_node
-    server = init_server.runtime_data.servers.servers[subentry.subentry_id]
-    assert server.config.command_key == new_command
+    # the reloaded server signs with the new keys
+    await running(hass)
+    await switch(hass, "turn_off")
+    assert verified(mqtt_mock, SYSTEM, new_command, SERVER_ID) == ["SHUTDOWN"]
+    assert await report(hass, (STATE, "SHUTTING_DOWN"), (HEARTBEAT, "DEAD"), (POWER, "OFF")) == "off"
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, new_node, RELAY_NODE) == ["PRESS"]
 
 
 async def test_reconfigure_rejects_a_taken_relay(hass: HomeAssistant, init_server: MockConfigEntry) -> None:
@@ -228,7 +264,11 @@ async def test_removing_a_server_removes_its_device_and_entities(
     identifier = server_identifier(SERVER_ID)
     assert device_registry.async_get_device_by_identifier(identifier, init_server.entry_id) is None
     assert issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_agent_lost") is None
-    assert init_server.runtime_data.servers.servers == {}
+    # the removed server is followed no more: its agent's loss raises nothing
+    async_fire_mqtt_message(hass, f"home/server/{SERVER_ID}/heartbeat", "ALIVE")
+    async_fire_mqtt_message(hass, f"home/server/{SERVER_ID}/heartbeat", "DEAD")
+    await hass.async_block_till_done()
+    assert issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_agent_lost") is None
 
 
 async def test_last_step_says_what_to_do_next(hass: HomeAssistant, init_server: MockConfigEntry) -> None:

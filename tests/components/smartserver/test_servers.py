@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,100 +18,39 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.setup import async_setup_component
-from pytest_homeassistant_custom_component.common import (
-    MockConfigEntry,
-    async_fire_mqtt_message,
-    async_fire_time_changed,
-)
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.diagnostics import get_diagnostics_for_config_entry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator, MqttMockHAClient
 from syrupy.assertion import SnapshotAssertion
 
-from custom_components.smartserver import protocol
 from custom_components.smartserver.const import DOMAIN
-from custom_components.smartserver.servers import Issue
+from custom_components.smartserver.power import Issue
 
 from .conftest import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID, START_GRACE, STOP_GRACE
 from .nodes_common import node_device, request, root, write
-
-SWITCH = "switch.nas_power"
-SENSOR = "sensor.nas_power_state"
-AGENT = "binary_sensor.nas_agent"
-HEARTBEAT = f"home/server/{SERVER_ID}/heartbeat"
-STATE = f"home/server/{SERVER_ID}/state"
-NETWORK = f"home/server/{SERVER_ID}/network"
-SYSTEM = f"home/server/{SERVER_ID}/system"
-POWER = f"home/node/{RELAY_NODE}/power"
-POWER_SET = f"home/node/{RELAY_NODE}/power/set"
+from .servers_common import (
+    AGENT,
+    HEARTBEAT,
+    NETWORK,
+    POWER,
+    POWER_SET,
+    SENSOR,
+    STATE,
+    SWITCH,
+    SYSTEM,
+    elapse,
+    fire,
+    issues,
+    power_state,
+    published,
+    report,
+    running,
+    stopped,
+    switch,
+    verified,
+)
 
 pytestmark = pytest.mark.usefixtures("init_server")
-
-
-def fire(hass: HomeAssistant, topic: str, payload: str, retain: bool = False) -> None:
-    async_fire_mqtt_message(hass, topic, payload, retain=retain)
-
-
-def power_state(hass: HomeAssistant) -> str:
-    state = hass.states.get(SENSOR)
-    assert state is not None
-    return state.state
-
-
-async def report(hass: HomeAssistant, *messages: tuple[str, str]) -> str:
-    """Deliver live messages (topic, payload) and return the power state after them."""
-    for topic, payload in messages:
-        fire(hass, topic, payload)
-    await hass.async_block_till_done()
-    return power_state(hass)
-
-
-def published(mqtt_mock: MqttMockHAClient, topic: str) -> list[tuple[str, str, int, bool]]:
-    return [call.args[:4] for call in mqtt_mock.async_publish.call_args_list if call.args[0] == topic]
-
-
-def verified(mqtt_mock: MqttMockHAClient, topic: str, key: str, target: str) -> list[str]:
-    """Check every command sent on `topic`: signed for `target`, QoS 1, never retained."""
-    commands = []
-    for _topic, payload, qos, retain in published(mqtt_mock, topic):
-        assert qos == 1
-        assert retain is False
-        commands.append(protocol.verify_command(key, target, payload, time.time(), {}).cmd)
-    return commands
-
-
-def issues(issue_registry: ir.IssueRegistry) -> set[str]:
-    return {issue_id for (domain, issue_id) in issue_registry.issues if domain == DOMAIN}
-
-
-async def switch(hass: HomeAssistant, service: str) -> None:
-    await hass.services.async_call("switch", service, {ATTR_ENTITY_ID: SWITCH}, blocking=True)
-    await hass.async_block_till_done()
-
-
-async def elapse(hass: HomeAssistant, freezer: FrozenDateTimeFactory, seconds: float) -> None:
-    freezer.tick(timedelta(seconds=seconds))
-    async_fire_time_changed(hass)
-    await hass.async_block_till_done()
-
-
-async def running(hass: HomeAssistant, power: str | None = protocol.POWER_ON) -> None:
-    """Retained evidence of a running server, as after a restart of HA."""
-    if power:
-        fire(hass, POWER, power, retain=True)
-    fire(hass, HEARTBEAT, "ALIVE", retain=True)
-    fire(hass, STATE, "ONLINE", retain=True)
-    await hass.async_block_till_done()
-    assert power_state(hass) == "on"
-
-
-async def stopped(hass: HomeAssistant, power: str | None = protocol.POWER_OFF) -> None:
-    """Retained evidence of a server shut down through its agent."""
-    if power:
-        fire(hass, POWER, power, retain=True)
-    fire(hass, STATE, "SHUTTING_DOWN", retain=True)
-    fire(hass, HEARTBEAT, "DEAD", retain=True)
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
 
 
 async def test_unknown_until_evidence(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
@@ -168,39 +105,6 @@ async def test_start_with_power_sense(
     assert attributes["power_sense"] == "ON"
 
 
-async def test_start_without_power_sense(
-    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, freezer: FrozenDateTimeFactory
-) -> None:
-    await stopped(hass, power=None)
-    await switch(hass, "turn_on")
-    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
-    assert power_state(hass) == "off"
-    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "STARTING")) == "starting"
-    assert await report(hass, (STATE, "ONLINE")) == "on"
-
-
-@pytest.mark.parametrize("agent_state", ["ONLINE", "STARTING"])
-async def test_turn_on_when_on_or_starting_publishes_nothing(
-    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, agent_state: str
-) -> None:
-    fire(hass, HEARTBEAT, "ALIVE", retain=True)
-    fire(hass, STATE, agent_state, retain=True)
-    await hass.async_block_till_done()
-    mqtt_mock.async_publish.reset_mock()
-    await switch(hass, "turn_on")
-    assert mqtt_mock.async_publish.call_count == 0
-
-
-async def test_turn_on_while_stopping_is_refused(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
-    await running(hass)
-    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
-    assert hass.states.get(SWITCH).state == STATE_OFF  # type: ignore[union-attr]
-    with pytest.raises(HomeAssistantError) as err:
-        await switch(hass, "turn_on")
-    assert err.value.translation_key == "server_stopping"
-    assert published(mqtt_mock, POWER_SET) == []
-
-
 async def test_stop_with_power_sense(
     hass: HomeAssistant, mqtt_mock: MqttMockHAClient, issue_registry: ir.IssueRegistry
 ) -> None:
@@ -209,6 +113,12 @@ async def test_stop_with_power_sense(
     assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
     assert power_state(hass) == "on"
     assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    # heading down: the switch is off, and turning it on waits until the server is off
+    assert hass.states.get(SWITCH).state == STATE_OFF  # type: ignore[union-attr]
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_on")
+    assert err.value.translation_key == "server_stopping"
+    assert published(mqtt_mock, POWER_SET) == []
     assert await report(hass, (HEARTBEAT, "DEAD")) == "stopping"
     assert hass.states.get(AGENT).state == STATE_OFF  # type: ignore[union-attr]
     assert await report(hass, (POWER, "OFF")) == "off"
@@ -216,27 +126,6 @@ async def test_stop_with_power_sense(
     # off already: nothing more is sent
     await switch(hass, "turn_off")
     assert len(published(mqtt_mock, SYSTEM)) == 1
-
-
-async def test_stop_without_power_sense(
-    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, issue_registry: ir.IssueRegistry
-) -> None:
-    await running(hass, power=None)
-    await switch(hass, "turn_off")
-    assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
-    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
-    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
-    assert issues(issue_registry) == set()
-
-
-async def test_turn_off_needs_the_agent(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:
-    """Powered, agent dead and not shutting down: on, and SHUTDOWN would reach no one."""
-    await running(hass)
-    assert await report(hass, (HEARTBEAT, "DEAD")) == "on"
-    with pytest.raises(HomeAssistantError) as err:
-        await switch(hass, "turn_off")
-    assert err.value.translation_key == "agent_not_connected"
-    assert published(mqtt_mock, SYSTEM) == []
 
 
 async def test_start_without_any_response(
@@ -253,147 +142,31 @@ async def test_start_without_any_response(
     assert issue is not None
     assert issue.translation_placeholders is not None
     assert issue.translation_placeholders["grace"] == str(START_GRACE)
+    assert issue.translation_placeholders["name"] == "NAS"
+    assert not issue.is_fixable
     # a new command clears it
     await switch(hass, "turn_on")
     assert issues(issue_registry) == set()
 
 
-async def test_start_powered_but_agent_silent(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    await stopped(hass)
-    await switch(hass, "turn_on")
-    assert await report(hass, (POWER, "ON")) == "starting"
-    await elapse(hass, freezer, START_GRACE + 1)
-    # past the grace the power sense wins, and an issue says why
-    assert power_state(hass) == "on"
-    assert issues(issue_registry) == {f"{SERVER_ID}_start_agent_silent"}
-    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "ONLINE")) == "on"
-    assert issues(issue_registry) == set()
-
-
-async def test_start_stuck_in_starting(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    await stopped(hass, power=None)
-    await switch(hass, "turn_on")
-    fire(hass, HEARTBEAT, "ALIVE")
-    fire(hass, STATE, "STARTING")
-    await hass.async_block_till_done()
-    await elapse(hass, freezer, START_GRACE + 1)
-    assert power_state(hass) == "starting"
-    assert issues(issue_registry) == {f"{SERVER_ID}_start_timeout"}
-
-
-async def test_power_button_pressed_by_hand(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    """A start HA did not ask for still gets its grace period."""
-    await stopped(hass)
-    assert await report(hass, (POWER, "ON")) == "starting"
-    await elapse(hass, freezer, START_GRACE + 1)
-    assert power_state(hass) == "on"
-    assert issues(issue_registry) == {f"{SERVER_ID}_start_agent_silent"}
-
-
-async def test_start_interrupted(hass: HomeAssistant, issue_registry: ir.IssueRegistry) -> None:
-    await stopped(hass)
-    await switch(hass, "turn_on")
-    fire(hass, POWER, "ON")
-    await hass.async_block_till_done()
-    assert await report(hass, (POWER, "OFF")) == "off"
-    assert issues(issue_registry) == {f"{SERVER_ID}_start_interrupted"}
-
-
-async def test_stop_without_response(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    await running(hass)
-    await switch(hass, "turn_off")
-    await elapse(hass, freezer, STOP_GRACE + 1)
-    assert power_state(hass) == "on"
-    assert issues(issue_registry) == {f"{SERVER_ID}_stop_no_response"}
-
-
-async def test_stop_still_powered(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    await running(hass)
-    await switch(hass, "turn_off")
-    assert await report(hass, (STATE, "SHUTTING_DOWN"), (HEARTBEAT, "DEAD")) == "stopping"
-    await elapse(hass, freezer, STOP_GRACE + 1)
-    assert power_state(hass) == "on"
-    assert issues(issue_registry) == {f"{SERVER_ID}_stop_still_powered"}
-    assert await report(hass, (POWER, "OFF")) == "off"
-    assert issues(issue_registry) == set()
-
-
-async def test_stop_stuck_in_shutting_down(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    await running(hass, power=None)
-    await switch(hass, "turn_off")
-    fire(hass, STATE, "SHUTTING_DOWN")
-    await hass.async_block_till_done()
-    await elapse(hass, freezer, STOP_GRACE + 1)
-    assert power_state(hass) == "stopping"
-    assert issues(issue_registry) == {f"{SERVER_ID}_stop_timeout"}
-
-
-async def test_back_online_while_stopping(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    """logind refused: the agent restores ONLINE; the switch follows and says so."""
-    await running(hass)
-    await switch(hass, "turn_off")
-    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
-    assert await report(hass, (STATE, "ONLINE")) == "on"
-    assert issues(issue_registry) == {f"{SERVER_ID}_stop_interrupted"}
-    # the stop grace no longer runs
-    await elapse(hass, freezer, STOP_GRACE + 1)
-    assert issues(issue_registry) == {f"{SERVER_ID}_stop_interrupted"}
-
-
-async def test_reboot_while_stopping_without_command(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    """A reboot from the shell: stopping, then a new agent session, no issue."""
-    await running(hass)
-    assert await report(hass, (STATE, "OFFLINE"), (HEARTBEAT, "DEAD")) == "stopping"
-    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
-    assert await report(hass, (STATE, "ONLINE")) == "on"
-    await elapse(hass, freezer, max(START_GRACE, STOP_GRACE) + 1)
-    assert issues(issue_registry) == set()
-
-
-async def test_turn_off_while_starting_waits_through_on(
+async def test_a_second_press_restarts_the_start_grace(
     hass: HomeAssistant,
     mqtt_mock: MqttMockHAClient,
     freezer: FrozenDateTimeFactory,
     issue_registry: ir.IssueRegistry,
 ) -> None:
-    """A shutdown sent while the agent still starts is still expected once it is online."""
-    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "STARTING")) == "starting"
-    await switch(hass, "turn_off")
-    assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["SHUTDOWN"]
-    assert await report(hass, (STATE, "ONLINE")) == "on"
-    await elapse(hass, freezer, STOP_GRACE + 1)
-    assert issues(issue_registry) == {f"{SERVER_ID}_stop_no_response"}
-
-
-async def test_power_sense_contradicts_live_agent(
-    hass: HomeAssistant, issue_registry: ir.IssueRegistry
-) -> None:
-    await running(hass)
-    assert await report(hass, (POWER, "OFF")) == "off"
-    # a retained ALIVE from before the power cut is history...
-    fire(hass, HEARTBEAT, "ALIVE", retain=True)
-    await hass.async_block_till_done()
-    assert power_state(hass) == "off"
+    await stopped(hass)
+    await switch(hass, "turn_on")
+    await elapse(hass, freezer, START_GRACE - 20)
+    # still off: the button is pressed again (a fresh command: verified at its own time)
+    mqtt_mock.async_publish.reset_mock()
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
+    # the first press's grace is over, but it was replaced
+    await elapse(hass, freezer, 40)
     assert issues(issue_registry) == set()
-    # ...a live one means the agent runs: the sense is wrong
-    assert await report(hass, (HEARTBEAT, "ALIVE")) == "on"
-    assert issues(issue_registry) == {f"{SERVER_ID}_power_sense_mismatch"}
+    await elapse(hass, freezer, START_GRACE - 39)
+    assert issues(issue_registry) == {f"{SERVER_ID}_start_no_response"}
 
 
 async def live_running(hass: HomeAssistant) -> None:
@@ -406,6 +179,7 @@ async def test_power_sense_off_does_not_override_a_live_agent(
     mqtt_mock: MqttMockHAClient,
     issue_registry: ir.IssueRegistry,
     caplog: pytest.LogCaptureFixture,
+    hass_client: ClientSessionGenerator,
     init_server: MockConfigEntry,
 ) -> None:
     """A bouncing power sense must not show a running server off: ON would press its button."""
@@ -418,9 +192,10 @@ async def test_power_sense_off_does_not_override_a_live_agent(
     assert err.value.translation_key == "power_sense_contradicts"
     assert err.value.translation_placeholders == {"name": "NAS", "relay_node": RELAY_NODE}
     assert published(mqtt_mock, POWER_SET) == []
-    runtime = init_server.runtime_data.servers.servers
-    (server,) = runtime.values()
-    assert server.diagnostics()["power_sense_contradicts_agent"] is True
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, init_server)
+    (server,) = diagnostics["servers"]
+    assert server["runtime"]["power_sense_contradicts_agent"] is True
+    assert 0 <= server["runtime"]["live_heartbeat_age_s"] < 60
     # the next heartbeat proves the agent runs: the repair issue, as before
     assert await report(hass, (HEARTBEAT, "ALIVE")) == "on"
     assert issues(issue_registry) == {f"{SERVER_ID}_power_sense_mismatch"}
@@ -428,18 +203,6 @@ async def test_power_sense_off_does_not_override_a_live_agent(
     assert await report(hass, (POWER, "ON")) == "on"
     await switch(hass, "turn_on")
     assert published(mqtt_mock, POWER_SET) == []
-
-
-async def test_power_sense_off_confirmed_by_the_will(
-    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, issue_registry: ir.IssueRegistry
-) -> None:
-    """The power really went: the broker's Will (DEAD) ends the contradiction, off."""
-    await live_running(hass)
-    assert await report(hass, (POWER, "OFF")) == "on"
-    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
-    assert issues(issue_registry) == set()
-    await switch(hass, "turn_on")
-    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["PRESS"]
 
 
 async def test_power_sense_off_wins_once_the_heartbeat_is_stale(
@@ -458,26 +221,6 @@ async def test_power_sense_off_wins_once_the_heartbeat_is_stale(
     assert "no heartbeat from the agent for 240 s" in caplog.text
     # a heartbeat after all: the agent runs, the sense is wrong again
     assert await report(hass, (HEARTBEAT, "ALIVE")) == "on"
-
-
-async def test_power_sense_off_after_force_off_is_believed(
-    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, init_server: MockConfigEntry
-) -> None:
-    await live_running(hass)
-    server = next(iter(init_server.runtime_data.servers.servers.values()))
-    await server.async_force_off()
-    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["HOLD"]
-    assert await report(hass, (POWER, "OFF")) == "off"
-
-
-async def test_agent_lost_without_power_sense(hass: HomeAssistant, issue_registry: ir.IssueRegistry) -> None:
-    await running(hass, power=None)
-    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
-    assert issues(issue_registry) == {f"{SERVER_ID}_agent_lost"}
-    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
-    fire(hass, STATE, "ONLINE")
-    await hass.async_block_till_done()
-    assert issues(issue_registry) == set()
 
 
 async def test_force_off(
@@ -609,7 +352,11 @@ async def test_issues_and_errors_are_translated(hass: HomeAssistant) -> None:
     strings = json.loads(await hass.async_add_executor_job(strings_file.read_text))
     for issue in Issue:
         text = strings["issues"][issue]
-        used = set(re.findall(r"{(\w+)}", text["title"] + text["description"]))
+        # the fixable issue is described in its fix flow (whose dialog fills in the issue's placeholders)
+        assert ("fix_flow" in text) is (issue is Issue.STOP_STILL_POWERED), issue
+        steps = text["fix_flow"]["step"].values() if "fix_flow" in text else [text]
+        descriptions = "".join(step["description"] for step in steps)
+        used = set(re.findall(r"{(\w+)}", text["title"] + descriptions))
         assert used <= {"name", "server_id", "relay_node", "grace", "state"}, issue
     errors = {
         "publish_failed": {"name", "error"},
@@ -651,28 +398,6 @@ async def test_still_powered_can_be_forced_off_from_the_issue(
     assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["HOLD"]
     assert issues(issue_registry) == set()
     assert await report(hass, (POWER, "OFF")) == "off"
-
-
-async def test_ha_starts_while_the_server_boots(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, issue_registry: ir.IssueRegistry
-) -> None:
-    """Retained SHUTTING_DOWN/DEAD from the last shutdown, power ON: looks like stopping."""
-    fire(hass, STATE, "SHUTTING_DOWN", retain=True)
-    fire(hass, HEARTBEAT, "DEAD", retain=True)
-    assert await report(hass, (POWER, "ON")) == "stopping"
-    await elapse(hass, freezer, STOP_GRACE + 1)
-    assert power_state(hass) == "on"
-    # HA never saw that shutdown: the server may be booting, so no force off is offered
-    assert issues(issue_registry) == {f"{SERVER_ID}_start_agent_silent"}
-    issue = issue_registry.async_get_issue(DOMAIN, f"{SERVER_ID}_start_agent_silent")
-    assert issue is not None
-    assert not issue.is_fixable
-    assert issue.translation_placeholders is not None
-    assert issue.translation_placeholders["grace"] == str(STOP_GRACE)
-    # the agent comes up: a new session, starting, then on, and the issue is moot
-    assert await report(hass, (HEARTBEAT, "ALIVE")) == "starting"
-    assert await report(hass, (STATE, "ONLINE")) == "on"
-    assert issues(issue_registry) == set()
 
 
 async def test_relay_node_name_survives_reload(hass: HomeAssistant) -> None:

@@ -47,7 +47,12 @@ class ForceOffRepairFlow(RepairsFlow):
         return self.async_show_form(
             step_id="confirm",
             data_schema=vol.Schema({}),
-            description_placeholders={"name": server.config.name, "relay_node": server.config.relay_node},
+            # the issue's own text is this step's description: the same placeholders
+            description_placeholders={
+                "name": server.config.name,
+                "relay_node": server.config.relay_node,
+                "grace": f"{server.config.stop_grace:g}",
+            },
         )
 
 

@@ -391,7 +391,11 @@ async def test_still_powered_can_be_forced_off_from_the_issue(
     result = await manager.async_init(DOMAIN, context={"issue_id": issue_id})
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "confirm"
-    assert result["description_placeholders"] == {"name": "NAS", "relay_node": RELAY_NODE}
+    assert result["description_placeholders"] == {
+        "name": "NAS",
+        "relay_node": RELAY_NODE,
+        "grace": f"{STOP_GRACE:g}",
+    }
     assert published(mqtt_mock, POWER_SET) == []
     result = await manager.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.CREATE_ENTRY

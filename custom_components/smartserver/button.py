@@ -1,6 +1,9 @@
-"""Button platform: force a server off by holding its power button."""
+"""Button platform: reboot a server through its agent, or force it off by holding its power button."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from homeassistant.components.button import ButtonEntity, ButtonEntityDescription
 from homeassistant.core import HomeAssistant
@@ -8,14 +11,29 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
 from .entity import ServerEntity, async_setup_platform
+from .servers import Server
 
 PARALLEL_UPDATES = 1
 
-# As destructive as pulling the plug: disabled until the user enables it.
-FORCE_OFF_DESCRIPTION = ButtonEntityDescription(
-    key="force_off",
-    translation_key="force_off",
-    entity_registry_enabled_default=False,
+
+@dataclass(frozen=True, kw_only=True)
+class ServerButtonDescription(ButtonEntityDescription):
+    """A server button and the command it sends."""
+
+    press: Callable[[Server], Awaitable[None]]
+
+
+DESCRIPTIONS = (
+    # A signed REBOOT to the agent: refused while the agent is not connected.
+    ServerButtonDescription(key="reboot", translation_key="reboot", press=Server.async_reboot),
+    # A signed HOLD to the relay node, as destructive as pulling the plug: disabled
+    # until the user enables it.
+    ServerButtonDescription(
+        key="force_off",
+        translation_key="force_off",
+        entity_registry_enabled_default=False,
+        press=Server.async_force_off,
+    ),
 )
 
 
@@ -24,19 +42,21 @@ async def async_setup_entry(
     entry: SmartServerConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add one force-off button per server subentry."""
+    """Add a reboot and a force-off button per server subentry."""
     async_setup_platform(
         hass,
         entry,
         async_add_entities,
-        server_entity=ServerForceOffButton,
-        server_descriptions=(FORCE_OFF_DESCRIPTION,),
+        server_entity=ServerButton,
+        server_descriptions=DESCRIPTIONS,
     )
 
 
-class ServerForceOffButton(ServerEntity, ButtonEntity):
-    """Holds the power button through the relay node (signed HOLD)."""
+class ServerButton(ServerEntity, ButtonEntity):
+    """Sends its description's command to the server."""
+
+    entity_description: ServerButtonDescription
 
     async def async_press(self) -> None:
-        """Send the signed HOLD."""
-        await self.server.async_force_off()
+        """Send the command."""
+        await self.entity_description.press(self.server)

@@ -40,6 +40,8 @@ class Issue(StrEnum):
     STOP_STILL_POWERED = "stop_still_powered"
     STOP_TIMEOUT = "stop_timeout"
     STOP_INTERRUPTED = "stop_interrupted"
+    REBOOT_NO_RESPONSE = "reboot_no_response"
+    REBOOT_NO_RETURN = "reboot_no_return"
     POWER_SENSE_MISMATCH = "power_sense_mismatch"
     AGENT_LOST = "agent_lost"
 
@@ -55,6 +57,7 @@ _SOLVED_BY: Mapping[PowerState, tuple[Issue, ...]] = {
         Issue.START_TIMEOUT,
         Issue.START_INTERRUPTED,
         Issue.AGENT_LOST,
+        Issue.REBOOT_NO_RETURN,
         # the server booted again: whatever hung at the last shutdown is over
         Issue.STOP_STILL_POWERED,
     ),
@@ -72,6 +75,7 @@ class Command(StrEnum):
 
     START = "start"
     STOP = "stop"
+    REBOOT = "reboot"
 
 
 class Action(StrEnum):
@@ -80,6 +84,15 @@ class Action(StrEnum):
     TURN_ON = "turn_on"
     TURN_OFF = "turn_off"
     FORCE_OFF = "force_off"
+    REBOOT = "reboot"
+
+
+_COMMANDS: Mapping[Action, Command] = {
+    Action.TURN_ON: Command.START,
+    Action.TURN_OFF: Command.STOP,
+    Action.FORCE_OFF: Command.STOP,
+    Action.REBOOT: Command.REBOOT,
+}
 
 
 class Refusal(StrEnum):
@@ -88,15 +101,17 @@ class Refusal(StrEnum):
     SERVER_STATE_UNKNOWN = "server_state_unknown"
     SERVER_STOPPING = "server_stopping"
     AGENT_NOT_CONNECTED = "agent_not_connected"
+    REBOOT_AGENT_NOT_CONNECTED = "reboot_agent_not_connected"
     RELAY_NODE_OFFLINE = "relay_node_offline"
     POWER_SENSE_CONTRADICTS = "power_sense_contradicts"
 
 
 class Timer(StrEnum):
-    """The machine's timers: the two grace periods and the heartbeat's freshness."""
+    """The machine's timers: the grace periods and the heartbeat's freshness."""
 
     START = Command.START.value
     STOP = Command.STOP.value
+    REBOOT = Command.REBOOT.value
     STALE = "stale"
 
 
@@ -170,7 +185,7 @@ class Notify:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Sign and publish `cmd`: to the agent (SHUTDOWN) or to the relay node (PRESS, HOLD)."""
+    """Sign and publish `cmd`: to the agent (SHUTDOWN, REBOOT) or to the relay node (PRESS, HOLD)."""
 
     cmd: str
     to_agent: bool
@@ -307,8 +322,8 @@ class Evidence:
         self.power = payload
         return changed
 
-    def fused(self, previous: PowerState | None) -> PowerState | None:
-        """Return what the evidence says, given where the server was."""
+    def fused(self, previous: PowerState | None, rebooting: bool = False) -> PowerState | None:
+        """Return what the evidence says, given where the server was and whether it reboots."""
         state = None if self.stale else self.agent_state
         if self.agent_up:
             if state == protocol.ServerState.STARTING:
@@ -329,7 +344,8 @@ class Evidence:
                 return previous
             return PowerState.STARTING
         if self.heartbeat == protocol.DEAD:
-            return PowerState.OFF
+            # The agent announced the reboot it was asked for: it went down to come back.
+            return PowerState.STOPPING if rebooting and state in _ANNOUNCED_DOWN else PowerState.OFF
         return None
 
 
@@ -446,7 +462,7 @@ class PowerMachine:
     # The state machine -----------------------------------------------------------------
 
     def _update(self) -> None:
-        new = self.evidence.fused(self.state)
+        new = self.evidence.fused(self.state, rebooting=self.command is Command.REBOOT)
         old = self.state
         if new is not old:
             self.state = new
@@ -482,7 +498,8 @@ class PowerMachine:
             self._end(Command.START)
         if new is PowerState.STARTING and Timer.START not in self._armed:
             self._arm_grace(Command.START)
-        if new is PowerState.STOPPING and Timer.STOP not in self._armed:
+        # A reboot's own grace covers the way down and back up.
+        if new is PowerState.STOPPING and Timer.STOP not in self._armed and command is not Command.REBOOT:
             self._arm_grace(Command.STOP)
         # A start ends when the server is on or heads down; a stop, when it is off or
         # comes back (a stop sent while starting keeps waiting through starting -> on).
@@ -490,6 +507,9 @@ class PowerMachine:
             self._end(Command.START)
         if new is PowerState.OFF or old is PowerState.STOPPING:
             self._end(Command.STOP)
+        # A reboot ends when the server is back: booting again, or on (logind refused).
+        if new in (PowerState.STARTING, PowerState.ON) and old in (PowerState.STOPPING, PowerState.OFF):
+            self._end(Command.REBOOT)
 
     # Timers --------------------------------------------------------------------------
 
@@ -503,6 +523,8 @@ class PowerMachine:
             self._out.append(CancelTimer(timer))
 
     def _grace(self, kind: Command) -> float:
+        if kind is Command.REBOOT:
+            return self.config.stop_grace + self.config.start_grace
         return self.config.start_grace if kind is Command.START else self.config.stop_grace
 
     def _arm_grace(self, kind: Command) -> None:
@@ -527,6 +549,8 @@ class PowerMachine:
             )
             self.evidence.stale = True
             self._update()
+        elif timer is Timer.REBOOT:
+            self._reboot_over()
         else:
             self._grace_over(Command(timer.value))
         return self._take()
@@ -553,6 +577,20 @@ class PowerMachine:
         elif asked and self.state in grace.unmoved:
             self._raise(grace.no_response)
 
+    def _reboot_over(self) -> None:
+        """End a reboot's grace: it never began, or the server did not come back."""
+        if self.command is not Command.REBOOT:
+            return
+        self.command = None
+        if self.state is PowerState.ON and self.evidence.agent_up:
+            self._raise(Issue.REBOOT_NO_RESPONSE)
+            return
+        if self.evidence.power == protocol.POWER_ON and not self.evidence.agent_up:
+            # powered and silent: the power sense wins, as after a start's grace
+            self.evidence.overdue = True
+        self._update()
+        self._raise(Issue.REBOOT_NO_RETURN)
+
     def stop(self) -> list[Effect]:
         """Cancel every timer and forget the pending command (the entry unloads)."""
         for timer in sorted(self._armed):
@@ -563,7 +601,8 @@ class PowerMachine:
     # Repair issues ---------------------------------------------------------------------
 
     def _raise(self, issue: Issue, **placeholders: str) -> None:
-        grace = self.config.start_grace if issue.startswith("start") else self.config.stop_grace
+        kind = next((command for command in Command if issue.startswith(command.value)), Command.STOP)
+        grace = self._grace(kind)
         self._out.append(
             RaiseIssue(
                 issue,
@@ -585,6 +624,8 @@ class PowerMachine:
             if not self.evidence.agent_up:
                 return Refuse(Refusal.AGENT_NOT_CONNECTED)
             return Send(protocol.SHUTDOWN, to_agent=True)
+        if action is Action.REBOOT:
+            return self._reboot()
         if self.evidence.contradicted:
             # Not a silent no-op: the user sees off on the node's side and must know why.
             return Refuse(Refusal.POWER_SENSE_CONTRADICTS, {"relay_node": self.config.relay_node})
@@ -597,6 +638,14 @@ class PowerMachine:
             return Refuse(Refusal.SERVER_STATE_UNKNOWN)
         return self._press(protocol.PRESS)
 
+    def _reboot(self) -> Send | Refuse | None:
+        if self.state is PowerState.STOPPING:
+            LOGGER.debug("Server %s is stopping: no reboot sent", self.config.server_id)
+            return None
+        if not self.evidence.agent_up:
+            return Refuse(Refusal.REBOOT_AGENT_NOT_CONNECTED)
+        return Send(protocol.REBOOT, to_agent=True)
+
     def _press(self, cmd: str) -> Send | Refuse:
         if self.evidence.node_status == protocol.OFFLINE:
             # A command to an offline node is lost (never retained): say so now.
@@ -608,9 +657,12 @@ class PowerMachine:
         self._now = now
         if action is Action.FORCE_OFF:
             self.evidence.forced = True
-        kind = Command.START if action is Action.TURN_ON else Command.STOP
+        kind = _COMMANDS[action]
         # The power sense disagreeing with the agent is not the command's business.
         self._out.extend(clear_issues(keep=(Issue.POWER_SENSE_MISMATCH,)))
+        if kind is Command.REBOOT:
+            # a shutdown asked before is superseded: the reboot's grace covers both ways
+            self._cancel(Timer.STOP)
         self.command = kind
         self._arm_grace(kind)
         return self._take()

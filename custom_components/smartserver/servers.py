@@ -352,6 +352,10 @@ class Server:
         """Ask the agent to shut the server down cleanly."""
         await self._act(Action.TURN_OFF)
 
+    async def async_reboot(self) -> None:
+        """Ask the agent to reboot the server."""
+        await self._act(Action.REBOOT)
+
     async def async_force_off(self) -> None:
         """Hold the power button: the server loses power without shutting down."""
         await self._act(Action.FORCE_OFF)

@@ -20,6 +20,7 @@ from .conftest import RELAY_NODE, SERVER_ID
 SWITCH = "switch.nas_power"
 SENSOR = "sensor.nas_power_state"
 AGENT = "binary_sensor.nas_agent"
+REBOOT = "button.nas_reboot"
 HEARTBEAT = f"home/server/{SERVER_ID}/heartbeat"
 STATE = f"home/server/{SERVER_ID}/state"
 NETWORK = f"home/server/{SERVER_ID}/network"

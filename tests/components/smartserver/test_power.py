@@ -5,7 +5,7 @@ servers.Server does (a clock, the armed timers, the raised issues, the commands 
 
     hb:ALIVE  st:ONLINE   the agent's heartbeat / state, live; `/r` appended: retained
     pw:ON     node:OFFLINE the relay node's power sense / status
-    on  off  force         turn on, turn off, force off (sent, refused or nothing)
+    on  off  force reboot  turn on, turn off, force off, reboot (sent, refused or nothing)
     +61                    61 s pass; due timers fire in order
     =on  =unknown          the state is on / not known, here
     ?stop_no_response      exactly these issues are raised, here (`?` alone: none)
@@ -40,7 +40,8 @@ from custom_components.smartserver.power import (
 
 START_GRACE = 120
 STOP_GRACE = 60
-ACTIONS = {"on": Action.TURN_ON, "off": Action.TURN_OFF, "force": Action.FORCE_OFF}
+ACTIONS = {"on": Action.TURN_ON, "off": Action.TURN_OFF, "force": Action.FORCE_OFF, "reboot": Action.REBOOT}
+REBOOT_GRACE = START_GRACE + STOP_GRACE
 
 # Evidence of a running server as HA finds it after a restart: retained messages.
 RUNNING = ("pw:ON", "hb:ALIVE/r", "st:ONLINE/r", "=on")
@@ -94,7 +95,7 @@ class World:
         if isinstance(decision, Refuse):
             self.sent.append(f"refused:{decision.key}")
         elif decision is not None:
-            assert decision.to_agent is (decision.cmd == protocol.SHUTDOWN)
+            assert decision.to_agent is (decision.cmd in (protocol.SHUTDOWN, protocol.REBOOT))
             self.sent.append(decision.cmd)
             self.apply(self.machine.begin(action, self.now))
 
@@ -353,6 +354,109 @@ ROWS = (
         ),
         "on",
     ),
+    # Reboot: the way down and back up under one grace, no stop issues
+    Row(
+        "reboot with a power sense: stopping until the agent is back",
+        (
+            *RUNNING,
+            "reboot",
+            "=on",
+            "st:SHUTTING_DOWN",
+            "=stopping",
+            "hb:DEAD",
+            "=stopping",
+            f"+{STOP_GRACE + 1}",
+            "=stopping",
+            "?",
+            "hb:ALIVE",
+            "=starting",
+            "st:STARTING",
+            "st:ONLINE",
+            f"+{REBOOT_GRACE}",
+        ),
+        "on",
+        sent=("REBOOT",),
+    ),
+    Row(
+        "reboot without a power sense: the agent's DEAD is not off, and nothing is pressed",
+        (*RUNNING_NO_SENSE, "reboot", "st:SHUTTING_DOWN", "hb:DEAD", "=stopping", "?", "on", "hb:ALIVE"),
+        "starting",
+        timers=(Timer.START,),
+        sent=("REBOOT", "refused:server_stopping"),
+    ),
+    Row(
+        "reboot with the power sense OFF for a moment",
+        (
+            *RUNNING,
+            "reboot",
+            "st:SHUTTING_DOWN",
+            "hb:DEAD",
+            "pw:OFF",
+            "=off",
+            "pw:ON",
+            "=starting",
+            "hb:ALIVE",
+        ),
+        "starting",
+        timers=(Timer.START,),
+        sent=("REBOOT",),
+    ),
+    Row(
+        "reboot needs the agent",
+        (*RUNNING, "hb:DEAD", "reboot", *STOPPED, "reboot"),
+        "off",
+        sent=("refused:reboot_agent_not_connected", "refused:reboot_agent_not_connected"),
+    ),
+    Row(
+        "reboot while stopping sends nothing",
+        (*RUNNING, "st:SHUTTING_DOWN", "reboot"),
+        "stopping",
+        timers=(Timer.STOP,),
+    ),
+    Row(
+        "reboot never begun",
+        (*RUNNING, "reboot", f"+{REBOOT_GRACE - 1}", "?", "+2"),
+        "on",
+        issues=("reboot_no_response",),
+        sent=("REBOOT",),
+    ),
+    Row(
+        "reboot supersedes a pending shutdown",
+        (*RUNNING, "off", "reboot", f"+{STOP_GRACE + 1}", "?", "st:SHUTTING_DOWN", "hb:DEAD", "hb:ALIVE"),
+        "starting",
+        timers=(Timer.START,),
+        sent=("SHUTDOWN", "REBOOT"),
+    ),
+    Row(
+        "reboot down and not back, no power sense: off; its return solves it",
+        (
+            *RUNNING_NO_SENSE,
+            "reboot",
+            "st:SHUTTING_DOWN",
+            "hb:DEAD",
+            f"+{REBOOT_GRACE + 1}",
+            "=off",
+            "?reboot_no_return",
+            "hb:ALIVE",
+            "st:ONLINE",
+        ),
+        "on",
+        sent=("REBOOT",),
+    ),
+    Row(
+        "reboot down and not back, powered: the power sense wins",
+        (*RUNNING, "reboot", "st:SHUTTING_DOWN", "hb:DEAD", f"+{REBOOT_GRACE + 1}"),
+        "on",
+        issues=("reboot_no_return",),
+        sent=("REBOOT",),
+    ),
+    Row(
+        "reboot refused by logind: back ONLINE",
+        (*RUNNING, "reboot", "st:SHUTTING_DOWN", "=stopping", "st:ONLINE", f"+{REBOOT_GRACE + 1}"),
+        "on",
+        issues=("stop_interrupted",),
+        sent=("REBOOT",),
+    ),
     # The power sense against the agent
     Row(
         "a retained ALIVE after the power went is history; a live one is not",
@@ -440,6 +544,9 @@ def test_issue_placeholders_and_fix() -> None:
     )
     world = World().play(*RUNNING, "off", "st:SHUTTING_DOWN", "st:ONLINE")
     assert world.issues[Issue.STOP_INTERRUPTED].placeholders == {"grace": "60", "state": "on"}
+    # a reboot's grace is both ways
+    world = World().play(*RUNNING, "reboot", f"+{REBOOT_GRACE + 1}")
+    assert world.issues[Issue.REBOOT_NO_RESPONSE].placeholders == {"grace": "180", "state": "on"}
     # a boot HA took for a shutdown: the start issue, with the stop grace that ran out
     world = World().play("st:SHUTTING_DOWN/r", "hb:DEAD/r", "pw:ON", f"+{STOP_GRACE + 1}")
     assert world.issues[Issue.START_AGENT_SILENT] == RaiseIssue(
@@ -462,6 +569,7 @@ def test_decisions_name_their_target() -> None:
     machine = World().play(*RUNNING).machine
     assert machine.decide(Action.TURN_OFF) == Send(protocol.SHUTDOWN, to_agent=True)
     assert machine.decide(Action.FORCE_OFF) == Send(protocol.HOLD, to_agent=False)
+    assert machine.decide(Action.REBOOT) == Send(protocol.REBOOT, to_agent=True)
     machine = World().play(*STOPPED).machine
     assert machine.decide(Action.TURN_ON) == Send(protocol.PRESS, to_agent=False)
     machine = World().play(*LIVE_RUNNING, "pw:OFF").machine

@@ -34,6 +34,7 @@ from .servers_common import (
     NETWORK,
     POWER,
     POWER_SET,
+    REBOOT,
     SENSOR,
     STATE,
     SWITCH,
@@ -242,6 +243,31 @@ async def test_force_off(
     # the broker notices the dead agent: off, and no "agent lost" for a forced off
     assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
     assert issues(issue_registry) == set()
+
+
+async def test_reboot(
+    hass: HomeAssistant, mqtt_mock: MqttMockHAClient, issue_registry: ir.IssueRegistry
+) -> None:
+    await running(hass, power=None)
+    await hass.services.async_call("button", "press", {ATTR_ENTITY_ID: REBOOT}, blocking=True)
+    assert verified(mqtt_mock, SYSTEM, COMMAND_KEY, SERVER_ID) == ["REBOOT"]
+    # not optimistic: the command alone changes nothing
+    assert power_state(hass) == "on"
+    assert await report(hass, (STATE, "SHUTTING_DOWN")) == "stopping"
+    # the agent's DEAD after the reboot it announced: on the way back, not off
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "stopping"
+    with pytest.raises(HomeAssistantError) as err:
+        await switch(hass, "turn_on")
+    assert err.value.translation_key == "server_stopping"
+    assert await report(hass, (HEARTBEAT, "ALIVE"), (STATE, "STARTING")) == "starting"
+    assert await report(hass, (STATE, "ONLINE")) == "on"
+    assert issues(issue_registry) == set()
+    # with the agent gone the reboot is refused, nothing is sent
+    assert await report(hass, (HEARTBEAT, "DEAD")) == "off"
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call("button", "press", {ATTR_ENTITY_ID: REBOOT}, blocking=True)
+    assert err.value.translation_key == "reboot_agent_not_connected"
+    assert len(published(mqtt_mock, SYSTEM)) == 1
 
 
 async def test_publish_failure(hass: HomeAssistant, mqtt_mock: MqttMockHAClient) -> None:

@@ -39,7 +39,9 @@ from .const import (
     CONF_EVENT_LEVEL,
     CONF_LOG_BACKUPS,
     CONF_LOG_MAX_KB,
+    CONF_MAC,
     CONF_NODE_KEY,
+    CONF_POWER_ON,
     CONF_RATE_LIMIT,
     CONF_RELAY_NODE,
     CONF_ROTATE_KEYS,
@@ -47,6 +49,8 @@ from .const import (
     CONF_START_GRACE,
     CONF_STOP_GRACE,
     CONF_STORAGE,
+    CONF_WOL_ADDRESS,
+    CONF_WOL_PORT,
     DEFAULT_EVENT_LEVEL,
     DEFAULT_LOG_BACKUPS,
     DEFAULT_LOG_MAX_KB,
@@ -58,6 +62,7 @@ from .const import (
     DOMAIN,
     SUBENTRY_SERVER,
 )
+from .power import PowerOn
 
 
 def _base_schema(default: str) -> vol.Schema:
@@ -253,9 +258,52 @@ def _server_schema(*, new: bool) -> vol.Schema:
     fields[vol.Required(CONF_RELAY_NODE)] = TextSelector()
     fields[vol.Required(CONF_START_GRACE, default=DEFAULT_START_GRACE)] = _GRACE
     fields[vol.Required(CONF_STOP_GRACE, default=DEFAULT_STOP_GRACE)] = _GRACE
+    fields[vol.Required(CONF_POWER_ON, default=PowerOn.RELAY.value)] = SelectSelector(
+        SelectSelectorConfig(
+            options=[method.value for method in PowerOn],
+            translation_key=CONF_POWER_ON,
+            mode=SelectSelectorMode.DROPDOWN,
+        )
+    )
+    fields[vol.Optional(CONF_MAC)] = TextSelector()
+    fields[vol.Required(CONF_WOL_ADDRESS, default=protocol.WOL_ADDRESS)] = TextSelector()
+    fields[vol.Required(CONF_WOL_PORT, default=protocol.WOL_PORT)] = _number(1, 65535)
     if not new:
         fields[vol.Required(CONF_ROTATE_KEYS, default=False)] = BooleanSelector()
     return vol.Schema(fields)
+
+
+def _uses_wol(user_input: dict[str, Any]) -> bool:
+    return user_input.get(CONF_POWER_ON) in (PowerOn.WOL_NODE, PowerOn.WOL_HA)
+
+
+def _check_wol(user_input: dict[str, Any]) -> dict[str, str]:
+    """Validate the Wake-on-LAN settings when the power-on method uses them."""
+    errors: dict[str, str] = {}
+    if not _uses_wol(user_input):
+        return errors
+    try:
+        protocol.normalize_mac(user_input.get(CONF_MAC, ""))
+    except ValueError:
+        errors[CONF_MAC] = "invalid_mac"
+    try:
+        protocol.validate_ipv4(user_input.get(CONF_WOL_ADDRESS, protocol.WOL_ADDRESS))
+    except ValueError:
+        errors[CONF_WOL_ADDRESS] = "invalid_address"
+    return errors
+
+
+def _wol_data(user_input: dict[str, Any]) -> dict[str, Any]:
+    """Return the power-on method and, when it is Wake-on-LAN, its settings (validated)."""
+    method = user_input.get(CONF_POWER_ON, PowerOn.RELAY)
+    if not _uses_wol(user_input):
+        return {CONF_POWER_ON: method}
+    return {
+        CONF_POWER_ON: method,
+        CONF_MAC: protocol.normalize_mac(user_input[CONF_MAC]),
+        CONF_WOL_ADDRESS: protocol.validate_ipv4(user_input.get(CONF_WOL_ADDRESS, protocol.WOL_ADDRESS)),
+        CONF_WOL_PORT: int(user_input.get(CONF_WOL_PORT, protocol.WOL_PORT)),
+    }
 
 
 def _new_key() -> str:
@@ -290,6 +338,7 @@ class ServerSubentryFlow(ConfigSubentryFlow):
             errors[CONF_RELAY_NODE] = "relay_node_in_use"
         if not user_input[CONF_NAME].strip():
             errors[CONF_NAME] = "name_required"
+        errors.update(_check_wol(user_input))
         return errors
 
     def _take(self, user_input: dict[str, Any]) -> None:
@@ -299,6 +348,7 @@ class ServerSubentryFlow(ConfigSubentryFlow):
                 CONF_RELAY_NODE: user_input[CONF_RELAY_NODE],
                 CONF_START_GRACE: int(user_input[CONF_START_GRACE]),
                 CONF_STOP_GRACE: int(user_input[CONF_STOP_GRACE]),
+                **_wol_data(user_input),
             }
         )
 

@@ -21,6 +21,11 @@ CONF_STOP_GRACE: Final = "stop_grace"
 CONF_COMMAND_KEY: Final = "command_key"
 CONF_NODE_KEY: Final = "node_key"
 CONF_ROTATE_KEYS: Final = "rotate_keys"
+# How the server is turned on (power.PowerOn); Wake-on-LAN's MAC, address and port
+CONF_POWER_ON: Final = "power_on"
+CONF_MAC: Final = "mac"
+CONF_WOL_ADDRESS: Final = "wol_address"
+CONF_WOL_PORT: Final = "wol_port"
 DEFAULT_START_GRACE: Final = 300
 DEFAULT_STOP_GRACE: Final = 180
 

@@ -95,6 +95,15 @@ _COMMANDS: Mapping[Action, Command] = {
 }
 
 
+class PowerOn(StrEnum):
+    """How a server is turned on; the values are stored in its subentry."""
+
+    RELAY = "relay"
+    WOL_NODE = "wol_node"
+    WOL_HA = "wol_ha"
+    NONE = "none"
+
+
 class Refusal(StrEnum):
     """Why an action is refused; the values are translation keys of exceptions."""
 
@@ -104,6 +113,7 @@ class Refusal(StrEnum):
     REBOOT_AGENT_NOT_CONNECTED = "reboot_agent_not_connected"
     RELAY_NODE_OFFLINE = "relay_node_offline"
     POWER_SENSE_CONTRADICTS = "power_sense_contradicts"
+    NO_POWER_ON = "no_power_on"
 
 
 class Timer(StrEnum):
@@ -185,10 +195,14 @@ class Notify:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Sign and publish `cmd`: to the agent (SHUTDOWN, REBOOT) or to the relay node (PRESS, HOLD)."""
+    """Sign and publish `cmd`: to the agent (SHUTDOWN, REBOOT) or to the relay node (PRESS, HOLD, WOL).
+
+    `from_ha`: Home Assistant sends the WOL magic packet itself instead.
+    """
 
     cmd: str
     to_agent: bool
+    from_ha: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +229,7 @@ class PowerConfig:
     relay_node: str
     start_grace: float
     stop_grace: float
+    power_on: PowerOn = field(default=PowerOn.RELAY, kw_only=True)
 
 
 @dataclass(slots=True)
@@ -636,7 +651,15 @@ class PowerMachine:
             return Refuse(Refusal.SERVER_STOPPING)
         if self.state is None:
             return Refuse(Refusal.SERVER_STATE_UNKNOWN)
-        return self._press(protocol.PRESS)
+        return self._power_on()
+
+    def _power_on(self) -> Send | Refuse:
+        method = self.config.power_on
+        if method is PowerOn.NONE:
+            return Refuse(Refusal.NO_POWER_ON)
+        if method is PowerOn.WOL_HA:
+            return Send(protocol.WOL, to_agent=False, from_ha=True)
+        return self._press(protocol.WOL if method is PowerOn.WOL_NODE else protocol.PRESS)
 
     def _reboot(self) -> Send | Refuse | None:
         if self.state is PowerState.STOPPING:

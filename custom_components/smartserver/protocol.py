@@ -33,6 +33,11 @@ PRESS: Final = "PRESS"
 HOLD: Final = "HOLD"
 SHUTDOWN: Final = "SHUTDOWN"
 REBOOT: Final = "REBOOT"
+# Wake-on-LAN sent by the node; its arg is `wol_arg`'s "MAC ADDRESS PORT".
+WOL: Final = "WOL"
+WOL_ADDRESS: Final = "255.255.255.255"
+WOL_PORT: Final = 9
+_MAC_PATTERN: Final = re.compile(r"[0-9A-Fa-f]{2}([:-]?)[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
 
 
 class ServerState:
@@ -242,6 +247,44 @@ def parse_login_payload(payload: bytes | str) -> LoginRequest:
     if not 0 <= wait_s <= MAX_WAIT_S:
         raise ValueError(f"wait_s must be between 0 and {MAX_WAIT_S:g} seconds")
     return LoginRequest(str(version), platform, float(wait_s))
+
+
+# Wake-on-LAN ---------------------------------------------------------------------
+
+
+def normalize_mac(text: str) -> str:
+    """Return a MAC address as `AA:BB:CC:DD:EE:FF`; raise ValueError if it is not one."""
+    text = text.strip()
+    if not _MAC_PATTERN.fullmatch(text):
+        raise ValueError("not a MAC address (six bytes in hex, `:` or `-` between them or nothing)")
+    digits = re.sub(r"[:-]", "", text).upper()
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def validate_ipv4(text: str) -> str:
+    """Return a dotted IPv4 address; raise ValueError if it is not one."""
+    parts = text.strip().split(".")
+    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        raise ValueError("not an IPv4 address")
+    return ".".join(str(int(p)) for p in parts)
+
+
+def wol_arg(mac: str, address: str = WOL_ADDRESS, port: int = WOL_PORT) -> str:
+    """Return the signed `arg` of a WOL command: "MAC ADDRESS PORT"."""
+    return f"{normalize_mac(mac)} {validate_ipv4(address)} {port}"
+
+
+def parse_wol_arg(arg: str) -> tuple[bytes, str, int]:
+    """Read a WOL `arg` ("MAC[ ADDRESS[ PORT]]"): the MAC's six bytes, the address, the port."""
+    parts = arg.split(" ")
+    if not 1 <= len(parts) <= 3:
+        raise ValueError("WOL arg must be MAC[ ADDRESS[ PORT]]")
+    mac = bytes.fromhex(normalize_mac(parts[0]).replace(":", ""))
+    address = validate_ipv4(parts[1]) if len(parts) > 1 else WOL_ADDRESS
+    port_text = parts[2] if len(parts) > 2 else str(WOL_PORT)
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError("WOL port must be 1-65535")
+    return mac, address, int(port_text)
 
 
 # Signed commands ------------------------------------------------------------------

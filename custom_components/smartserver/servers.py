@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from homeassistant.components import mqtt
@@ -27,15 +28,20 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.event import async_call_later
+from wakeonlan import send_magic_packet
 
 from . import protocol
 from .const import (
     CONF_COMMAND_KEY,
+    CONF_MAC,
     CONF_NODE_KEY,
+    CONF_POWER_ON,
     CONF_RELAY_NODE,
     CONF_SERVER_ID,
     CONF_START_GRACE,
     CONF_STOP_GRACE,
+    CONF_WOL_ADDRESS,
+    CONF_WOL_PORT,
     DEFAULT_START_GRACE,
     DEFAULT_STOP_GRACE,
     DOMAIN,
@@ -53,6 +59,7 @@ from .power import (
     Notify,
     PowerConfig,
     PowerMachine,
+    PowerOn,
     PowerState,
     RaiseIssue,
     Refusal,
@@ -83,6 +90,9 @@ class ServerConfig(PowerConfig):
     name: str
     command_key: str = field(repr=False)
     node_key: str = field(repr=False)
+    mac: str = ""
+    wol_address: str = protocol.WOL_ADDRESS
+    wol_port: int = protocol.WOL_PORT
 
     @classmethod
     def from_subentry(cls, subentry: ConfigSubentry) -> ServerConfig:
@@ -97,6 +107,11 @@ class ServerConfig(PowerConfig):
             stop_grace=float(data.get(CONF_STOP_GRACE, DEFAULT_STOP_GRACE)),
             command_key=data[CONF_COMMAND_KEY],
             node_key=data[CONF_NODE_KEY],
+            # subentries from before the power-on methods press the relay
+            power_on=PowerOn(data.get(CONF_POWER_ON, PowerOn.RELAY)),
+            mac=data.get(CONF_MAC, ""),
+            wol_address=data.get(CONF_WOL_ADDRESS, protocol.WOL_ADDRESS),
+            wol_port=int(data.get(CONF_WOL_PORT, protocol.WOL_PORT)),
         )
 
 
@@ -336,13 +351,30 @@ class Server:
 
     async def _send(self, send: Send) -> None:
         config = self.config
+        if send.from_ha:
+            await self._wake()
+            return
+        arg = (
+            protocol.wol_arg(config.mac, config.wol_address, config.wol_port)
+            if send.cmd == protocol.WOL
+            else ""
+        )
         if send.to_agent:
             key, target = config.command_key, config.server_id
             topic = protocol.server_topic(self.base, target, protocol.SERVER_SYSTEM)
         else:
             key, target = config.node_key, config.relay_node
             topic = protocol.node_topic(self.base, target, protocol.NODE_POWER_SET)
-        await self._publish(topic, protocol.sign_command(key, target, send.cmd, int(time.time())))
+        await self._publish(topic, protocol.sign_command(key, target, send.cmd, int(time.time()), arg))
+
+    async def _wake(self) -> None:
+        """Send the magic packet from Home Assistant (the wake_on_lan integration's library)."""
+        config = self.config
+        wake = partial(send_magic_packet, config.mac, ip_address=config.wol_address, port=config.wol_port)
+        try:
+            await self.hass.async_add_executor_job(wake)
+        except OSError as err:
+            raise self._error("wol_failed", error=str(err)) from err
 
     async def async_turn_on(self) -> None:
         """Press the power button, unless the server is on or starting."""

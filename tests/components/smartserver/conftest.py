@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
+from typing import Any
 from unittest.mock import MagicMock, PropertyMock, patch
 
 import pytest
@@ -137,10 +138,12 @@ def server_subentry(
     name: str = "NAS",
     relay_node: str = RELAY_NODE,
     command_key: str = COMMAND_KEY,
+    **extra: Any,
 ) -> ConfigSubentryData:
-    """A server subentry as the flow stores it."""
+    """A server subentry as the flow stores it (`extra`: more settings, e.g. the power-on method)."""
     return ConfigSubentryData(
         data={
+            **extra,
             CONF_NAME: name,
             CONF_SERVER_ID: server_id,
             CONF_RELAY_NODE: relay_node,

@@ -30,6 +30,7 @@ from custom_components.smartserver.power import (
     Notify,
     PowerConfig,
     PowerMachine,
+    PowerOn,
     PowerState,
     RaiseIssue,
     Refusal,
@@ -574,6 +575,33 @@ def test_decisions_name_their_target() -> None:
     assert machine.decide(Action.TURN_ON) == Send(protocol.PRESS, to_agent=False)
     machine = World().play(*LIVE_RUNNING, "pw:OFF").machine
     assert machine.decide(Action.TURN_ON) == Refuse(Refusal.POWER_SENSE_CONTRADICTS, {"relay_node": "relay1"})
+
+
+@pytest.mark.parametrize(
+    ("method", "decision"),
+    [
+        (PowerOn.RELAY, Send(protocol.PRESS, to_agent=False)),
+        (PowerOn.WOL_NODE, Send(protocol.WOL, to_agent=False)),
+        (PowerOn.WOL_HA, Send(protocol.WOL, to_agent=False, from_ha=True)),
+        (PowerOn.NONE, Refuse(Refusal.NO_POWER_ON)),
+    ],
+)
+def test_power_on_methods(method: PowerOn, decision: Send | Refuse) -> None:
+    """Each method turns an off server on its way; none is optimistic, none presses a running one."""
+    world = World(PowerMachine(PowerConfig("nas", "relay1", START_GRACE, STOP_GRACE, power_on=method)))
+    machine = world.play(*STOPPED).machine
+    assert machine.decide(Action.TURN_ON) == decision
+    world.act(Action.TURN_ON)
+    assert machine.state is PowerState.OFF
+    assert machine.decide(Action.FORCE_OFF) == Send(protocol.HOLD, to_agent=False)
+    world.play("pw:ON", "hb:ALIVE", "st:ONLINE", "=on")
+    assert machine.decide(Action.TURN_ON) is None
+    # a node offline stops what the node sends, not what HA sends itself
+    world.play("hb:DEAD", "pw:OFF", "=off", "node:OFFLINE")
+    offline = Refuse(Refusal.RELAY_NODE_OFFLINE, {"relay_node": "relay1"})
+    assert machine.decide(Action.TURN_ON) == (
+        offline if decision in (Send(protocol.PRESS, False), Send(protocol.WOL, False)) else decision
+    )
 
 
 def test_every_evidence_notifies_once_and_a_command_not_at_all() -> None:

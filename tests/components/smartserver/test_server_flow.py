@@ -19,12 +19,16 @@ from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver.const import (
     CONF_COMMAND_KEY,
+    CONF_MAC,
     CONF_NODE_KEY,
+    CONF_POWER_ON,
     CONF_RELAY_NODE,
     CONF_ROTATE_KEYS,
     CONF_SERVER_ID,
     CONF_START_GRACE,
     CONF_STOP_GRACE,
+    CONF_WOL_ADDRESS,
+    CONF_WOL_PORT,
     DOMAIN,
     SUBENTRY_SERVER,
 )
@@ -122,14 +126,21 @@ async def test_add_server(
         (CONF_RELAY_NODE, "re lay", "invalid_id"),
         (CONF_RELAY_NODE, RELAY_NODE, "relay_node_in_use"),
         (CONF_NAME, "  ", "name_required"),
+        (CONF_MAC, "02:00:5e:10:00", "invalid_mac"),
+        (CONF_MAC, "02:00:5e:10:00:zz", "invalid_mac"),
+        (CONF_WOL_ADDRESS, "192.168.1.256", "invalid_address"),
+        (CONF_WOL_ADDRESS, "broadcast", "invalid_address"),
     ],
 )
 async def test_add_server_rejects(
     hass: HomeAssistant, init_server: MockConfigEntry, field: str, value: str, error: str
 ) -> None:
     result = await start_add(hass, init_server)
+    wol = {CONF_POWER_ON: "wol_node", CONF_MAC: "02:00:5E:10:00:01"}
     result = dict(
-        await hass.config_entries.subentries.async_configure(result["flow_id"], {**NEW_SERVER, field: value})
+        await hass.config_entries.subentries.async_configure(
+            result["flow_id"], {**NEW_SERVER, **wol, field: value}
+        )
     )
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "user"
@@ -137,6 +148,48 @@ async def test_add_server_rejects(
     # the form recovers
     result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], NEW_SERVER))
     assert result["step_id"] == "agent"
+
+
+@pytest.mark.parametrize("method", ["wol_node", "wol_ha"])
+async def test_add_server_with_wol(hass: HomeAssistant, init_server: MockConfigEntry, method: str) -> None:
+    result = await start_add(hass, init_server)
+    result = dict(
+        await hass.config_entries.subentries.async_configure(
+            result["flow_id"],
+            {
+                **NEW_SERVER,
+                CONF_POWER_ON: method,
+                CONF_MAC: "02-00-5e-10-00-01",
+                CONF_WOL_ADDRESS: "127.0.0.1",
+            },
+        )
+    )
+    result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], {}))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    data = next(s for s in init_server.subentries.values() if s.unique_id == "backup").data
+    # the MAC normalised; the port its default
+    assert {k: data[k] for k in (CONF_POWER_ON, CONF_MAC, CONF_WOL_ADDRESS, CONF_WOL_PORT)} == {
+        CONF_POWER_ON: method,
+        CONF_MAC: "02:00:5E:10:00:01",
+        CONF_WOL_ADDRESS: "127.0.0.1",
+        CONF_WOL_PORT: 9,
+    }
+
+
+async def test_a_relay_or_no_power_on_needs_no_mac(hass: HomeAssistant, init_server: MockConfigEntry) -> None:
+    result = await start_add(hass, init_server)
+    result = dict(
+        await hass.config_entries.subentries.async_configure(
+            result["flow_id"], {**NEW_SERVER, CONF_POWER_ON: "none", CONF_MAC: "not one"}
+        )
+    )
+    assert result["step_id"] == "agent"
+    await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    await hass.async_block_till_done()
+    data = next(s for s in init_server.subentries.values() if s.unique_id == "backup").data
+    assert data[CONF_POWER_ON] == "none"
+    assert CONF_MAC not in data
 
 
 async def reconfigure(hass: HomeAssistant, entry: MockConfigEntry, rotate: bool) -> dict[str, Any]:
@@ -214,6 +267,36 @@ async def test_reconfigure_rotates_keys(
     assert await report(hass, (STATE, "SHUTTING_DOWN"), (HEARTBEAT, "DEAD"), (POWER, "OFF")) == "off"
     await switch(hass, "turn_on")
     assert verified(mqtt_mock, POWER_SET, new_node, RELAY_NODE) == ["PRESS"]
+
+
+async def test_reconfigure_to_wol_from_the_node(
+    hass: HomeAssistant, init_server: MockConfigEntry, mqtt_mock: MqttMockHAClient
+) -> None:
+    subentry = next(iter(init_server.subentries.values()))
+    assert CONF_POWER_ON not in subentry.data  # a subentry from before the methods: the relay
+    result = await hass.config_entries.subentries.async_init(
+        (init_server.entry_id, SUBENTRY_SERVER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry.subentry_id},
+    )
+    settings = {
+        CONF_NAME: "NAS",
+        CONF_RELAY_NODE: RELAY_NODE,
+        CONF_START_GRACE: 150,
+        CONF_STOP_GRACE: 70,
+        CONF_ROTATE_KEYS: False,
+        CONF_POWER_ON: "wol_node",
+        CONF_MAC: "0200.5e10.0001",
+    }
+    result = await hass.config_entries.subentries.async_configure(result["flow_id"], settings)
+    assert result["errors"] == {CONF_MAC: "invalid_mac"}
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {**settings, CONF_MAC: "02005e100001", CONF_WOL_PORT: 7}
+    )
+    await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    await hass.async_block_till_done()
+    await stopped(hass)
+    await switch(hass, "turn_on")
+    assert verified(mqtt_mock, POWER_SET, NODE_KEY, RELAY_NODE) == ["WOL"]
 
 
 async def test_reconfigure_rejects_a_taken_relay(hass: HomeAssistant, init_server: MockConfigEntry) -> None:

@@ -69,7 +69,7 @@ class ServerBinarySensorEntityDescription(BinarySensorEntityDescription):
 
     value_fn: Callable[[Server], bool | None]
     # The network results are retained: once the agent is gone they are history.
-    needs_agent: bool = True
+    available_fn: Callable[[Server], bool] = lambda server: server.agent_up
 
 
 def _network_check(check: str) -> ServerBinarySensorEntityDescription:
@@ -92,7 +92,15 @@ SERVER_BINARY_SENSORS: tuple[ServerBinarySensorEntityDescription, ...] = (
         translation_key="agent",
         device_class=BinarySensorDeviceClass.CONNECTIVITY,
         value_fn=_agent_connected,
-        needs_agent=False,
+        available_fn=lambda _server: True,
+    ),
+    # HA's check of the server's TCP port, for servers that have one
+    ServerBinarySensorEntityDescription(
+        key="reachable",
+        translation_key="reachable",
+        device_class=BinarySensorDeviceClass.CONNECTIVITY,
+        value_fn=lambda server: server.reachable,
+        available_fn=lambda server: bool(server.config.reach_host),
     ),
     _network_check("link"),
     _network_check("default_route"),
@@ -107,8 +115,8 @@ class ServerBinarySensor(ServerEntity, BinarySensorEntity):
 
     @property
     def available(self) -> bool:
-        """Network results are unavailable while the agent is not reporting."""
-        return super().available and (self.server.agent_up or not self.entity_description.needs_agent)
+        """Unavailable as described: network results without the agent, reachability without a port."""
+        return super().available and self.entity_description.available_fn(self.server)
 
     @property
     def is_on(self) -> bool | None:

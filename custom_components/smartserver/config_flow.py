@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from .const import (
     CONF_NODE_KEY,
     CONF_POWER_ON,
     CONF_RATE_LIMIT,
+    CONF_REACH_HOST,
+    CONF_REACH_PORT,
     CONF_RELAY_NODE,
     CONF_ROTATE_KEYS,
     CONF_SERVER_ID,
@@ -268,6 +271,8 @@ def _server_schema(*, new: bool) -> vol.Schema:
     fields[vol.Optional(CONF_MAC)] = TextSelector()
     fields[vol.Required(CONF_WOL_ADDRESS, default=protocol.WOL_ADDRESS)] = TextSelector()
     fields[vol.Required(CONF_WOL_PORT, default=protocol.WOL_PORT)] = _number(1, 65535)
+    fields[vol.Optional(CONF_REACH_HOST)] = TextSelector()
+    fields[vol.Optional(CONF_REACH_PORT)] = _number(1, 65535)
     if not new:
         fields[vol.Required(CONF_ROTATE_KEYS, default=False)] = BooleanSelector()
     return vol.Schema(fields)
@@ -306,6 +311,28 @@ def _wol_data(user_input: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A host name or an IPv4/IPv6 address: what asyncio can connect to, nothing else.
+_HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
+
+
+def _check_reach(user_input: dict[str, Any]) -> dict[str, str]:
+    """Validate the reachability check: no host (no check), or a host and a port."""
+    host = user_input.get(CONF_REACH_HOST, "").strip()
+    if not host:
+        return {}
+    if not _HOST.fullmatch(host):
+        return {CONF_REACH_HOST: "invalid_host"}
+    if not user_input.get(CONF_REACH_PORT):
+        return {CONF_REACH_PORT: "reach_port_required"}
+    return {}
+
+
+def _reach_data(user_input: dict[str, Any]) -> dict[str, Any]:
+    """Return the reachability check's host and port (validated); an empty host: no check."""
+    host = user_input.get(CONF_REACH_HOST, "").strip()
+    return {CONF_REACH_HOST: host, CONF_REACH_PORT: int(user_input[CONF_REACH_PORT]) if host else 0}
+
+
 def _new_key() -> str:
     return secrets.token_urlsafe(32)
 
@@ -339,6 +366,7 @@ class ServerSubentryFlow(ConfigSubentryFlow):
         if not user_input[CONF_NAME].strip():
             errors[CONF_NAME] = "name_required"
         errors.update(_check_wol(user_input))
+        errors.update(_check_reach(user_input))
         return errors
 
     def _take(self, user_input: dict[str, Any]) -> None:
@@ -349,6 +377,7 @@ class ServerSubentryFlow(ConfigSubentryFlow):
                 CONF_START_GRACE: int(user_input[CONF_START_GRACE]),
                 CONF_STOP_GRACE: int(user_input[CONF_STOP_GRACE]),
                 **_wol_data(user_input),
+                **_reach_data(user_input),
             }
         )
 

@@ -26,6 +26,11 @@ CONF_POWER_ON: Final = "power_on"
 CONF_MAC: Final = "mac"
 CONF_WOL_ADDRESS: Final = "wol_address"
 CONF_WOL_PORT: Final = "wol_port"
+# Reachability: a TCP port on the server that HA checks every REACH_INTERVAL_S
+CONF_REACH_HOST: Final = "reach_host"
+CONF_REACH_PORT: Final = "reach_port"
+REACH_INTERVAL_S: Final = 30
+REACH_TIMEOUT_S: Final = 5
 DEFAULT_START_GRACE: Final = 300
 DEFAULT_STOP_GRACE: Final = 180
 

@@ -262,6 +262,11 @@ class Evidence:
         self.overdue = False
         # A force off was sent: the power sense reading OFF is believed at once.
         self.forced = False
+        # Whether the server's TCP port answered at the last check (None: no answer in
+        # this power cycle yet, or no check configured).
+        self.reachable: bool | None = None
+        # After a shutdown announced live, an answer counts only once the port was gone.
+        self.await_gone = False
 
     @property
     def agent_state(self) -> str | None:
@@ -327,6 +332,8 @@ class Evidence:
             session.down_live = False
         elif not retained:
             session.down_live = True
+            # the server is going down: only an answer after it is back counts
+            self.await_gone = True
         session.new = False
 
     def take_power(self, payload: str) -> bool:
@@ -334,6 +341,9 @@ class Evidence:
         changed = payload != self.power
         if changed:
             self.overdue = False
+        if payload == protocol.POWER_OFF:
+            # an answer from before the power went belongs to the last power cycle
+            self.reachable = None
         self.power = payload
         return changed
 
@@ -347,6 +357,9 @@ class Evidence:
                 return PowerState.STOPPING
             if state is None and self.session.new:
                 return PowerState.STARTING
+            return PowerState.ON
+        if self.reachable and not self.await_gone:
+            # something answers on the server's port: it runs (its agent is not up, or crashed)
             return PowerState.ON
         if self.power == protocol.POWER_OFF:
             return PowerState.OFF
@@ -428,6 +441,12 @@ class PowerMachine:
                 "the power sense still reads ON, so the server stays on",
                 server,
             )
+        elif evidence.reachable and not evidence.await_gone:
+            LOGGER.warning(
+                "Server %s: the agent stopped reporting without announcing a shutdown; "
+                "its port still answers, so the server stays on",
+                server,
+            )
         elif evidence.power is None:
             LOGGER.warning(
                 "Server %s: the agent stopped reporting without announcing a shutdown; "
@@ -469,6 +488,18 @@ class PowerMachine:
         self._update()
         return self._take()
 
+    def on_reachable(self, answered: bool, now: float) -> list[Effect]:
+        """Take a check of the server's TCP port: an answer means on; no answer proves nothing."""
+        self._now = now
+        evidence = self.evidence
+        if not answered:
+            evidence.await_gone = False
+        if evidence.reachable is answered:
+            return []
+        evidence.reachable = answered
+        self._update()
+        return self._take()
+
     def on_node_status(self, payload: str) -> list[Effect]:
         """Take the relay node's availability: ONLINE or OFFLINE."""
         self.evidence.node_status = payload
@@ -499,7 +530,8 @@ class PowerMachine:
     def _transition(self, old: PowerState | None, new: PowerState | None) -> None:
         command = self.command
         if old is PowerState.STOPPING and (
-            (new is PowerState.ON and not self.evidence.overdue)
+            # an answering port during a reboot is the server back, not a shutdown undone
+            (new is PowerState.ON and not self.evidence.overdue and self.evidence.agent_up)
             or (new is PowerState.STARTING and command is Command.STOP)
         ):
             LOGGER.warning("Server %s: %s while stopping", self.config.server_id, new)

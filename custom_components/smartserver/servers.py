@@ -6,11 +6,12 @@ returns (timers, repair issues, commands, entity updates).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -27,7 +28,7 @@ from homeassistant.core import CALLBACK_TYPE, HassJob, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
-from homeassistant.helpers.event import async_call_later
+from homeassistant.helpers.event import async_call_later, async_track_time_interval
 from wakeonlan import send_magic_packet
 
 from . import protocol
@@ -36,6 +37,8 @@ from .const import (
     CONF_MAC,
     CONF_NODE_KEY,
     CONF_POWER_ON,
+    CONF_REACH_HOST,
+    CONF_REACH_PORT,
     CONF_RELAY_NODE,
     CONF_SERVER_ID,
     CONF_START_GRACE,
@@ -46,6 +49,8 @@ from .const import (
     DEFAULT_STOP_GRACE,
     DOMAIN,
     LOGGER,
+    REACH_INTERVAL_S,
+    REACH_TIMEOUT_S,
     SUBENTRY_SERVER,
 )
 from .power import (
@@ -93,6 +98,9 @@ class ServerConfig(PowerConfig):
     mac: str = ""
     wol_address: str = protocol.WOL_ADDRESS
     wol_port: int = protocol.WOL_PORT
+    # the TCP port HA checks for reachability; no host: no check
+    reach_host: str = ""
+    reach_port: int = 0
 
     @classmethod
     def from_subentry(cls, subentry: ConfigSubentry) -> ServerConfig:
@@ -112,6 +120,8 @@ class ServerConfig(PowerConfig):
             mac=data.get(CONF_MAC, ""),
             wol_address=data.get(CONF_WOL_ADDRESS, protocol.WOL_ADDRESS),
             wol_port=int(data.get(CONF_WOL_PORT, protocol.WOL_PORT)),
+            reach_host=data.get(CONF_REACH_HOST, ""),
+            reach_port=int(data.get(CONF_REACH_PORT, 0)),
         )
 
 
@@ -150,6 +160,7 @@ class Server:
         self.mqtt_connected = True
         self.network: dict[str, bool | None] = {}
         self._timers: dict[Timer, CALLBACK_TYPE] = {}
+        self._stop_checks: CALLBACK_TYPE | None = None
         self._listeners: list[CALLBACK_TYPE] = []
 
     # What the entities show ---------------------------------------------------------------
@@ -173,6 +184,11 @@ class Server:
     def power(self) -> str | None:
         """The relay node's power sense, ON or OFF."""
         return self.machine.evidence.power
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the server's TCP port answered at the last check; None before one."""
+        return self.machine.evidence.reachable
 
     @property
     def node_status(self) -> str | None:
@@ -292,8 +308,31 @@ class Server:
         self._timers[timer] = async_call_later(self.hass, delay, HassJob(expired, cancel_on_shutdown=True))
 
     @callback
+    def async_start_checks(self) -> None:
+        """Check the server's TCP port at an interval, if one is configured."""
+        if self.config.reach_host:
+            self._stop_checks = async_track_time_interval(
+                self.hass, self._check, timedelta(seconds=REACH_INTERVAL_S), cancel_on_shutdown=True
+            )
+
+    async def _check(self, _now: datetime | None = None) -> None:
+        """Connect to the server's port; an answer is evidence that it runs."""
+        config = self.config
+        try:
+            async with asyncio.timeout(REACH_TIMEOUT_S):
+                _reader, writer = await asyncio.open_connection(config.reach_host, config.reach_port)
+            writer.close()
+            answered = True
+        except OSError, TimeoutError:
+            answered = False
+        self._apply(self.machine.on_reachable(answered, time.monotonic()))
+
+    @callback
     def async_stop(self) -> None:
-        """Cancel the timers (the entry unloads)."""
+        """Cancel the timers and the checks (the entry unloads)."""
+        if self._stop_checks:
+            self._stop_checks()
+            self._stop_checks = None
         self._apply(self.machine.stop())
 
     def _issue_id(self, issue: Issue) -> str:
@@ -403,6 +442,7 @@ class Server:
             "power_sense_contradicts_agent": self.contradicted,
             "live_heartbeat_age_s": None if age is None else round(age, 1),
             "relay_node_status": self.node_status,
+            "reachable": self.reachable,
             "network": self.network,
             "command": self.command.value if self.command else None,
         }
@@ -435,6 +475,8 @@ class ServerHub:
         self.entry.async_on_unload(
             async_dispatcher_connect(self.hass, SIGNAL_CONFIG_ENTRY_CHANGED, self._entry_changed)
         )
+        for server in self.servers.values():
+            server.async_start_checks()
 
     @callback
     def async_heartbeat(self, server_id: str, text: str, retained: bool) -> None:

@@ -5,6 +5,7 @@ servers.Server does (a clock, the armed timers, the raised issues, the commands 
 
     hb:ALIVE  st:ONLINE   the agent's heartbeat / state, live; `/r` appended: retained
     pw:ON     node:OFFLINE the relay node's power sense / status
+    tcp:up  tcp:down       the server's TCP port answered / did not, at a check
     on  off  force reboot  turn on, turn off, force off, reboot (sent, refused or nothing)
     +61                    61 s pass; due timers fire in order
     =on  =unknown          the state is on / not known, here
@@ -118,6 +119,8 @@ class World:
             self.apply(machine.on_agent_state(payload, retained, self.now))
         elif kind == "pw":
             self.apply(machine.on_power(payload, self.now))
+        elif kind == "tcp":
+            self.apply(machine.on_reachable(payload == "up", self.now))
         elif kind == "node":
             self.apply(machine.on_node_status(payload))
         else:
@@ -502,6 +505,60 @@ ROWS = (
         "a stale live ALIVE does not outweigh the power sense",
         (*LIVE_RUNNING, "+91", "pw:OFF"),
         "off",
+    ),
+    # The server's TCP port
+    Row("the port answers: on", ("tcp:up",), "on"),
+    Row("no answer proves nothing", ("tcp:down",), None),
+    Row(
+        "the port gone while the agent is alive: still on",
+        (*LIVE_RUNNING, "tcp:up", "tcp:down", "=on", "+200"),
+        "on",
+    ),
+    Row(
+        "a crashed agent while the port answers: on, no agent_lost",
+        (*RUNNING_NO_SENSE, "tcp:up", "hb:DEAD"),
+        "on",
+    ),
+    Row(
+        "a shutdown: an answer before the port is gone does not count",
+        (
+            *RUNNING_NO_SENSE,
+            "tcp:up",
+            "off",
+            "st:SHUTTING_DOWN",
+            "hb:DEAD",
+            "=off",
+            "tcp:up",
+            "=off",
+            "tcp:down",
+            "tcp:up",
+        ),
+        "on",
+        sent=("SHUTDOWN",),
+    ),
+    Row("the power going ends an earlier answer", (*RUNNING, "tcp:up", "hb:DEAD", "=on", "pw:OFF"), "off"),
+    Row(
+        "a start: the port answers before the agent, never optimistic",
+        (*STOPPED_NO_SENSE, "on", "=off", "tcp:up", "=on", "hb:ALIVE", "=starting", "st:ONLINE", "+300"),
+        "on",
+        sent=("PRESS",),
+    ),
+    Row(
+        "a reboot: the port back before the agent ends it without issues",
+        (
+            *RUNNING,
+            "tcp:up",
+            "reboot",
+            "st:SHUTTING_DOWN",
+            "hb:DEAD",
+            "tcp:down",
+            "=stopping",
+            "tcp:up",
+            "=on",
+            "+300",
+        ),
+        "on",
+        sent=("REBOOT",),
     ),
     # The agent lost
     Row(

@@ -22,6 +22,8 @@ from custom_components.smartserver.const import (
     CONF_MAC,
     CONF_NODE_KEY,
     CONF_POWER_ON,
+    CONF_REACH_HOST,
+    CONF_REACH_PORT,
     CONF_RELAY_NODE,
     CONF_ROTATE_KEYS,
     CONF_SERVER_ID,
@@ -130,6 +132,8 @@ async def test_add_server(
         (CONF_MAC, "02:00:5e:10:00:zz", "invalid_mac"),
         (CONF_WOL_ADDRESS, "192.168.1.256", "invalid_address"),
         (CONF_WOL_ADDRESS, "broadcast", "invalid_address"),
+        (CONF_REACH_HOST, "nas lan", "invalid_host"),
+        (CONF_REACH_HOST, "nas/lan", "invalid_host"),
     ],
 )
 async def test_add_server_rejects(
@@ -190,6 +194,25 @@ async def test_a_relay_or_no_power_on_needs_no_mac(hass: HomeAssistant, init_ser
     data = next(s for s in init_server.subentries.values() if s.unique_id == "backup").data
     assert data[CONF_POWER_ON] == "none"
     assert CONF_MAC not in data
+
+
+async def test_reachability_check_settings(hass: HomeAssistant, init_server: MockConfigEntry) -> None:
+    result = await start_add(hass, init_server)
+    result = dict(
+        await hass.config_entries.subentries.async_configure(
+            result["flow_id"], {**NEW_SERVER, CONF_REACH_HOST: " nas.lan "}
+        )
+    )
+    assert result["errors"] == {CONF_REACH_PORT: "reach_port_required"}
+    result = dict(
+        await hass.config_entries.subentries.async_configure(
+            result["flow_id"], {**NEW_SERVER, CONF_REACH_HOST: " nas.lan ", CONF_REACH_PORT: 22}
+        )
+    )
+    await hass.config_entries.subentries.async_configure(result["flow_id"], {})
+    await hass.async_block_till_done()
+    data = next(s for s in init_server.subentries.values() if s.unique_id == "backup").data
+    assert (data[CONF_REACH_HOST], data[CONF_REACH_PORT]) == ("nas.lan", 22)
 
 
 async def reconfigure(hass: HomeAssistant, entry: MockConfigEntry, rotate: bool) -> dict[str, Any]:

@@ -158,16 +158,21 @@ def server_subentry(
     )
 
 
-@pytest.fixture
-def server_config_entry() -> MockConfigEntry:
-    """The hub entry with one server, NAS, switched by relay1."""
+def server_hub(**settings: Any) -> MockConfigEntry:
+    """The hub entry with one server, NAS, switched by relay1; `settings` add to its subentry."""
     return MockConfigEntry(
         domain=DOMAIN,
         title="SmartServer",
         data={},
         options={CONF_BASE_TOPIC: "home"},
-        subentries_data=[server_subentry()],
+        subentries_data=[server_subentry(**settings)],
     )
+
+
+@pytest.fixture
+def server_config_entry() -> MockConfigEntry:
+    """The hub entry with one server, NAS, switched by relay1."""
+    return server_hub()
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_REACH_HOST, CONF_REACH_PORT, DOMAIN
+from custom_components.smartserver.const import CONF_REACH_HOST, CONF_REACH_PORT
 
-from .conftest import server_subentry
+from .conftest import server_hub
 from .servers_common import HEARTBEAT, STATE, elapse, issues, power_state, report
 
 REACHABLE = "binary_sensor.nas_reachable"
@@ -45,13 +45,7 @@ def server_config_entry(request: pytest.FixtureRequest, port: int) -> MockConfig
         CONF_REACH_HOST: getattr(request, "param", "127.0.0.1"),
         CONF_REACH_PORT: port,
     }
-    return MockConfigEntry(
-        domain=DOMAIN,
-        title="SmartServer",
-        data={},
-        options={CONF_BASE_TOPIC: "home"},
-        subentries_data=[server_subentry(**settings)],
-    )
+    return server_hub(**settings)
 
 
 async def check(hass: HomeAssistant, freezer: FrozenDateTimeFactory) -> None:

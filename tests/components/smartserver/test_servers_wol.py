@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Generator
-from typing import Any
 
 import pytest
 from homeassistant.core import HomeAssistant
@@ -15,15 +14,13 @@ from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver import protocol
 from custom_components.smartserver.const import (
-    CONF_BASE_TOPIC,
     CONF_MAC,
     CONF_POWER_ON,
     CONF_WOL_ADDRESS,
     CONF_WOL_PORT,
-    DOMAIN,
 )
 
-from .conftest import NODE_KEY, RELAY_NODE, server_subentry
+from .conftest import NODE_KEY, RELAY_NODE, server_hub
 from .servers_common import POWER_SET, power_state, published, report, stopped, switch
 
 MAC = "02:00:5E:10:00:01"
@@ -39,22 +36,14 @@ def listener(socket_enabled: None) -> Generator[socket.socket]:
     sock.close()
 
 
-def hub(**settings: Any) -> MockConfigEntry:
-    return MockConfigEntry(
-        domain=DOMAIN,
-        title="SmartServer",
-        data={},
-        options={CONF_BASE_TOPIC: "home"},
-        subentries_data=[server_subentry(**settings)],
-    )
-
-
 @pytest.fixture
 def server_config_entry(request: pytest.FixtureRequest, listener: socket.socket) -> MockConfigEntry:
     """The hub with NAS powered on by the method the test names (Wake-on-LAN to the listener)."""
     method = getattr(request, "param", "wol_ha")
     port = listener.getsockname()[1]
-    return hub(**{CONF_POWER_ON: method, CONF_MAC: MAC, CONF_WOL_ADDRESS: "127.0.0.1", CONF_WOL_PORT: port})
+    return server_hub(
+        **{CONF_POWER_ON: method, CONF_MAC: MAC, CONF_WOL_ADDRESS: "127.0.0.1", CONF_WOL_PORT: port}
+    )
 
 
 @pytest.mark.usefixtures("init_server")

@@ -13,7 +13,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import SmartServerConfigEntry
 from .entity import NodeEntity, ServerEntity, async_setup_platform
-from .servers import Server
+from .servers import PowerState, Server
 
 PARALLEL_UPDATES = 0
 
@@ -83,7 +83,10 @@ def _network_check(check: str) -> ServerBinarySensorEntityDescription:
 
 
 def _agent_connected(server: Server) -> bool | None:
-    return None if server.heartbeat is None else server.agent_up
+    # no heartbeat ever (a new agent) but the server is off: its agent is not connected
+    if server.heartbeat is None and server.state is not PowerState.OFF:
+        return None
+    return server.agent_up
 
 
 SERVER_BINARY_SENSORS: tuple[ServerBinarySensorEntityDescription, ...] = (

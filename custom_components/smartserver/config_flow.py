@@ -20,6 +20,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import CONF_NAME
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.selector import (
     BooleanSelector,
     NumberSelector,
@@ -65,6 +66,7 @@ from .const import (
     DOMAIN,
     SUBENTRY_SERVER,
 )
+from .helpers import node_id_of_device
 from .power import PowerOn
 
 
@@ -254,11 +256,14 @@ _GRACE = NumberSelector(
 )
 
 
-def _server_schema(*, new: bool) -> vol.Schema:
+def _server_schema(*, new: bool, nodes: list[str]) -> vol.Schema:
     fields: dict[Any, Any] = {vol.Required(CONF_NAME): TextSelector()}
     if new:
         fields[vol.Required(CONF_SERVER_ID)] = TextSelector()
-    fields[vol.Required(CONF_RELAY_NODE)] = TextSelector()
+    # the nodes SmartServer has heard from, or a node id typed in (not flashed yet)
+    fields[vol.Required(CONF_RELAY_NODE)] = SelectSelector(
+        SelectSelectorConfig(options=nodes, custom_value=True, sort=True, mode=SelectSelectorMode.DROPDOWN)
+    )
     fields[vol.Required(CONF_START_GRACE, default=DEFAULT_START_GRACE)] = _GRACE
     fields[vol.Required(CONF_STOP_GRACE, default=DEFAULT_STOP_GRACE)] = _GRACE
     fields[vol.Required(CONF_POWER_ON, default=PowerOn.RELAY.value)] = SelectSelector(
@@ -369,6 +374,11 @@ class ServerSubentryFlow(ConfigSubentryFlow):
         errors.update(_check_reach(user_input))
         return errors
 
+    def _known_nodes(self) -> list[str]:
+        """Return the ids of the nodes that have a device under the hub entry."""
+        devices = dr.async_entries_for_config_entry(dr.async_get(self.hass), self._get_entry().entry_id)
+        return sorted({node for device in devices if (node := node_id_of_device(device)) is not None})
+
     def _take(self, user_input: dict[str, Any]) -> None:
         self._data.update(
             {
@@ -392,7 +402,9 @@ class ServerSubentryFlow(ConfigSubentryFlow):
             return await self.async_step_agent()
         return self.async_show_form(
             step_id="user",
-            data_schema=self.add_suggested_values_to_schema(_server_schema(new=True), user_input),
+            data_schema=self.add_suggested_values_to_schema(
+                _server_schema(new=True, nodes=self._known_nodes()), user_input
+            ),
             errors=errors,
         )
 
@@ -410,7 +422,7 @@ class ServerSubentryFlow(ConfigSubentryFlow):
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=self.add_suggested_values_to_schema(
-                _server_schema(new=False), user_input or dict(subentry.data)
+                _server_schema(new=False, nodes=self._known_nodes()), user_input or dict(subentry.data)
             ),
             errors=errors,
             description_placeholders={"server_id": subentry.data[CONF_SERVER_ID]},

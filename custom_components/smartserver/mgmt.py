@@ -70,7 +70,10 @@ def load_bundle(directory: Path) -> Bundle | None:
         data = json.loads(manifest)
         files = {name: (directory / name).read_bytes() for name in data["files"]}
     except (OSError, ValueError, KeyError, TypeError) as err:
-        LOGGER.debug("No bundled node firmware in %s: %s", directory, err)
+        LOGGER.info(
+            "No node firmware bundled in %s (not a release zip): no firmware updates offered", directory
+        )
+        LOGGER.debug("Reading the bundle: %s", err)
         return None
     for name, digest in data["files"].items():
         if hashlib.sha256(files[name]).hexdigest() != digest:

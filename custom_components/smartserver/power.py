@@ -310,8 +310,9 @@ class Evidence:
         if payload != protocol.ALIVE:
             self.session.alive_at = None
             return previous
-        if previous == protocol.DEAD:
-            # A new agent session: what it said before no longer holds.
+        if previous == protocol.DEAD or (previous is None and not retained):
+            # A new agent session: what it said before no longer holds. A live first
+            # ALIVE is one too (a new agent, nothing retained): its state follows.
             self.session = _Session(new=True)
         session = self.session
         if not retained:
@@ -512,7 +513,7 @@ class PowerMachine:
         old = self.state
         if new is not old:
             self.state = new
-            LOGGER.info("Server %s: %s -> %s", self.config.server_id, old, new)
+            LOGGER.info("Server %s: %s -> %s", self.config.server_id, old or "unknown", new or "unknown")
             self._transition(old, new)
         # Reaching the state for real (not by a grace running out) solves earlier issues.
         if (new is PowerState.ON and self.evidence.agent_up) or new is PowerState.OFF:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
 from homeassistant.components.sensor import (
     RestoreSensor,
@@ -52,12 +52,31 @@ def _timestamp(value: float | None) -> datetime | None:
     return None if value is None else dt_util.utc_from_timestamp(value)
 
 
-def _set_errors(node: Node, value: int) -> None:
-    node.errors += value
+# what a sensor's restored native value can be
+type RestoredValue = StateType | date | Decimal
 
 
-def _set_criticals(node: Node, value: int) -> None:
-    node.criticals += value
+def _count(last: RestoredValue) -> int | None:
+    try:
+        return int(float(str(last)))
+    except ValueError:
+        return None
+
+
+def _set_errors(node: Node, last: RestoredValue) -> None:
+    if (value := _count(last)) is not None:
+        node.errors += value
+
+
+def _set_criticals(node: Node, last: RestoredValue) -> None:
+    if (value := _count(last)) is not None:
+        node.criticals += value
+
+
+def _set_last_message(node: Node, last: RestoredValue) -> None:
+    # a reload (adding a server, changing options) must not blank the last line
+    if node.last_message is None and isinstance(last, str):
+        node.last_message = last
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +84,7 @@ class NodeSensorDescription(SensorEntityDescription):
     """A node sensor: its value, and how a counter resumes after a restart."""
 
     value_fn: Callable[[Node], StateType | datetime]
-    restore_fn: Callable[[Node, int], None] | None = None
+    restore_fn: Callable[[Node, RestoredValue], None] | None = None
 
 
 NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
@@ -73,6 +92,7 @@ NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
         key="last_log",
         translation_key="last_log",
         value_fn=lambda node: node.last_message,
+        restore_fn=_set_last_message,
     ),
     NodeSensorDescription(
         key="errors",
@@ -91,6 +111,7 @@ NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
     NodeSensorDescription(
         key="config_served",
         translation_key="config_served",
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda node: _timestamp(node.served_at),
@@ -98,12 +119,14 @@ NODE_SENSORS: tuple[NodeSensorDescription, ...] = (
     NodeSensorDescription(
         key="config_hash",
         translation_key="config_hash",
+        entity_registry_enabled_default=False,
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda node: node.served_hash[:12] if node.served_hash else None,
     ),
     NodeSensorDescription(
         key="suppressed",
         translation_key="suppressed",
+        entity_registry_enabled_default=False,
         entity_category=EntityCategory.DIAGNOSTIC,
         state_class=SensorStateClass.TOTAL_INCREASING,
         value_fn=lambda node: node.suppressed,
@@ -117,12 +140,12 @@ class NodeSensor(NodeEntity, RestoreSensor):
     entity_description: NodeSensorDescription
 
     async def async_added_to_hass(self) -> None:
-        """Counters continue from their last value."""
+        """Counters continue from their last value; the last line stays until a new one."""
         await super().async_added_to_hass()
         restore = self.entity_description.restore_fn
-        if restore is not None and (last := await self.async_get_last_sensor_data()) is not None:
-            with contextlib.suppress(ValueError):
-                restore(self.node, int(float(str(last.native_value))))
+        last = await self.async_get_last_sensor_data() if restore is not None else None
+        if restore is not None and last is not None and last.native_value is not None:
+            restore(self.node, last.native_value)
 
     @property
     def native_value(self) -> StateType | datetime:

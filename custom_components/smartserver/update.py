@@ -26,6 +26,11 @@ from .mgmt import FirmwareManager, NodeFirmware
 
 PARALLEL_UPDATES = 1
 
+NO_BUNDLE = (
+    "This install of SmartServer carries no usable node firmware (it was not installed from a "
+    "release zip, or its files do not match their manifest): no update is offered."
+)
+
 
 async def async_setup_entry(
     hass: HomeAssistant, entry: SmartServerConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
@@ -102,6 +107,10 @@ class NodeFirmwareEntity(SmartServerEntity, UpdateEntity):
                 return
         self._attr_installed_version = info.version if info else None
         self._attr_latest_version = bundle.version if bundle else None
+        if bundle is None and info is not None:
+            # nothing to offer, and HA would show "unknown": say so instead
+            self._attr_latest_version = info.version
+            self._attr_release_summary = NO_BUNDLE
 
     def version_is_newer(self, latest_version: str, installed_version: str) -> bool:
         """Return True for the bundled build of the installed version, else compare."""

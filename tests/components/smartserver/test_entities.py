@@ -71,6 +71,7 @@ async def test_server_device(
 
 
 @pytest.mark.parametrize("platform", [Platform.SENSOR, Platform.BINARY_SENSOR, Platform.EVENT])
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_entities_snapshot(
     hass: HomeAssistant,
     mqtt_mock: MqttMockHAClient,
@@ -89,3 +90,20 @@ async def test_entities_snapshot(
         await node_traffic(hass)
         await snapshot_platform(hass, entity_registry, snapshot, mock_config_entry.entry_id)
     await hass.config_entries.async_unload(mock_config_entry.entry_id)
+
+
+@pytest.mark.usefixtures("mqtt_client_closing")
+async def test_rarely_needed_diagnostics_are_disabled_by_default(
+    hass: HomeAssistant, init_integration: MockConfigEntry, entity_registry: er.EntityRegistry
+) -> None:
+    await node_traffic(hass)
+    disabled = {
+        entry.entity_id
+        for entry in er.async_entries_for_config_entry(entity_registry, init_integration.entry_id)
+        if entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION
+    }
+    assert disabled == {
+        "sensor.node1_config_last_served",
+        "sensor.node1_config_hash",
+        "sensor.node1_suppressed_log_events",
+    }

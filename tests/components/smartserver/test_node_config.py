@@ -407,6 +407,8 @@ async def test_push_config_action(
     assert err2.value.translation_key == "not_a_node"
 
 
+# a diagnostic sensor, disabled by default
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_last_served_time_and_hash(
     hass: HomeAssistant, init_integration: MockConfigEntry, mqtt_mock: MqttMockHAClient
 ) -> None:

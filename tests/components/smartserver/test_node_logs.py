@@ -302,6 +302,8 @@ async def test_write_error_at_unload_reports_lost_lines(
     assert lines(general_log(hass))[0].endswith("doomed")
 
 
+# a diagnostic sensor, disabled by default
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_flood_of_20000_loses_nothing_and_is_rate_limited(
     hass: HomeAssistant, init_integration: MockConfigEntry, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -335,6 +337,8 @@ async def test_flood_of_20000_loses_nothing_and_is_rate_limited(
     assert last.state == "flood 19950"
 
 
+# a diagnostic sensor, disabled by default
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_rate_limit_option(
     hass: HomeAssistant,
     mqtt_mock: MqttMockHAClient,

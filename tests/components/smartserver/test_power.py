@@ -190,6 +190,29 @@ ROWS = (
         sent=("PRESS",),
     ),
     Row(
+        # a new server: nothing retained yet; the agent's first ALIVE is live
+        "first start of a new agent, never on before its state",
+        (
+            "pw:OFF",
+            "=off",
+            "on",
+            "pw:ON",
+            "=starting",
+            "hb:ALIVE",
+            "=starting",
+            "st:STARTING",
+            "=starting",
+            "st:ONLINE",
+        ),
+        "on",
+        sent=("PRESS",),
+    ),
+    Row(
+        "HA starts while a new agent runs: retained ALIVE then ONLINE, straight to on",
+        ("pw:ON", "hb:ALIVE/r", "st:ONLINE/r"),
+        "on",
+    ),
+    Row(
         "start without a power sense",
         (*STOPPED_NO_SENSE, "on", "=off", "hb:ALIVE", "st:STARTING", "=starting", "st:ONLINE"),
         "on",
@@ -704,6 +727,10 @@ def test_logs(caplog: pytest.LogCaptureFixture) -> None:
         "Server nas: no heartbeat from the agent for 90 s; following node relay1's power sense" in caplog.text
     )
     assert "Server nas: on -> off" in caplog.text
+    caplog.clear()
+    World().play("pw:OFF")
+    assert "Server nas: unknown -> off" in caplog.text
+    assert "None" not in caplog.text
     caplog.clear()
     World().play(*LIVE_RUNNING, "pw:OFF", "hb:DEAD")
     assert "the agent died (its Will): node relay1's power sense (OFF) was right" in caplog.text

@@ -42,3 +42,18 @@ async def test_counters_restored(hass: HomeAssistant, mock_config_entry: MockCon
     await written(hass)
     assert hass.states.get("sensor.node1_errors_logged").state == "8"  # type: ignore[union-attr]
     await hass.config_entries.async_unload(mock_config_entry.entry_id)
+
+
+@pytest.mark.usefixtures("mqtt_client_closing")
+async def test_last_log_survives_a_reload(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    """Adding a server or changing an option reloads the entry: the last line stays."""
+    async_fire_mqtt_message(hass, "home/log/info/node1", "booted")
+    await written(hass)
+    assert hass.states.get("sensor.node1_last_log").state == "booted"  # type: ignore[union-attr]
+    assert await hass.config_entries.async_reload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get("sensor.node1_last_log").state == "booted"  # type: ignore[union-attr]
+    # a new line replaces it as before
+    async_fire_mqtt_message(hass, "home/log/info/node1", "running")
+    await written(hass)
+    assert hass.states.get("sensor.node1_last_log").state == "running"  # type: ignore[union-attr]

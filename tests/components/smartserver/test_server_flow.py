@@ -393,3 +393,21 @@ async def test_last_step_says_what_to_do_next(hass: HomeAssistant, init_server: 
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["description_placeholders"] == {"name": "Backup box", "relay_node": "relay2"}
     await hass.async_block_till_done()
+
+
+async def test_relay_node_is_picked_from_known_nodes(
+    hass: HomeAssistant, init_server: MockConfigEntry
+) -> None:
+    """The nodes SmartServer heard from are offered; a node not flashed yet can be typed."""
+    async_fire_mqtt_message(hass, "home/log/info/garage", "booted")
+    await hass.async_block_till_done()
+    result = await start_add(hass, init_server)
+    schema = result["data_schema"].schema
+    (field,) = (key for key in schema if key == CONF_RELAY_NODE)
+    config = schema[field].config
+    assert config["options"] == sorted(["garage", RELAY_NODE])
+    assert config["custom_value"] is True
+    typed = {**NEW_SERVER, CONF_RELAY_NODE: "not-flashed-yet"}
+    result = dict(await hass.config_entries.subentries.async_configure(result["flow_id"], typed))
+    assert result["step_id"] == "agent"
+    assert result["description_placeholders"]["relay_node"] == "not-flashed-yet"

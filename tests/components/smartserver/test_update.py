@@ -145,7 +145,7 @@ async def test_without_bundled_firmware_only_the_installed_version_shows(
 ) -> None:
     await setup(Path("/nonexistent"))
     await wait_until(hass, ENTITY, lambda state: state.attributes.get("installed_version") == "0.1.0")
-    assert hass.states.get(ENTITY).state == "unknown"  # type: ignore[union-attr]
-    # No latest version: HA itself offers no install.
+    # up to date with what this install carries (nothing): no "unknown", and no install
+    assert hass.states.get(ENTITY).state == "off"  # type: ignore[union-attr]
     with pytest.raises(HomeAssistantError, match="No update available"):
         await install(hass)

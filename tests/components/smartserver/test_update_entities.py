@@ -431,9 +431,14 @@ async def test_without_a_bundle_only_the_installed_version_shows(
     server_config_entry: MockConfigEntry,
 ) -> None:
     await setup_update(hass, server_config_entry, Path("/nonexistent"))
+    assert versions(hass, RELAY) == ("unknown", None, None)  # nothing known yet
     publish_info(hass, RELAY_NODE, info())
     await hass.async_block_till_done()
-    assert versions(hass, RELAY) == ("unknown", "0.1.0", None)
+    # no "unknown" once the node's version is known: nothing to offer, and why
+    assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
+    summary = hass.states.get(RELAY).attributes["release_summary"]  # type: ignore[union-attr]
+    assert "no usable node firmware" in summary
+    assert len(summary) <= 255
     assert await hass.config_entries.async_unload(server_config_entry.entry_id)
 
 
@@ -449,7 +454,7 @@ async def test_a_corrupt_bundle_is_not_offered(
     await setup_update(hass, server_config_entry, bundle_dir)
     publish_info(hass, RELAY_NODE, info())
     await hass.async_block_till_done()
-    assert versions(hass, RELAY) == ("unknown", "0.1.0", None)
+    assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
     assert "node.mpy does not match its manifest" in caplog.text
     assert await hass.config_entries.async_unload(server_config_entry.entry_id)
 

@@ -40,7 +40,7 @@ def prepare_answer(storage: Storage, node_id: str) -> Answer:
     payload = json.dumps(loaded.config, separators=(",", ":"))
     components: list[tuple[str, str]] = []
     for name, value in loaded.components():
-        if not protocol.COMPONENT_PATTERN.fullmatch(name) or name == "set":
+        if not protocol.valid_name(name) or name == "set":
             loaded.warnings.append(
                 f"component {name[:64]!r} cannot be a topic level: left out of chunked answers"
             )

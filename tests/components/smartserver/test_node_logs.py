@@ -134,7 +134,7 @@ async def test_login_and_other_topics_never_logged(
     assert not general_log(hass).exists()
 
 
-@pytest.mark.parametrize("node", ["..", "%2e%2e", "+", "#", "a" * 300, "nö"])
+@pytest.mark.parametrize("node", ["..", "+", "#", "a" * 300, "ö" * 33])
 async def test_hostile_ids_write_nothing(
     hass: HomeAssistant, init_integration: MockConfigEntry, node: str, caplog: pytest.LogCaptureFixture
 ) -> None:

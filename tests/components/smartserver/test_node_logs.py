@@ -354,6 +354,29 @@ async def test_rate_limit_option(
     await hass.config_entries.async_unload(entry.entry_id)
 
 
+async def test_warnings_cannot_spend_the_critical_events(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+) -> None:
+    """A burst below critical is limited; the critical line after it still fires."""
+    entry = await _setup(hass, mock_config_entry, **{CONF_RATE_LIMIT: 2})
+    events = async_capture_events(hass, EVENT_LOG)
+    for i in range(10):
+        log(hass, "warning", "node1", f"w{i}")
+    log(hass, "critical", "node1", "pump stopped")
+    await written(hass)
+    assert [e.data["message"] for e in events if e.data["level"] == "critical"] == ["pump stopped"]
+    assert len([e for e in events if e.data["level"] == "warning"]) < 10
+    # critical lines have a budget too: a flood of them is limited as well
+    for i in range(10):
+        log(hass, "critical", "node1", f"c{i}")
+    await written(hass)
+    assert len([e for e in events if e.data["level"] == "critical"]) < 11
+    await hass.config_entries.async_unload(entry.entry_id)
+
+
 @pytest.mark.parametrize(("rate", "interval"), [(5, 1.0), (0.5, 2.0)])
 async def test_entity_states_at_most_once_a_second(
     hass: HomeAssistant,

@@ -106,6 +106,7 @@ class SmartServerCoordinator:
         """Subscribe the nodes' configuration requests and log lines (after the platforms)."""
         # the platforms made the servers' devices: their agents' log events carry their ids
         self.nodes.registry.async_link_server_devices()
+        await self.nodes.registry.async_scan()  # nodes on disk are never held back
         await self._subscribe(protocol.login_request_filter(self.base), self._on_login, qos=0)
         await self._subscribe(protocol.log_filter(self.base), self._on_log)
 

@@ -229,6 +229,18 @@ class Storage:
 
     # client directories ------------------------------------------------------
 
+    def known_ids(self) -> set[str]:
+        """Ids in device_names.yaml or with a folder: nodes the new-node budget never holds back."""
+        with self._lock:
+            known = set(self.read_names())
+            try:
+                with os.scandir(self.clients_dir()) as scan:
+                    folders = [entry.name for entry in scan if entry.is_dir()]
+            except FileNotFoundError:
+                folders = []
+        known.update(name for folder in folders if (name := name_of_file(folder)) is not None)
+        return known
+
     def node_dir(self, node_id: str) -> Path:
         """Return the node's directory, created or renamed to its current name as needed.
 

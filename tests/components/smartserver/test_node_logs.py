@@ -44,7 +44,7 @@ from custom_components.smartserver.const import (
 )
 from custom_components.smartserver.storage import Storage
 
-from .nodes_common import node_device, root, settle, tree, wait_until, written
+from .nodes_common import answers, node_device, root, settle, tree, wait_until, write, written
 
 LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d)\] \[([^\]]+)\] \[([^\]]+)\] (.*)")
 
@@ -595,6 +595,57 @@ async def test_new_nodes_beyond_the_budget_are_held_back(
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=node_registry.NEW_NODES_QUIET_S + 1))
     await settle(hass)
     assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is None
+    await hass.config_entries.async_unload(init_integration.entry_id)
+
+
+async def test_nodes_on_disk_are_never_held_back(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restart of a fleet: nodes with a folder or a name get answers and files, budget or not."""
+    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
+    write(root(hass) / "device_names.yaml", "named: null\n")
+    write(root(hass) / "clients/configured/config/led.json", '{"pin": 2}')
+    init_integration = await _setup(hass, mock_config_entry)
+    async_fire_mqtt_message(hass, "home/login/configured/set", '"5.1.0"')
+    log(hass, "error", "named", "hello")
+    log(hass, "error", "made-up", "hello")
+    await flush(hass, init_integration)
+    assert answers(mqtt_mock) == [("home/login/configured", '{"led":{"pin":2},"_order":["led"]}')]
+    assert "hello" in node_log(hass, "named").read_text()
+    assert node_device(hass, init_integration, "configured") is not None
+    assert node_device(hass, init_integration, "named") is not None
+    # the budget still holds back made-up ids
+    assert node_device(hass, init_integration, "made-up") is None
+    assert not (root(hass) / "clients" / "made-up").exists()
+    assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is not None
+    await hass.config_entries.async_unload(init_integration.entry_id)
+
+
+async def test_folder_made_while_running_is_served(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A held-back id's request reads the folder again: a node set up by hand is answered."""
+    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
+    monkeypatch.setattr(node_registry, "RESCAN_S", 0)
+    init_integration = await _setup(hass, mock_config_entry)
+    async_fire_mqtt_message(hass, "home/login/late/set", '"5.1.0"')
+    await flush(hass, init_integration)
+    assert answers(mqtt_mock) == []
+    write(root(hass) / "clients/late/config/led.json", '{"pin": 2}')
+    async_fire_mqtt_message(hass, "home/login/late/set", '"5.1.0"')
+    await flush(hass, init_integration)
+    assert answers(mqtt_mock) == [("home/login/late", '{"led":{"pin":2},"_order":["led"]}')]
+    log(hass, "info", "late", "now known")
+    await flush(hass, init_integration)
+    assert "now known" in node_log(hass, "late").read_text()
     await hass.config_entries.async_unload(init_integration.entry_id)
 
 

@@ -232,14 +232,15 @@ class Storage:
     def known_ids(self) -> set[str]:
         """Ids in device_names.yaml or with a folder: nodes the new-node budget never holds back."""
         with self._lock:
-            known = set(self.read_names())
+            names = self.read_names()
             try:
                 with os.scandir(self.clients_dir()) as scan:
-                    folders = [entry.name for entry in scan if entry.is_dir()]
+                    folders = {entry.name for entry in scan if entry.is_dir()}
             except FileNotFoundError:
-                folders = []
-        known.update(name for folder in folders if (name := name_of_file(folder)) is not None)
-        return known
+                folders = set()
+        # a renamed node's folder carries its name, not an id
+        folders -= {self._name_in(names, node_id) for node_id in names}
+        return set(names) | {name for folder in folders if (name := name_of_file(folder)) is not None}
 
     def node_dir(self, node_id: str) -> Path:
         """Return the node's directory, created or renamed to its current name as needed.

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
@@ -148,3 +149,20 @@ async def test_unusual_ids_map_to_their_own_folder(
         f"smartserver/clients/{folder}/config/x%3Ay.json",
         f"smartserver/clients/{folder}/{folder}.log",
     }
+
+
+async def test_friendly_id_node_kept_across_a_reload(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mqtt_mock: MqttMockHAClient
+) -> None:
+    """The device of a node with a dot and a space in its id is the same node after a reload."""
+    await request(hass, FRIENDLY_ID, '"5.1.0"')
+    device = node_device(hass, init_integration, FRIENDLY_ID)
+    assert device is not None
+    assert await hass.config_entries.async_reload(init_integration.entry_id)
+    await settle(hass)
+    entities = er.async_entries_for_device(er.async_get(hass), device.id)
+    assert entities
+    for entity in entities:  # set up again at start, not left as restored placeholders
+        state = hass.states.get(entity.entity_id)
+        assert state is not None
+        assert not state.attributes.get("restored"), entity.entity_id

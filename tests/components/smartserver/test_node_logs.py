@@ -607,12 +607,14 @@ async def test_nodes_on_disk_are_never_held_back(
 ) -> None:
     """A restart of a fleet: nodes with a folder or a name get answers and files, budget or not."""
     monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
-    write(root(hass) / "device_names.yaml", "named: null\n")
+    write(root(hass) / "device_names.yaml", "named: null\nnode1: kitchen\n")
     write(root(hass) / "clients/configured/config/led.json", '{"pin": 2}')
+    write(root(hass) / "clients/kitchen/config/led.json", '{"pin": 3}')  # node1's, renamed
     init_integration = await _setup(hass, mock_config_entry)
     async_fire_mqtt_message(hass, "home/login/configured/set", '"5.1.0"')
     log(hass, "error", "named", "hello")
     log(hass, "error", "made-up", "hello")
+    log(hass, "error", "kitchen", "hello")  # a name is not an id
     await flush(hass, init_integration)
     assert answers(mqtt_mock) == [("home/login/configured", '{"led":{"pin":2},"_order":["led"]}')]
     assert "hello" in node_log(hass, "named").read_text()
@@ -620,6 +622,7 @@ async def test_nodes_on_disk_are_never_held_back(
     assert node_device(hass, init_integration, "named") is not None
     # the budget still holds back made-up ids
     assert node_device(hass, init_integration, "made-up") is None
+    assert node_device(hass, init_integration, "kitchen") is None
     assert not (root(hass) / "clients" / "made-up").exists()
     assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is not None
     await hass.config_entries.async_unload(init_integration.entry_id)

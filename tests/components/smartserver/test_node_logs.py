@@ -351,25 +351,11 @@ async def test_rate_limit_option(
     assert state is not None
     assert len(events) + int(state.state) == 10
     assert len(events) >= 2
-    await hass.config_entries.async_unload(entry.entry_id)
-
-
-async def test_warnings_cannot_spend_the_critical_events(
-    hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    mqtt_client_closing: None,
-    mock_config_entry: MockConfigEntry,
-) -> None:
-    """A burst below critical is limited; the critical line after it still fires."""
-    entry = await _setup(hass, mock_config_entry, **{CONF_RATE_LIMIT: 2})
-    events = async_capture_events(hass, EVENT_LOG)
-    for i in range(10):
-        log(hass, "warning", "node1", f"w{i}")
+    # the burst spent the budget below critical; a critical line has its own
     log(hass, "critical", "node1", "pump stopped")
     await written(hass)
     assert [e.data["message"] for e in events if e.data["level"] == "critical"] == ["pump stopped"]
-    assert len([e for e in events if e.data["level"] == "warning"]) < 10
-    # critical lines have a budget too: a flood of them is limited as well
+    # a flood of critical lines is limited too
     for i in range(10):
         log(hass, "critical", "node1", f"c{i}")
     await written(hass)
@@ -598,15 +584,21 @@ async def test_new_nodes_beyond_the_budget_are_held_back(
     await hass.config_entries.async_unload(init_integration.entry_id)
 
 
+@pytest.fixture
+def no_new_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No budget for new nodes; a held-back id has the folder read again at once."""
+    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
+    monkeypatch.setattr(node_registry, "RESCAN_S", 0)
+
+
 async def test_nodes_on_disk_are_never_held_back(
     hass: HomeAssistant,
     mqtt_mock: MqttMockHAClient,
     mqtt_client_closing: None,
     mock_config_entry: MockConfigEntry,
-    monkeypatch: pytest.MonkeyPatch,
+    no_new_nodes: None,
 ) -> None:
     """A restart of a fleet: nodes with a folder or a name get answers and files, budget or not."""
-    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
     write(root(hass) / "device_names.yaml", "named: null\nnode1: kitchen\n")
     write(root(hass) / "clients/configured/config/led.json", '{"pin": 2}')
     write(root(hass) / "clients/kitchen/config/led.json", '{"pin": 3}')  # node1's, renamed
@@ -625,27 +617,16 @@ async def test_nodes_on_disk_are_never_held_back(
     assert node_device(hass, init_integration, "kitchen") is None
     assert not (root(hass) / "clients" / "made-up").exists()
     assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is not None
-    await hass.config_entries.async_unload(init_integration.entry_id)
 
-
-async def test_folder_made_while_running_is_served(
-    hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    mqtt_client_closing: None,
-    mock_config_entry: MockConfigEntry,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A held-back id's request reads the folder again: a node set up by hand is answered."""
-    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
-    monkeypatch.setattr(node_registry, "RESCAN_S", 0)
-    init_integration = await _setup(hass, mock_config_entry)
+    # a held-back id's request reads the folder again: a node set up by hand is answered
+    mqtt_mock.async_publish.reset_mock()
     async_fire_mqtt_message(hass, "home/login/late/set", '"5.1.0"')
     await flush(hass, init_integration)
     assert answers(mqtt_mock) == []
-    write(root(hass) / "clients/late/config/led.json", '{"pin": 2}')
+    write(root(hass) / "clients/late/config/led.json", '{"pin": 4}')
     async_fire_mqtt_message(hass, "home/login/late/set", '"5.1.0"')
     await flush(hass, init_integration)
-    assert answers(mqtt_mock) == [("home/login/late", '{"led":{"pin":2},"_order":["led"]}')]
+    assert answers(mqtt_mock) == [("home/login/late", '{"led":{"pin":4},"_order":["led"]}')]
     log(hass, "info", "late", "now known")
     await flush(hass, init_integration)
     assert "now known" in node_log(hass, "late").read_text()
@@ -657,10 +638,9 @@ async def test_held_back_issue_waits_for_the_last_node(
     mqtt_mock: MqttMockHAClient,
     mqtt_client_closing: None,
     mock_config_entry: MockConfigEntry,
-    monkeypatch: pytest.MonkeyPatch,
+    no_new_nodes: None,
 ) -> None:
     """Each held-back node restarts the hour; unloading clears the issue (the budget restarts)."""
-    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
     init_integration = await _setup(hass, mock_config_entry)
     log(hass, "info", "made-up-1", "x")
     await flush(hass, init_integration)

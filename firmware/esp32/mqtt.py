@@ -10,6 +10,7 @@ import random
 import struct
 from time import ticks_diff, ticks_ms
 
+import bootstate
 import network
 
 MAX_INFLIGHT = 4
@@ -164,7 +165,9 @@ class MQTT:
         )
 
     async def disconnect(self):
-        """Planned disconnect: OFFLINE first (a clean DISCONNECT discards the Will)."""
+        """Planned disconnect: OFFLINE first (a clean DISCONNECT discards the Will).
+        A planned reset follows (mgmt, fwupdate, node): it is not counted as a crash."""
+        bootstate.planned()
         self._stopped = True
         if self.up.is_set():
             gen = self._gen

@@ -1,5 +1,5 @@
 # The node: configuration, MQTT, logging and remote configuration always; relay and
-# power sense unless the node is in safe mode (N consecutive crash boots).
+# power sense unless the node is in safe mode (decided by main.py with bootstate.py).
 import asyncio
 import gc
 import json
@@ -22,14 +22,13 @@ class Node:
         self.state = state
         self.cached = remote_config.relevant(remote_config.load_cache())
         self.config = config = settings.load(self.cached)
-        self.safe = state.crashes >= int(config["safe_mode_after"])
+        self.safe = state.safe
         self.base = config["base"]
         self.id = config["node_id"]
         self.mqtt = MQTT(config, self.id, "%s/node/%s/status" % (self.base, self.id))
         self.failure = None
         self._failed = asyncio.Event()
         self.mem_peak = 0
-        self.started = ticks_ms()
         self.modules = {}
         self.manager = None
         fw = _read_json("firmware.json") or {}
@@ -53,7 +52,7 @@ class Node:
                 "version": self.firmware,
                 "build": self.build,
                 "update": self.update,
-                "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
+                "uptime_s": bootstate.uptime_s(),
                 "reset_cause": self.state.cause,
                 "crashes": self.state.crashes,
                 "safe_mode": self.safe,
@@ -117,6 +116,7 @@ class Node:
     async def _housekeeping(self):
         tick = 0
         while True:
+            bootstate.uptime_s()  # often enough to count every ticks_ms wrap
             alloc = gc.mem_alloc()
             if alloc > self.mem_peak:
                 self.mem_peak = alloc
@@ -214,7 +214,7 @@ class Node:
         changed.cancel()
         if self.failure == "reboot":
             await mqtt.disconnect()
-            machine.reset()
+            bootstate.reset()
         raise self.failure
 
     async def _await_change(self, remote, used):
@@ -236,8 +236,7 @@ def _read_json(path):
         return None
 
 
-def run():
-    state = bootstate.BootState()
+def run(state):
     node = Node(state)
     try:
         asyncio.run(node.main())

@@ -5,6 +5,7 @@ import asyncio
 from time import ticks_diff, ticks_ms
 
 import log
+import settings
 import sign
 from machine import Pin, Timer
 
@@ -21,8 +22,9 @@ class Relay:
         self._pin = Pin(cfg["pin"], Pin.OUT, value=1 - self._active)
         self._timer = Timer(cfg.get("timer", 0))
         self._off_cb = self._timer_off  # bound once: no allocation in the timer callback
-        self.max_on_ms = min(int(cfg.get("max_on_ms", 6000)), CAP_MS)
-        self.times = {PRESS: int(cfg.get("press_ms", 150)), HOLD: int(cfg.get("hold_ms", 3500))}
+        times = settings.relay_times(cfg)
+        self.max_on_ms = min(times["max_on_ms"], CAP_MS)
+        self.times = {PRESS: times["press_ms"], HOLD: times["hold_ms"]}
         self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
         self._on_at = None
         self._mqtt = mqtt

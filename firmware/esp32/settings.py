@@ -15,7 +15,6 @@ DEFAULTS = {
     "config": {"wait_s": 0.2, "retry_s": 15, "boot_wait_s": 20},
     "mqtt": {"keepalive_s": 30, "backoff_max_s": 60, "broker_tries": 3, "timeout_s": 10, "max_msg": 4096},
     "watchdog_s": 600,
-    "safe_mode_after": 3,
     "stable_s": 60,
     "ntp_host": "pool.ntp.org",
     "mgmt": {"eval": False, "confirm_s": 60, "trial_s": 600, "idle_s": 15, "max_skew_s": 30},
@@ -29,6 +28,12 @@ DEFAULTS = {
 REMOTE_SECTIONS = ("relay", "power_sense", "alarms", "log")
 RELAY_SERVED = ("press_ms", "hold_ms", "max_on_ms")
 MAX_PULSE_MS = 10000  # relay.CAP_MS
+# HOLD must outlast the forced power-off of common boards (ATX: more than 4 s, some
+# boards more than 6 s); max_on_ms above it, or it cuts the HOLD short.
+RELAY_TIMES = {"press_ms": 150, "hold_ms": 8000, "max_on_ms": 9000}
+MAX_PRESS_MS = 2000  # a longer PRESS comes too close to a forced power-off
+MIN_HOLD_MS = 4000
+NO_PULL = range(34, 40)  # ESP32 GPIO 34-39: input only, no pull resistors
 
 
 def valid_id(value):
@@ -61,8 +66,46 @@ def load(remote=None):
         config["node_id"] = hexlify(machine.unique_id()).decode()
     if not valid_id(config["node_id"]):
         raise ValueError("node_id must match [A-Za-z0-9_-]{1,64}")
+    relay = config["relay"]
+    if isinstance(relay, dict) and relay.get("pin") in NO_PULL:
+        log.error("relay refused: GPIO %d is input only" % relay["pin"])
+        config["relay"] = None
+    problem = config["power_sense"] and input_problem(config["power_sense"])
+    if problem:
+        log.error("power_sense refused: %s" % problem)
+        config["power_sense"] = None
     apply_remote(config, remote)
     return config
+
+
+def relay_times(relay):
+    """The relay's pulse times: defaults where unset, and an unsafe PRESS refused."""
+    times = {}
+    for key, default in RELAY_TIMES.items():
+        times[key] = int(relay.get(key, default))
+    if not 1 <= times["press_ms"] <= MAX_PRESS_MS:
+        log.error(
+            "relay.press_ms %d refused: a PRESS over %d ms risks a forced power-off; %d ms used"
+            % (times["press_ms"], MAX_PRESS_MS, RELAY_TIMES["press_ms"])
+        )
+        times["press_ms"] = RELAY_TIMES["press_ms"]
+    hold, cap = times["hold_ms"], min(times["max_on_ms"], MAX_PULSE_MS)
+    if hold < MIN_HOLD_MS:
+        log.warning("relay.hold_ms %d: boards force off only after more than 4 s (some 6 s)" % hold)
+    if hold > cap:
+        log.error("relay.hold_ms %d is above max_on_ms: a HOLD lasts only %d ms" % (hold, cap))
+    return times
+
+
+def input_problem(spec):
+    """Why an input (power sense, alarm) cannot work as configured, or None."""
+    pin = spec.get("pin") if isinstance(spec, dict) else None
+    if not isinstance(pin, int) or isinstance(pin, bool):
+        return "no pin number"
+    if spec.get("pull") in ("up", "down") and pin in NO_PULL:
+        # The port accepts the pull without an error, and the input floats.
+        return "GPIO %d has no pull resistors: wire an external one and set pull to None" % pin
+    return None
 
 
 def apply_remote(config, remote):
@@ -106,8 +149,10 @@ def _input_ok(name, spec, relay_pin):
     # An input on the relay pin would stop driving it (a pull-up could even close it).
     if spec is None:
         return True  # not wired
-    pin = spec.get("pin") if isinstance(spec, dict) else None
-    if isinstance(pin, int) and not isinstance(pin, bool) and pin != relay_pin:
+    problem = input_problem(spec)
+    if problem is None and spec["pin"] == relay_pin:
+        problem = "pin %d is the relay's" % relay_pin
+    if problem is None:
         return True
-    log.error("served %s refused: pin %r is the relay's or not a pin" % (name, pin))
+    log.error("served %s refused: %s" % (name, problem))
     return False

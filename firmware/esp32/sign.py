@@ -13,7 +13,6 @@ from hashlib import sha256
 EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
 CLOCK_SET_AFTER = 1700000000
 AHEAD = "sign_ts"
-_start = time.ticks_ms()  # imported at boot by node.py
 _boot_ms = None  # this boot in Unix milliseconds (whole numbers: ESP32 floats are 32-bit)
 
 
@@ -32,8 +31,10 @@ def clock_synced():
     """After NTP set the clock (node.py): fix the boot time the first time."""
     global _boot_ms
     if _boot_ms is None and unix_time() >= CLOCK_SET_AFTER:
+        import bootstate  # uptime right past ticks_ms wraps: NTP may come days late
+
         now_ms = time.time_ns() // 1000000 + EPOCH * 1000
-        _boot_ms = now_ms - time.ticks_diff(time.ticks_ms(), _start)
+        _boot_ms = now_ms - bootstate.uptime_ms()
 
 
 def _note_ahead(ts):

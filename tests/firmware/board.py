@@ -36,7 +36,9 @@ FIRMWARE = Path(__file__).parents[2] / "firmware" / "esp32"
 SHIM = Path(__file__).parent / "shim"
 DEPLOY = Path(__file__).parents[2] / "script" / "deploy-firmware"
 RESET_EXIT = 77
-PWRON_RESET, WDT_RESET, SOFT_RESET = 1, 3, 5
+PWRON_RESET, HARD_RESET, WDT_RESET = 1, 2, 3
+# How a firmware panic (Guru Meditation) ends on the unix port: the process dies of one.
+PANIC = signal.SIGSEGV
 NODE = "node1"
 KEY = "node1 key: long and random"
 
@@ -120,6 +122,7 @@ class Board:
     ca_pem: str
     heapsize: str | None = None
     reboot: bool = True
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     boots: list[int] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)
@@ -151,6 +154,7 @@ class Board:
             "SHIM_EVENTS": str(self.events),
             "SHIM_INPUTS": str(self.inputs),
             "SHIM_RESET_CAUSE": str(cause),
+            **self.env,
         }
         with self.console.open("a") as out:
             out.write(f"=== boot {len(self.boots)} cause {cause}\n")
@@ -175,8 +179,10 @@ class Board:
         code = self.proc.returncode
         self.exits.append(code)
         self.proc = None
-        if code == RESET_EXIT:
-            cause = SOFT_RESET
+        if code in (RESET_EXIT, -PANIC):
+            # machine.reset() is esp_restart(): the port reports it as HARD_RESET, the
+            # same as a panic (modmachine.c, mp_machine_reset_cause)
+            cause = HARD_RESET
         elif code == -signal.SIGALRM:
             cause = WDT_RESET
         else:
@@ -251,6 +257,12 @@ class Board:
     def read_flash(self, name: str) -> Any:
         """A JSON file the firmware wrote to its flash."""
         return json.loads((self.flash / name).read_text())
+
+    def panic(self) -> None:
+        """Crash the firmware as a panic would: no Python code runs before the reset."""
+        assert self.proc is not None
+        self.proc.send_signal(PANIC)
+        self.proc.wait(10)
 
     def stop(self) -> None:
         """Pull the plug (SIGTERM, then SIGKILL)."""

@@ -14,8 +14,8 @@ from tests.harness.mosquitto import Broker
 from .board import (
     NODE,
     PWRON_RESET,
+    HARD_RESET,
     RESET_EXIT,
-    SOFT_RESET,
     WDT_RESET,
     Board,
     ConfigServer,
@@ -65,7 +65,7 @@ def test_safe_mode_after_crash_boots(
     board = make_board(relay={"pin": 99}, safe_mode_after=3, stable_s=2)
     board.boot()
     board.wait_output("running: no modules", timeout=60)
-    assert board.boots == [PWRON_RESET, SOFT_RESET, SOFT_RESET, SOFT_RESET]
+    assert board.boots == [PWRON_RESET, HARD_RESET, HARD_RESET, HARD_RESET]
     assert board.exits == [RESET_EXIT] * 3  # main.py reset after each crash
     critical = protocol.log_topic("home", "critical", NODE)
     error = protocol.log_topic("home", "error", NODE)

@@ -28,11 +28,6 @@ DEFAULTS = {
 REMOTE_SECTIONS = ("relay", "power_sense", "alarms", "log")
 RELAY_SERVED = ("press_ms", "hold_ms", "max_on_ms")
 MAX_PULSE_MS = 10000  # relay.CAP_MS
-# HOLD must outlast the forced power-off of common boards (ATX: more than 4 s, some
-# boards more than 6 s); max_on_ms above it, or it cuts the HOLD short.
-RELAY_TIMES = {"press_ms": 150, "hold_ms": 8000, "max_on_ms": 9000}
-MAX_PRESS_MS = 2000  # a longer PRESS comes too close to a forced power-off
-MIN_HOLD_MS = 4000
 NO_PULL = range(34, 40)  # ESP32 GPIO 34-39: input only, no pull resistors
 
 
@@ -78,25 +73,6 @@ def load(remote=None):
     return config
 
 
-def relay_times(relay):
-    """The relay's pulse times: defaults where unset, and an unsafe PRESS refused."""
-    times = {}
-    for key, default in RELAY_TIMES.items():
-        times[key] = int(relay.get(key, default))
-    if not 1 <= times["press_ms"] <= MAX_PRESS_MS:
-        log.error(
-            "relay.press_ms %d refused: a PRESS over %d ms risks a forced power-off; %d ms used"
-            % (times["press_ms"], MAX_PRESS_MS, RELAY_TIMES["press_ms"])
-        )
-        times["press_ms"] = RELAY_TIMES["press_ms"]
-    hold, cap = times["hold_ms"], min(times["max_on_ms"], MAX_PULSE_MS)
-    if hold < MIN_HOLD_MS:
-        log.warning("relay.hold_ms %d: boards force off only after more than 4 s (some 6 s)" % hold)
-    if hold > cap:
-        log.error("relay.hold_ms %d is above max_on_ms: a HOLD lasts only %d ms" % (hold, cap))
-    return times
-
-
 def input_problem(spec):
     """Why an input (power sense, alarm) cannot work as configured, or None."""
     pin = spec.get("pin") if isinstance(spec, dict) else None
@@ -104,7 +80,7 @@ def input_problem(spec):
         return "no pin number"
     if spec.get("pull") in ("up", "down") and pin in NO_PULL:
         # The port accepts the pull without an error, and the input floats.
-        return "GPIO %d has no pull resistors: wire an external one and set pull to None" % pin
+        return "GPIO %d has no pull resistor: wire one, pull None" % pin
     return None
 
 

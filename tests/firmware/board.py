@@ -64,7 +64,7 @@ def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "node_id": NODE,
         "base": "home",
-        "relay": {"pin": 25, "active": 1, "press_ms": 150, "hold_ms": 3500, "max_on_ms": 6000},
+        "relay": {"pin": 25, "active": 1, "press_ms": 150, "hold_ms": 4500, "max_on_ms": 6000},
         "power_sense": {"pin": 34, "active": 0, "pull": None, "debounce_ms": 100, "poll_ms": 10},
         "log": {"level": "debug", "buffer_lines": 32, "buffer_bytes": 3072},
         "config": {"wait_s": None, "retry_s": 3, "boot_wait_s": 2},

@@ -35,8 +35,9 @@ from tests.firmware.board import (
 )
 from tests.harness.certs import make_certs
 from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython, micropython_binary
+from tests.harness.micropython import micropython_port
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NtpServer
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 INFO = protocol.node_topic("home", NODE, "info")
@@ -47,7 +48,7 @@ COMPONENTS["relay"] = {"press_ms": 40}
 
 def make_board(work: Path, broker: Broker, name: str, heapsize: str) -> Board:
     return Board(
-        MicroPython(micropython_binary()),
+        micropython_port(),
         work / name,
         board_config(broker, config={"wait_s": 0.02, "retry_s": 5, "boot_wait_s": 10}),
         secrets_config(broker),
@@ -136,6 +137,7 @@ def main() -> None:
         work = Path(tmp)
         broker = Broker(work / "broker", make_certs(work / "pki"))
         broker.start()
+        ntp = NtpServer().start()
         try:
             print("firmware under load (log burst of 300 lines, 12-component chunked config, 20 PRESS)")
             print(f"{'heap limit':>10} {'result':>8} {'peak alloc':>11} {'alloc now':>10} {'free now':>9}")
@@ -158,6 +160,7 @@ def main() -> None:
                 f"max {max(times):.1f} ms"
             )
         finally:
+            ntp.stop()
             broker.stop()
 
 

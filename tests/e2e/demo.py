@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tests.firmware.board import Board, board_config, secrets_config
 from tests.harness.agent import AgentProcess, agent_env
-from tests.harness.micropython import MicroPython, micropython_binary
+from tests.harness.micropython import micropython_port
 from tests.harness.mosquitto import Broker
 from tests.harness.system_bus import SystemBus
 
@@ -59,7 +59,7 @@ class DemoServer:
         # a socket path must stay short: the bus lives in /tmp
         self.bus = SystemBus(Path(tempfile.mkdtemp(prefix="smartserver-demo-bus-")))
         self.board = Board(
-            MicroPython(micropython_binary()),
+            micropython_port(),
             self.root / "board",
             board_config(self.broker, node_id=NODE, log={"level": "info"}),
             {**secrets_config(self.broker), "key": self.node_key},

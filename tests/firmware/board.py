@@ -27,6 +27,7 @@ import paho.mqtt.client as paho
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NTP_HOST
 from tests.harness.procs import stop
 from tests.harness.protocol import load_protocol
 
@@ -72,6 +73,7 @@ def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
         "watchdog_s": 600,
         "safe_mode_after": 3,
         "stable_s": 600,
+        "ntp_host": NTP_HOST,
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -123,6 +125,7 @@ class Board:
     heapsize: str | None = None
     reboot: bool = True
     env: dict[str, str] = field(default_factory=dict)
+    clock: float | None = None  # the board's wall clock at first boot (Unix time); None: the host's
     proc: subprocess.Popen[bytes] | None = None
     boots: list[int] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)
@@ -156,6 +159,9 @@ class Board:
             "SHIM_RESET_CAUSE": str(cause),
             **self.env,
         }
+        if self.clock is not None:
+            # an RTC: kept across resets, set by the firmware's NTP (shim/machine.py)
+            env.update(self.micropython.clock_env(self.directory / "clock", self.clock))
         with self.console.open("a") as out:
             out.write(f"=== boot {len(self.boots)} cause {cause}\n")
             out.flush()

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from .certs import Certs, make_certs
-from .micropython import MicroPython, micropython_binary
+from .micropython import MicroPython, micropython_port
 from .mosquitto import Broker
 from .system_bus import SystemBus
 
-REAL_FIXTURES = {"mosquitto", "mosquitto_factory", "system_bus", "micropython"}
+REAL_FIXTURES = {"mosquitto", "mosquitto_factory", "system_bus", "micropython", "ntp_server"}
 
 
 @pytest.fixture(autouse=True)
@@ -61,5 +61,6 @@ def system_bus(tmp_path: Path) -> Iterator[SystemBus]:
 
 @pytest.fixture(scope="session")
 def micropython() -> MicroPython:
-    """MicroPython's unix port, limited to an ESP32-like heap by default."""
-    return MicroPython(micropython_binary())
+    """MicroPython's unix port (32-bit unless SMARTSERVER_MP_PORT=64), limited to an
+    ESP32-like heap by default."""
+    return micropython_port()

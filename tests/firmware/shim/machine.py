@@ -164,3 +164,22 @@ class WDT:
     def feed(self):
         record("wdt", "feed")
         self._alarm(self._s)
+
+
+class RTC:
+    # The board's wall clock. Under libfaketime (SHIM_CLOCK names its offset file, see
+    # tests/harness/micropython.py) setting it moves the process's clock, as on the ESP32;
+    # on the host's clock it only records the call.
+    def datetime(self, dt=None):
+        if dt is None:
+            t = time.gmtime()
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        target = time.mktime((dt[0], dt[1], dt[2], dt[4], dt[5], dt[6], 0, 0))
+        record("rtc", "set", target)
+        clock = os.getenv("SHIM_CLOCK")
+        if clock:
+            with open(clock) as f:
+                offset = int(f.read())
+            real = time.time() - offset
+            with open(clock, "w") as f:
+                f.write("%+d\n" % round(target - real))  # whole seconds: libfaketime's offset

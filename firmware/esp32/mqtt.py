@@ -83,6 +83,7 @@ class MQTT:
         self._ctx = None
         self._subs = []  # [filter, qos, [callbacks]]
         self.on_connect = []  # functions run after every (re)connect
+        self.before_blocking = []  # coroutine functions awaited by blocking_ok()
         self.up = asyncio.Event()  # connected, subscribed, ONLINE published
         self._down = asyncio.Event()
         self._stream = None
@@ -157,6 +158,13 @@ class MQTT:
                 if tries >= 3:
                     tries = 0
                     self._drop(gen, "no PUBACK: %r" % err)
+
+    async def blocking_ok(self):
+        """Wait before a step that blocks the whole loop (DNS lookup, TLS handshake, NTP):
+        nothing could end a relay pulse meanwhile, not even a machine.Timer (the ESP32
+        runs its callbacks between bytecodes), so such steps wait for the pulse to end."""
+        for wait in self.before_blocking:
+            await wait()
 
     def healthy(self):
         """True while the broker answers our packets (the watchdog feeds on this)."""
@@ -252,6 +260,7 @@ class MQTT:
         b = self._broker
         host = b["host"]
         port = int(b.get("port", 1883 if self._plain else 8883))
+        await self.blocking_ok()
         gc.collect()
         if self._plain:
             self.log(

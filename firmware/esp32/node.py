@@ -132,6 +132,7 @@ class Node:
         ntptime.host = self.config["ntp_host"]
         while True:
             await self.mqtt.up.wait()
+            await self.mqtt.blocking_ok()
             try:
                 ntptime.settime()
                 sign.clock_synced()

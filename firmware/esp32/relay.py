@@ -1,6 +1,7 @@
 # Relay (or optocoupler) across the server's power-button header. PRESS and HOLD
-# are timed here; the on-time is capped, and a hardware timer releases the button
-# even if the event loop is stuck in a blocking call (DNS, TLS handshake).
+# are timed here and the on-time is capped. On the ESP32 no Python code runs while the
+# loop is inside a blocking call (DNS, TLS handshake): a machine.Timer callback is only
+# scheduled. So the blocking steps wait until a pulse has ended (MQTT.blocking_ok).
 import asyncio
 from time import ticks_diff, ticks_ms
 
@@ -34,7 +35,13 @@ class Relay:
         self._mqtt = mqtt
         self.topic = "%s/node/%s/power/set" % (config["base"], config["node_id"])
         mqtt.subscribe(self.topic, self._on_command, qos=1)
+        mqtt.before_blocking.append(self.idle)
         asyncio.create_task(self._guard())
+
+    async def idle(self):
+        """Return once no pulse is running."""
+        while self._on_at is not None:
+            await asyncio.sleep_ms(10)
 
     def _off(self):
         self._pin.value(1 - self._active)
@@ -55,6 +62,7 @@ class Relay:
         if self._on_at is not None:
             log.warning("power command %s ignored: a pulse is running" % cmd)
             return
+        self._on_at = ticks_ms()  # busy from now: no blocking step may start
         asyncio.create_task(self.pulse(cmd))
 
     async def pulse(self, cmd):
@@ -86,7 +94,9 @@ def _times(cfg):
         times[key] = int(cfg.get(key, default))
     press, hold, cap = times["press_ms"], times["hold_ms"], min(times["max_on_ms"], CAP_MS)
     if not 1 <= press <= MAX_PRESS_MS:
-        log.error("relay.press_ms %d refused (over %d ms): %d used" % (press, MAX_PRESS_MS, TIMES["press_ms"]))
+        log.error(
+            "relay.press_ms %d refused (over %d ms): %d used" % (press, MAX_PRESS_MS, TIMES["press_ms"])
+        )
         times["press_ms"] = TIMES["press_ms"]
     if hold < MIN_HOLD_MS:
         log.warning("relay.hold_ms %d: boards force off only after more than 4 s" % hold)

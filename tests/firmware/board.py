@@ -185,6 +185,8 @@ class Board:
         code = self.proc.returncode
         self.exits.append(code)
         self.proc = None
+        if code == 0:
+            return  # main.py ended: the board sits at its REPL until someone resets it
         if code in (RESET_EXIT, -PANIC):
             # machine.reset() is esp_restart(): the port reports it as HARD_RESET, the
             # same as a panic (modmachine.c, mp_machine_reset_cause)

@@ -12,9 +12,9 @@ from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
 from .board import (
+    HARD_RESET,
     NODE,
     PWRON_RESET,
-    HARD_RESET,
     RESET_EXIT,
     WDT_RESET,
     Board,
@@ -83,3 +83,44 @@ def test_safe_mode_after_crash_boots(
     board.write_config()
     board.boot()
     board.wait_output("running: relay, power_sense")
+
+
+def test_an_import_failure_loop_ends_in_safe_mode(
+    make_board: Callable[..., Board], config_server: Callable[..., ConfigServer]
+) -> None:
+    # A corrupt module on flash: node.py cannot even be imported, every boot.
+    config_server({})
+    board = make_board()
+    (board.flash / "mqtt.mpy").write_bytes(b"C\x06 not a module")
+    board.boot()
+    board.wait_output("stopped at the REPL", timeout=60)
+    board.wait(lambda: not board.running, what="main.py to end")
+    assert board.boots == [PWRON_RESET, HARD_RESET, HARD_RESET, HARD_RESET]
+    assert board.exits == [RESET_EXIT, RESET_EXIT, RESET_EXIT, 0]
+    assert (board.flash / "crash_count").read_text() == "4"
+    assert board.count_events("pin", "25", "value", "1") == 0  # the relay stayed off
+
+
+def test_panics_count_towards_safe_mode_but_planned_resets_do_not(
+    make_board: Callable[..., Board], peer: Peer, config_server: Callable[..., ConfigServer]
+) -> None:
+    server = config_server({"relay": {"press_ms": 100}})
+    board = make_board()
+    board.boot()
+    board.wait_output("running:")
+    # A panic; then the node restarts on purpose for a new configuration from HA.
+    server.components = {"relay": {"press_ms": 110}}
+    board.panic()
+    board.wait_output("configuration changed: restarting")
+    board.wait_output("running:", count=3)
+    board.panic()
+    board.wait_output("running:", count=4)
+    board.panic()
+    board.wait_output("running: no modules")
+    assert board.boots == [PWRON_RESET] + [HARD_RESET] * 4
+    info = protocol.log_topic("home", "info", NODE)
+    peer.wait_for(lambda _: sum("reset cause" in line for line in payloads(peer, info)) == 5, 20)
+    causes = [line.split("reset cause: ")[1] for line in payloads(peer, info) if "reset cause" in line]
+    assert causes == ["power on", "panic", "reset by the firmware", "panic", "panic"]
+    critical = protocol.log_topic("home", "critical", NODE)
+    peer.wait_for(lambda _: any("safe mode after 3 crash boots" in p for p in payloads(peer, critical)), 20)

@@ -91,6 +91,20 @@ class MicroPython:
             "TZ": "UTC",  # the RTC shim's mktime
         }
 
+    def shifted_clocks_env(self, offset_file: Path) -> dict[str, str]:
+        """Environment that shifts the wall clock by the seconds in `offset_file`, which a
+        test may change while the port runs. Under libfaketime CLOCK_MONOTONIC follows the
+        shifted wall clock, so ticks_ms is (shifted Unix ms) mod 2**30 on the 32-bit port:
+        a test can put the ticks just before a wrap, and move days ahead in steps."""
+        if not self.root:
+            raise RuntimeError("a faked clock needs the 32-bit port (its root holds libfaketime)")
+        return {
+            "LD_PRELOAD": str(self.root / I386_LIB / "faketime/libfaketime.so.1"),
+            "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+            "FAKETIME_NO_CACHE": "1",
+            "TZ": "UTC",
+        }
+
     def run(
         self,
         script: Path,

@@ -47,11 +47,9 @@ def record(*what):
 
 
 def block_ms(ms):
-    # Blocks in C, as a lookup or handshake inside the port does: no bytecode runs.
-    usleep = _c("usleep", "i", "I")
-    while ms > 0:
-        usleep(min(ms, 500) * 1000)
-        ms -= 500
+    # One C call, as a lookup or handshake inside the port is: no bytecode runs meanwhile,
+    # so no scheduled callback either (glibc's usleep takes more than a second).
+    _c("usleep", "i", "I")(ms * 1000)
 
 
 def reset_cause():

@@ -94,9 +94,7 @@ def _times(cfg):
         times[key] = int(cfg.get(key, default))
     press, hold, cap = times["press_ms"], times["hold_ms"], min(times["max_on_ms"], CAP_MS)
     if not 1 <= press <= MAX_PRESS_MS:
-        log.error(
-            "relay.press_ms %d refused (over %d ms): %d used" % (press, MAX_PRESS_MS, TIMES["press_ms"])
-        )
+        log.error("relay.press_ms %d refused (1-%d ms): %d used" % (press, MAX_PRESS_MS, TIMES["press_ms"]))
         times["press_ms"] = TIMES["press_ms"]
     if hold < MIN_HOLD_MS:
         log.warning("relay.hold_ms %d: boards force off only after more than 4 s" % hold)

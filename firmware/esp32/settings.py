@@ -28,7 +28,7 @@ DEFAULTS = {
 REMOTE_SECTIONS = ("relay", "power_sense", "alarms", "log")
 RELAY_SERVED = ("press_ms", "hold_ms", "max_on_ms")
 MAX_PULSE_MS = 10000  # relay.CAP_MS
-NO_PULL = range(34, 40)  # ESP32 GPIO 34-39: input only, no pull resistors
+INPUT_ONLY = range(34, 40)  # ESP32 GPIO 34-39: input only, without pull resistors
 
 
 def valid_id(value):
@@ -62,7 +62,7 @@ def load(remote=None):
     if not valid_id(config["node_id"]):
         raise ValueError("node_id must match [A-Za-z0-9_-]{1,64}")
     relay = config["relay"]
-    if isinstance(relay, dict) and relay.get("pin") in NO_PULL:
+    if isinstance(relay, dict) and relay.get("pin") in INPUT_ONLY:
         log.error("relay refused: GPIO %d is input only" % relay["pin"])
         config["relay"] = None
     problem = config["power_sense"] and input_problem(config["power_sense"])
@@ -78,7 +78,7 @@ def input_problem(spec):
     pin = spec.get("pin") if isinstance(spec, dict) else None
     if not isinstance(pin, int) or isinstance(pin, bool):
         return "no pin number"
-    if spec.get("pull") in ("up", "down") and pin in NO_PULL:
+    if spec.get("pull") in ("up", "down") and pin in INPUT_ONLY:
         # The port accepts the pull without an error, and the input floats.
         return "GPIO %d has no pull resistor: wire one, pull None" % pin
     return None

@@ -46,6 +46,6 @@ async def sync(host):
 
     ntptime.host = host
     ntptime.timeout = NTP_TIMEOUT_MS // 1000
-    await offload.call(ntptime.settime, (), NTP_TIMEOUT_MS + 1000)
+    await offload.call("ntp", ntptime.settime, (), NTP_TIMEOUT_MS + 1000)
     sign.clock_synced()
     save()

@@ -1,44 +1,47 @@
 # Blocking network calls off the event loop: a DNS lookup waits seconds for a slow
 # server and an NTP query for its answer, while the relay and the broker link must keep
 # running. Each call runs on a thread (the ESP32 port releases the GIL while lwIP
-# waits), one at a time; broker addresses are looked up once and kept until forget().
+# waits), one at a time; a caller that gives up leaves the call to finish, and the
+# next caller for the same key waits for that one. Broker addresses are looked up
+# once and kept until forget().
 import _thread
 import asyncio
 import socket
 from time import ticks_diff, ticks_ms
 
-_busy = False
+_pending = None  # (key, out) of the call on the thread
 _addrs = {}
 
 
 def _run(fn, args, out):
-    global _busy
+    global _pending
     try:
         out.append((True, fn(*args)))
     except Exception as err:  # handed to the waiting task
         out.append((False, err))
-    _busy = False
+    _pending = None
 
 
-async def call(fn, args, timeout_ms):
+async def call(key, fn, args, timeout_ms):
     """fn(*args) on a thread: its result, or its exception raised here; OSError when it
-    takes longer than timeout_ms (the thread then ends on its own)."""
-    global _busy
+    takes longer than timeout_ms."""
+    global _pending
     start = ticks_ms()
-    while _busy:
+    while _pending is not None and _pending[0] != key:
         if ticks_diff(ticks_ms(), start) > timeout_ms:
-            raise OSError("a blocking call is still running")
+            raise OSError("busy with %s" % (_pending[0],))
         await asyncio.sleep_ms(20)
-    _busy = True
-    out = []
-    try:
-        _thread.start_new_thread(_run, (fn, args, out))
-    except Exception:
-        _busy = False
-        raise
+    if _pending is None:
+        _pending = (key, [])
+        try:
+            _thread.start_new_thread(_run, (fn, args, _pending[1]))
+        except Exception:
+            _pending = None
+            raise
+    out = _pending[1]
     while not out:
         if ticks_diff(ticks_ms(), start) > timeout_ms:
-            raise OSError("timed out: %s" % (args[0] if args else fn))
+            raise OSError("timed out: %s" % (key,))
         await asyncio.sleep_ms(20)
     ok, value = out[0]
     if not ok:
@@ -46,13 +49,18 @@ async def call(fn, args, timeout_ms):
     return value
 
 
+def _lookup(host, port):
+    # on the thread: the answer is kept even when its caller gave up waiting
+    addr = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][-1]
+    _addrs[(host, port)] = addr
+    return addr
+
+
 async def address(host, port, timeout_ms):
     """The socket address of host:port, looked up once (IPv4, as on the ESP32)."""
-    key = (host, port)
-    addr = _addrs.get(key)
+    addr = _addrs.get((host, port))
     if addr is None:
-        info = await call(socket.getaddrinfo, (host, port, socket.AF_INET, socket.SOCK_STREAM), timeout_ms)
-        addr = _addrs[key] = info[0][-1]
+        addr = await call(host, _lookup, (host, port), timeout_ms)
     return addr
 
 

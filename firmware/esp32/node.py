@@ -6,6 +6,7 @@ import json
 from time import ticks_diff, ticks_ms
 
 import bootstate
+import clock
 import log
 import machine
 import remote_config
@@ -35,6 +36,9 @@ class Node:
         self.firmware = str(fw.get("version") or VERSION)
         self.build = str(fw.get("build") or "")
         self.update = _read_json("fw_result.json")  # the last update's result (mgmt.py)
+        self.clock_from = clock.restore()  # before any TLS: certificate dates are checked
+        self.clock_set = False  # by NTP, this boot
+        self.mqtt.before_connect = self._clock_before_tls
 
     def _topic(self, leaf):
         return "%s/node/%s/%s" % (self.base, self.id, leaf)
@@ -125,22 +129,27 @@ class Node:
                 gc.collect()
             await asyncio.sleep_ms(100)
 
-    async def _clock(self):
-        # Signed commands need Unix time: set it by NTP after WiFi is up, twice a day.
-        import ntptime
+    async def _sync_clock(self):
+        try:
+            await clock.sync(self.config["ntp_host"])
+        except (OSError, OverflowError, ValueError) as err:
+            log.warning("NTP failed (%r): signed commands wait for the clock" % err)
+            return False
+        self.clock_set = True
+        log.debug("clock set by NTP: %d" % sign.unix_time())
+        return True
 
-        ntptime.host = self.config["ntp_host"]
+    async def _clock_before_tls(self):
+        # MQTT runs this once WiFi is up, before each TLS handshake until NTP worked.
+        if not self.clock_set:
+            await self._sync_clock()
+
+    async def _clock(self):
+        # Signed commands need Unix time: kept right by NTP twice a day.
         while True:
             await self.mqtt.up.wait()
-            await self.mqtt.blocking_ok()
-            try:
-                ntptime.settime()
-                sign.clock_synced()
-                log.debug("clock set by NTP: %d" % sign.unix_time())
-                await asyncio.sleep(43200)
-            except (OSError, OverflowError) as err:
-                log.warning("NTP failed (%r): signed commands wait for the clock" % err)
-                await asyncio.sleep(60)
+            await asyncio.sleep(43200 if self.clock_set else 60)
+            await self._sync_clock()
 
     def _report_boot(self):
         state = self.state
@@ -163,6 +172,8 @@ class Node:
             )
         if self.cached is not None:
             log.info("using the cached configuration until HA answers")
+        if self.clock_from:
+            log.info("clock set to the last time known until NTP answers: %d" % self.clock_from)
 
     def _start_modules(self):
         for name in MODULES:

@@ -21,6 +21,7 @@ from tests.firmware.board import Board, board_config, secrets_config
 from tests.harness.agent import AgentProcess, agent_env
 from tests.harness.micropython import micropython_port
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NtpServer
 from tests.harness.system_bus import SystemBus
 
 NODE = "demo-relay"
@@ -48,6 +49,7 @@ class DemoServer:
     board: Board = field(init=False)
     bus: SystemBus = field(init=False)
     agent: AgentProcess = field(init=False)
+    ntp: NtpServer | None = None
     powered: bool = False
     _pulses: int = 0
     _power_offs: int = 0
@@ -77,6 +79,7 @@ class DemoServer:
 
     def start(self) -> None:
         """The server is off and the mains are up; the relay node boots."""
+        self.ntp = NtpServer().start()
         self.bus.start()
         self.agent.env["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus.address
         self.board.set_input(SENSE_PIN, LED_OFF)
@@ -131,6 +134,8 @@ class DemoServer:
         """Stop every process this started."""
         self.agent.stop()
         self.board.stop()
+        if self.ntp:
+            self.ntp.stop()
         self.bus.stop()
         shutil.rmtree(self.bus.directory, ignore_errors=True)
 

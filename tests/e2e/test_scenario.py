@@ -20,6 +20,7 @@ from tests.firmware.board import FIRMWARE, Board, board_config, secrets_config
 from tests.harness.agent import AgentProcess, agent_env
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
+from tests.harness.ntp import NtpServer
 from tests.harness.system_bus import SystemBus
 
 from .browser import Chromium
@@ -79,7 +80,7 @@ async def toggle_shows(browser: Chromium, checked: bool) -> None:
 
 
 async def test_server_from_flow_to_power_off(
-    system: System, api: HassApi, micropython: MicroPython, tmp_path: Path
+    system: System, api: HassApi, micropython: MicroPython, ntp_server: NtpServer, tmp_path: Path
 ) -> None:
     """Add, boot, alert, switch on, switch off: the whole story of one server."""
     entry = await api.wait_loaded("smartserver")

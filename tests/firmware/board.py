@@ -262,6 +262,22 @@ class Board:
         else:
             flag.write_text("1")
 
+    def dns_delay(self, ms: int) -> None:
+        """Make every name lookup take `ms` (a slow DNS server)."""
+        (self.inputs / "dns_delay_ms").write_text(str(ms))
+
+    def power_off(self) -> None:
+        """Pull the plug: the process stops and the RTC forgets the time (a faked
+        clock starts at `clock` again on the next boot)."""
+        self.stop()
+        (self.directory / "clock").unlink(missing_ok=True)
+
+    def open_sockets(self) -> int:
+        """How many sockets the firmware process holds open."""
+        assert self.proc is not None
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
     def read_flash(self, name: str) -> Any:
         """A JSON file the firmware wrote to its flash."""
         return json.loads((self.flash / name).read_text())

@@ -48,14 +48,6 @@ def make_board(
 
 
 @pytest.fixture
-def ntp_server() -> Iterator[NtpServer]:
-    """The boards' NTP server (board_config's ntp_host)."""
-    server = NtpServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def peer(mosquitto: Broker) -> Iterator[Peer]:
     """HA's side of the broker, subscribed to everything under home/."""
     client = Peer(mosquitto).connect()

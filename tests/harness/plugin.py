@@ -10,6 +10,7 @@ import pytest
 from .certs import Certs, make_certs
 from .micropython import MicroPython, micropython_port
 from .mosquitto import Broker
+from .ntp import NtpServer
 from .system_bus import SystemBus
 
 REAL_FIXTURES = {"mosquitto", "mosquitto_factory", "system_bus", "micropython", "ntp_server"}
@@ -48,6 +49,14 @@ def mosquitto_factory(tmp_path: Path, broker_certs: Certs) -> Iterator[Callable[
 def mosquitto(mosquitto_factory: Callable[..., Broker]) -> Broker:
     """A running broker: plain and TLS listeners on free loopback ports, password auth."""
     return mosquitto_factory()
+
+
+@pytest.fixture
+def ntp_server() -> Iterator[NtpServer]:
+    """The boards' NTP server on a loopback address (board_config's ntp_host)."""
+    server = NtpServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 # `ntptime` as the ESP32 build's frozen module behaves: one blocking SNTP query to
 # (host, 123) that waits up to `timeout` seconds, then machine.RTC().datetime(...).
 # The tests point `host` at a responder on a loopback address (tests/harness/ntp.py).
+# The wait polls in 100 ms steps as the ESP32's socket does: on the unix port each
+# garbage collection interrupts a blocked recv() in a thread, which restarts its timeout.
 import socket
 import struct
-from time import gmtime
+from time import gmtime, ticks_diff, ticks_ms
 
 import machine
 
@@ -18,9 +20,16 @@ def time():
     addr = socket.getaddrinfo(host, 123)[0][-1]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        s.settimeout(timeout)
+        s.settimeout(0.1)
         s.sendto(query, addr)
-        answer = s.recv(48)
+        start = ticks_ms()
+        while True:
+            try:
+                answer = s.recv(48)
+                break
+            except OSError:
+                if ticks_diff(ticks_ms(), start) >= timeout * 1000:
+                    raise
     finally:
         s.close()
     seconds = struct.unpack("!I", answer[40:44])[0]

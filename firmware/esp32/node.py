@@ -219,7 +219,9 @@ class Node:
             await mqtt.subscribed()
         gc.collect()
         # Collect early, before the heap is full: less fragmentation on a small heap.
-        gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
+        # The threshold counts bytes allocated since the last collection (py/gc.c
+        # restarts the count at each one), not the heap in use.
+        gc.threshold(max(2048, gc.mem_free() // 4))
         log.info("running: %s" % (", ".join(self.modules) or "no modules"))
         changed = asyncio.create_task(self._await_change(remote, used))
         await self._failed.wait()

@@ -8,11 +8,14 @@ import signal
 import time
 from collections.abc import Callable
 
+from smartserver_node.client import Connection, Node
+
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
 from .board import (
     HARD_RESET,
+    KEY,
     NODE,
     PWRON_RESET,
     RESET_EXIT,
@@ -123,3 +126,18 @@ def test_panics_count_towards_safe_mode_but_planned_resets_do_not(
     assert causes == ["power on", "panic", "reset by the firmware", "panic", "panic"]
     critical = protocol.log_topic("home", "critical", NODE)
     peer.wait_for(lambda _: any("safe mode after 3 crash boots" in p for p in payloads(peer, critical)), 20)
+
+
+def test_a_management_reboot_is_not_a_crash(start_board: Callable[..., Board], mosquitto: Broker) -> None:
+    # machine.reset() reads HARD_RESET on the ESP32, as a panic does: the planned flag
+    # (written by the disconnect before every deliberate reset) tells them apart.
+    board = start_board()
+    connection = Connection(
+        "127.0.0.1", mosquitto.tls_port, str(mosquitto.certs.ca), mosquitto.username, mosquitto.password
+    )
+    with Node(connection, "home", NODE, KEY, timeout=10) as node:
+        assert node.call("reboot") == b"rebooting"
+    board.wait_output("running:", count=2)
+    assert board.boots == [PWRON_RESET, HARD_RESET]
+    assert board.log_lines("reset cause: ")[-1].endswith("reset cause: reset by the firmware")
+    assert not (board.flash / "crash_count").exists()

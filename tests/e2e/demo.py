@@ -27,7 +27,7 @@ from tests.harness.system_bus import SystemBus
 NODE = "demo-relay"
 SERVER = "demo"
 SERVER_NAME = "Demo server"
-RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 35
+RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 32  # the UPS contact uses the pin's own pull-up
 LED_ON, LED_OFF = 0, 1  # the power LED's optocoupler pulls the input low
 ON_BATTERY, ON_MAINS = 0, 1  # the UPS's contact closes to ground
 HOLD_MS = 2000  # a pulse this long is a HOLD: the power is cut

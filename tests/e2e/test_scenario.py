@@ -31,7 +31,7 @@ from .test_end_to_end import TOGGLE, check_screenshot
 NODE = "rack-relay"
 VERSION = (FIRMWARE / "remote_config.py").read_text().split('VERSION = "')[1].split('"')[0]
 SERVER = "nas01"
-RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 35
+RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 32  # the UPS contact uses the pin's own pull-up
 SENSE_ON, SENSE_OFF = 0, 1  # the power LED's optocoupler pulls the input low
 UPS_ON_BATTERY, UPS_ON_MAINS = 0, 1  # the UPS's dry contact closes to ground
 NODE_CONFIG = {

@@ -81,6 +81,16 @@ class Refused(ValueError):
     pass
 
 
+def safe_nonce(nonce):
+    """A nonce fit to echo in a reply: 1-32 hex digits."""
+    if not isinstance(nonce, str) or not 1 <= len(nonce) <= 32:
+        return False
+    for ch in nonce:
+        if ch not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
 class Verifier:
     """Checks signed commands: signature, age, nonce; bounded memory."""
 
@@ -92,9 +102,12 @@ class Verifier:
         self.max_skew = max_skew_s
         self._max = max_nonces
         self._seen = []  # [nonce, accepted at]
+        self.nonce = None  # of the last command checked, if it had a safe one
 
-    def check(self, payload, retained, now=None):
-        """Return (cmd, arg) of an acceptable command or raise Refused(reason)."""
+    def check(self, payload, retained, now=None, keep=True):
+        """Return (cmd, arg) of an acceptable command or raise Refused(reason).
+        keep=False checks without taking the nonce (it is checked again later)."""
+        self.nonce = None
         if retained:
             raise Refused("retained")
         if len(payload) > 512:
@@ -110,6 +123,9 @@ class Verifier:
         nonce = data.get("nonce")
         sig = data.get("sig")
         arg = data.get("arg", "")
+        data = None
+        if safe_nonce(nonce):
+            self.nonce = nonce
         if not isinstance(sig, str) or not sig:
             raise Refused("unsigned")
         if not (isinstance(cmd, str) and isinstance(nonce, str) and isinstance(arg, str)):
@@ -133,6 +149,8 @@ class Verifier:
                 raise Refused("replayed")
         if len(self._seen) >= self._max:
             raise Refused("too many commands in %d s" % (2 * self.max_skew))
+        if not keep:
+            return cmd, arg
         self._seen.append([nonce, now])
         if ts > now:
             _note_ahead(ts)  # accepted before our clock got there: may outlive a reboot

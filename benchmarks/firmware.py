@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from firmware_memory import memory_run
+from firmware_memory import memory_run, module_costs
 
 from tests.firmware.board import (
     NODE,
@@ -156,6 +156,8 @@ def main() -> None:
                     f"{figures['mem_alloc']:>10} {figures['mem_free']:>9}"
                 )
             print(f"smallest heap limit that coped: {smallest}")
+            costs = module_costs(make_board(work, broker, "imports", "256K"))
+            print("heap per module once imported:", ", ".join(f"{name} {size}" for name, size in costs))
             print("heap per phase (peak since the previous phase, live after it), 32-bit port")
             for heapsize in os.environ.get("MEMORY_HEAPS", "56K 64K 80K 100K").split():
                 board = make_board(work, broker, f"phases{heapsize}", heapsize)

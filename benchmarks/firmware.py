@@ -14,6 +14,7 @@ Run: .venv/bin/python benchmarks/firmware.py
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from firmware_memory import memory_run, module_costs
 
 from tests.firmware.board import (
     NODE,
@@ -153,6 +156,16 @@ def main() -> None:
                     f"{figures['mem_alloc']:>10} {figures['mem_free']:>9}"
                 )
             print(f"smallest heap limit that coped: {smallest}")
+            costs = module_costs(make_board(work, broker, "imports", "256K"))
+            print("heap per module once imported:", ", ".join(f"{name} {size}" for name, size in costs))
+            print("heap per phase (peak since the previous phase, live after it), 32-bit port")
+            for heapsize in os.environ.get("MEMORY_HEAPS", "56K 64K 80K 100K").split():
+                board = make_board(work, broker, f"phases{heapsize}", heapsize)
+                board.board["mgmt"] = {"confirm_s": 2, "trial_s": 60}
+                board.write_config()
+                board.reboot = True  # the update resets the node
+                for name, result, peak, live in memory_run(board, broker, work / f"fw{heapsize}"):
+                    print(f"{heapsize:>6} {name:<42} {result:<8} {peak:>7} {live:>7}")
             times = latency(work, broker)
             print(
                 f"command-to-pulse latency over TLS, {len(times)} PRESS: "

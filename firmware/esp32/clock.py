@@ -13,17 +13,9 @@ LAST = "clock_last"
 NTP_TIMEOUT_MS = 3000
 
 
-def _last():
-    try:
-        with open(LAST) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
-
-
 def restore():
     """At boot: move a clock that is behind the last time known forward to it."""
-    last = _last()
+    last = sign.read_int(LAST)
     if sign.unix_time() >= last:
         return 0
     tm = time.gmtime(last - sign.EPOCH)

@@ -32,6 +32,8 @@ class Node:
         self.mem_peak = 0
         self.modules = {}
         self.manager = None
+        self._mgmt_verifier = None
+        self._mgmt_refusing = 0  # refusal replies in flight
         fw = _read_json("firmware.json") or {}
         self.firmware = str(fw.get("version") or VERSION)
         self.build = str(fw.get("build") or "")
@@ -51,6 +53,7 @@ class Node:
 
     def info(self):
         gc.collect()  # report live data, not garbage
+        peak, self.mem_peak = self.mem_peak, 0  # the peak since the last report
         return json.dumps(
             {
                 "version": self.firmware,
@@ -63,7 +66,7 @@ class Node:
                 "modules": list(self.modules),
                 "mem_alloc": gc.mem_alloc(),
                 "mem_free": gc.mem_free(),
-                "mem_peak": self.mem_peak,
+                "mem_peak": peak,
                 "log_pending": log.pending()[0],
                 "connects": self.mqtt.connects,
             }
@@ -88,11 +91,40 @@ class Node:
         if self.manager is None:
             if topic.endswith("/data"):
                 return  # no transfer can be running
+            if not self._mgmt_precheck(payload, retained):
+                return
             import mgmt
 
             self.manager = mgmt.Manager(self.mqtt, self.config)
             gc.collect()
         self.manager.on_message(topic, payload, retained)
+
+    def _mgmt_precheck(self, payload, retained):
+        # The management module's heap only for a command that checks out (mgmt.py
+        # checks it again and takes its nonce): a flood of bad ones costs a parse each.
+        verifier = self._mgmt_verifier
+        if verifier is None:
+            mgmt_cfg = self.config.get("mgmt") or {}
+            verifier = self._mgmt_verifier = sign.Verifier(
+                self.config.get("key"), self.id, mgmt_cfg.get("max_skew_s", 30)
+            )
+        try:
+            verifier.check(payload, retained, keep=False)
+            return True
+        except sign.Refused as err:
+            log.warning("management command refused: %s" % err)
+            if verifier.nonce and not retained and self._mgmt_refusing < 4:
+                # answered (like mgmt.py does) so the sender learns why; a flood of
+                # refusals is not queued up
+                self._mgmt_refusing += 1
+                asyncio.create_task(self._mgmt_refuse("%s 0 err\nrefused: %s" % (verifier.nonce, err)))
+            return False
+
+    async def _mgmt_refuse(self, reply):
+        try:
+            await self.mqtt.publish(self._topic("mgmt/reply"), reply, qos=1)
+        finally:
+            self._mgmt_refusing -= 1
 
     def _on_confirmed(self):
         self.update = _read_json("fw_result.json")
@@ -132,7 +164,7 @@ class Node:
     async def _sync_clock(self):
         try:
             await clock.sync(self.config["ntp_host"])
-        except (OSError, OverflowError, ValueError) as err:
+        except Exception as err:  # a bad answer too: the node runs on, NTP is retried
             log.warning("NTP failed (%r): signed commands wait for the clock" % err)
             return False
         self.clock_set = True

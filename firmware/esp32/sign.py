@@ -16,15 +16,16 @@ AHEAD = "sign_ts"
 _boot_ms = None  # this boot in Unix milliseconds (whole numbers: ESP32 floats are 32-bit)
 
 
-def _read_ahead():
+def read_int(path):
+    """A number kept in a file on flash; 0 if there is none."""
     try:
-        with open(AHEAD) as f:
+        with open(path) as f:
             return int(f.read())
     except (OSError, ValueError):
         return 0
 
 
-_floor = _ahead = _read_ahead()
+_floor = _ahead = read_int(AHEAD)
 
 
 def clock_synced():
@@ -82,6 +83,16 @@ class Refused(ValueError):
     pass
 
 
+def safe_nonce(nonce):
+    """A nonce fit to echo in a reply: 1-32 hex digits."""
+    if not isinstance(nonce, str) or not 1 <= len(nonce) <= 32:
+        return False
+    for ch in nonce:
+        if ch not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
 class Verifier:
     """Checks signed commands: signature, age, nonce; bounded memory."""
 
@@ -93,9 +104,12 @@ class Verifier:
         self.max_skew = max_skew_s
         self._max = max_nonces
         self._seen = []  # [nonce, accepted at]
+        self.nonce = None  # of the last command checked, if it had a safe one
 
-    def check(self, payload, retained, now=None):
-        """Return (cmd, arg) of an acceptable command or raise Refused(reason)."""
+    def check(self, payload, retained, now=None, keep=True):
+        """Return (cmd, arg) of an acceptable command or raise Refused(reason).
+        keep=False checks without taking the nonce (it is checked again later)."""
+        self.nonce = None
         if retained:
             raise Refused("retained")
         if len(payload) > 512:
@@ -111,6 +125,9 @@ class Verifier:
         nonce = data.get("nonce")
         sig = data.get("sig")
         arg = data.get("arg", "")
+        data = None
+        if safe_nonce(nonce):
+            self.nonce = nonce
         if not isinstance(sig, str) or not sig:
             raise Refused("unsigned")
         if not (isinstance(cmd, str) and isinstance(nonce, str) and isinstance(arg, str)):
@@ -134,6 +151,8 @@ class Verifier:
                 raise Refused("replayed")
         if len(self._seen) >= self._max:
             raise Refused("too many commands in %d s" % (2 * self.max_skew))
+        if not keep:
+            return cmd, arg
         self._seen.append([nonce, now])
         if ts > now:
             _note_ahead(ts)  # accepted before our clock got there: may outlive a reboot

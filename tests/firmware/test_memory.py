@@ -8,11 +8,13 @@ from typing import Any
 
 from tests.harness.clients import Peer
 
-from .board import NODE, Board, protocol, wait_online
+from .board import NODE, Board, payloads, protocol, signed, wait_online
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 INFO = protocol.node_topic("home", NODE, "info")
 REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)
+MGMT_CMD = protocol.node_topic("home", NODE, protocol.NODE_MGMT_CMD)
+MGMT_REPLY = protocol.node_topic("home", NODE, protocol.NODE_MGMT_REPLY)
 
 
 def info(peer: Peer) -> dict[str, Any]:
@@ -36,3 +38,21 @@ def test_collections_come_before_the_heap_fills(start_board: Callable[..., Board
     # use (garbage included, sampled every 100 ms) stays well below its size
     assert figures["mem_peak"] < figures["mem_alloc"] + figures["mem_free"] // 2, figures
     assert figures["mem_peak"] < heap * 0.9
+
+
+def test_a_refused_management_command_does_not_load_the_module(
+    start_board: Callable[..., Board], peer: Peer
+) -> None:
+    start_board()
+    wait_online(peer)
+    before = info(peer)["mem_alloc"]
+    bad = json.loads(signed("ls", key="not the node's key"))
+    peer.publish(MGMT_CMD, json.dumps(bad))
+    peer.publish(MGMT_CMD, json.dumps({"cmd": "ls", "nonce": "ab12", "pad": "x" * 400}))
+    peer.wait_for(lambda msgs: sum(m.topic == MGMT_REPLY for m in msgs) >= 2)
+    assert payloads(peer, MGMT_REPLY) == [
+        f"{bad['nonce']} 0 err\nrefused: bad signature",
+        "ab12 0 err\nrefused: unsigned",
+    ]
+    # the management module (several KB of bytecode) stays on flash
+    assert info(peer)["mem_alloc"] < before + 1024

@@ -38,6 +38,18 @@ def served(config_server: Callable[[dict[str, Any]], ConfigServer]) -> ConfigSer
     return config_server({})
 
 
+@pytest.fixture
+def proxied(
+    make_board: Callable[..., Board], mosquitto: Broker, silent_proxy: SilentProxy, served: ConfigServer
+) -> Callable[..., Board]:
+    """Make boards whose broker link runs through the silent proxy."""
+
+    def make(host: str = "127.0.0.1", **board: Any) -> Board:
+        return make_board(secrets=secrets_config(mosquitto, host=host, port=silent_proxy.port), **board)
+
+    return make
+
+
 def needs_32_bit(micropython: MicroPython) -> None:
     if micropython.bits != 32:
         pytest.skip("libfaketime is in the 32-bit root")
@@ -92,14 +104,9 @@ def test_power_up_without_ntp_uses_the_last_known_time_and_still_verifies(
 
 
 def test_silent_drops_leave_no_socket_or_heap_behind(
-    make_board: Callable[..., Board],
-    served: ConfigServer,
-    peer: Peer,
-    mosquitto: Broker,
-    silent_proxy: SilentProxy,
+    proxied: Callable[..., Board], peer: Peer, silent_proxy: SilentProxy
 ) -> None:
-    board = make_board(
-        secrets=secrets_config(mosquitto, port=silent_proxy.port),
+    board = proxied(
         mqtt={"keepalive_s": 4, "backoff_max_s": 1},
         config={"boot_wait_s": 10},
     )
@@ -127,13 +134,9 @@ def test_silent_drops_leave_no_socket_or_heap_behind(
 
 
 def test_wifi_outage_waits_for_the_drivers_rejoin(
-    make_board: Callable[..., Board],
-    served: ConfigServer,
-    peer: Peer,
-    mosquitto: Broker,
-    silent_proxy: SilentProxy,
+    proxied: Callable[..., Board], peer: Peer, silent_proxy: SilentProxy
 ) -> None:
-    board = make_board(secrets=secrets_config(mosquitto, port=silent_proxy.port), mqtt={"keepalive_s": 3})
+    board = proxied(mqtt={"keepalive_s": 3})
     board.boot()
     wait_online(peer)
     board.wifi(False)
@@ -149,15 +152,9 @@ def test_wifi_outage_waits_for_the_drivers_rejoin(
 
 
 def test_slow_dns_does_not_stall_the_node(
-    make_board: Callable[..., Board],
-    served: ConfigServer,
-    peer: Peer,
-    mosquitto: Broker,
-    silent_proxy: SilentProxy,
+    proxied: Callable[..., Board], peer: Peer, silent_proxy: SilentProxy
 ) -> None:
-    board = make_board(
-        secrets=secrets_config(mosquitto, host="localhost", port=silent_proxy.port), mqtt={"keepalive_s": 3}
-    )
+    board = proxied(host="localhost", mqtt={"keepalive_s": 3})
     board.dns_delay(8000)
     board.boot()
     started = time.monotonic()

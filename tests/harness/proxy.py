@@ -21,6 +21,20 @@ TO_CLIENT = "to client"
 PUBLISH = 3
 
 
+def _recv(source: socket.socket) -> bytes:
+    """The next bytes from `source`; b"" once it is closed or broken."""
+    try:
+        return source.recv(65536)
+    except OSError:
+        return b""
+
+
+def _close_write(sink: socket.socket) -> None:
+    """Pass an end of stream on (FIN)."""
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
 class _Proxy:
     """Accept on 127.0.0.1:`port`, connect each client to 127.0.0.1:`target`."""
 
@@ -83,10 +97,7 @@ class DelayProxy(_Proxy):
 
     def _read(self, source: socket.socket, due: queue.Queue[tuple[float, bytes]]) -> None:
         while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
+            data = _recv(source)
             due.put((time.monotonic() + self.delay, data))
             if not data:
                 return
@@ -96,8 +107,7 @@ class DelayProxy(_Proxy):
             at, data = due.get()
             time.sleep(max(0.0, at - time.monotonic()))
             if not data:
-                with contextlib.suppress(OSError):
-                    sink.shutdown(socket.SHUT_WR)
+                _close_write(sink)
                 return
             try:
                 sink.sendall(data)
@@ -161,13 +171,9 @@ class MqttProxy(_Proxy):
     def _forward(self, source: socket.socket, sink: socket.socket, direction: str) -> None:
         buffer = bytearray()
         while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
+            data = _recv(source)
             if not data:
-                with contextlib.suppress(OSError):
-                    sink.shutdown(socket.SHUT_WR)
+                _close_write(sink)
                 return
             buffer += data
             for packet in split_packets(buffer):
@@ -217,17 +223,13 @@ class SilentProxy(_Proxy):
 
     def _forward(self, source: socket.socket, sink: socket.socket, link: int, from_client: bool) -> None:
         while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
+            data = _recv(source)
             if not data:
                 with self._lock:
                     self.client_closes += from_client
                     dead = link in self._dead
                 if not dead:
-                    with contextlib.suppress(OSError):
-                        sink.shutdown(socket.SHUT_WR)
+                    _close_write(sink)
                 return
             if link in self._dead:
                 continue

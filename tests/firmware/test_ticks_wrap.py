@@ -36,7 +36,7 @@ def test_uptime_and_replay_check_survive_ticks_wraps(
     offset_file = tmp_path / "clocks"
     now_ms = int(time.time() * 1000)
     offset = -(-((WRAP_MS - 20000 - now_ms % WRAP_MS) % WRAP_MS) // 1000)  # whole seconds
-    offset_file.write_text(f"+{offset}\n")
+    set_offset(offset_file, offset)
     board = make_board(
         # plain MQTT: the test certificates are valid for 3 days, the board lives 7.5
         secrets=secrets_config(mosquitto, port=mosquitto.port, insecure_plain_mqtt=True),
@@ -56,7 +56,7 @@ def test_uptime_and_replay_check_survive_ticks_wraps(
                 servers.append(NtpServer(LATE_NTP).start())
             failed = board.output().count("NTP failed")
             offset += STEP_S
-            offset_file.write_text(f"+{offset}\n")
+            set_offset(offset_file, offset)
             if step < 2:
                 board.wait_output("NTP failed", count=failed + 1, timeout=30)
         board.wait_output("clock set by NTP", timeout=30)
@@ -73,3 +73,11 @@ def test_uptime_and_replay_check_survive_ticks_wraps(
     peer.wait_for(lambda _: len(peer.received(info_topic)) >= 2, 10)
     uptime = json.loads(peer.received(info_topic)[-1].payload)["uptime_s"]
     assert 3 * STEP_S <= uptime < 3 * STEP_S + 120
+
+
+def set_offset(path: Path, seconds: int) -> None:
+    """Replace libfaketime's offset file at once: it reads the file on every clock call,
+    and a half-written file makes it exit."""
+    new = path.with_suffix(".new")
+    new.write_text(f"+{seconds}\n")
+    new.replace(path)

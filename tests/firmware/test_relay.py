@@ -174,6 +174,7 @@ def test_hold_ends_on_time_while_a_handshake_blocks_the_loop(
             relay={"hold_ms": 4500, "max_on_ms": 6000},
             mqtt={"keepalive_s": 3, "timeout_s": 3, "backoff_max_s": 1},
         )
+        board.env["SHIM_SLOW_HANDSHAKE"] = "1"
         board.boot()
         board.wait_output("running:")
         board.wait_commands()

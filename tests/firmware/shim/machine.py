@@ -46,12 +46,6 @@ def record(*what):
             f.write(line)
 
 
-def block_ms(ms):
-    # One C call, as a lookup or handshake inside the port is: no bytecode runs meanwhile,
-    # so no scheduled callback either (glibc's usleep takes more than a second).
-    _c("usleep", "i", "I")(ms * 1000)
-
-
 def reset_cause():
     return int(os.getenv("SHIM_RESET_CAUSE") or PWRON_RESET)
 

@@ -1,15 +1,12 @@
 # `socket` as on the ESP32: the unix port's own module, but a name lookup takes as long
 # as the file "dns_delay_ms" in SHIM_INPUTS says (lwIP waits for its DNS server) and is
-# recorded; numeric addresses are answered at once, as lwIP does. While the file
-# "handshake_block_ms" exists, each new TCP socket (a broker connection, right before
-# its TLS handshake) first blocks the interpreter in C that long: an ESP32 computes a
-# handshake's ECDHE and certificate steps for a second or more, and no task and no
-# scheduled callback runs meanwhile.
+# recorded; numeric addresses are answered at once, as lwIP does. With
+# SHIM_SLOW_HANDSHAKE set, TCP sockets come from slow_handshake.py.
 import os
 import sys
 import time
 
-from machine import block_ms, record
+from machine import record
 
 _path = sys.path[:]
 sys.path.clear()  # with no path, "socket" is the built-in module
@@ -42,18 +39,5 @@ def getaddrinfo(host, port, *args):
     return _socket.getaddrinfo(host, port, *args)
 
 
-_port_socket = _socket.socket
-
-
-def socket(af=_socket.AF_INET, kind=_socket.SOCK_STREAM, *args):
-    if kind == _socket.SOCK_STREAM:
-        try:
-            with open(_inputs + "/handshake_block_ms") as f:
-                ms = int(f.read())
-        except (OSError, ValueError):
-            ms = 0
-        if ms > 0:
-            record("tls", "blocked", ms)
-            block_ms(ms)
-            record("tls", "done")
-    return _port_socket(af, kind, *args)
+if os.getenv("SHIM_SLOW_HANDSHAKE"):  # a module of its own: the heap is the firmware's
+    from slow_handshake import socket  # noqa: F401

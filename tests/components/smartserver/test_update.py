@@ -19,6 +19,7 @@ from tests.firmware.board import Board, ConfigServer, board_config, firmware_sou
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NtpServer
 
 from .common import wait_entity, wait_state
 from .conftest import NODE_KEY, RELAY_NODE
@@ -41,7 +42,7 @@ def bundle(tmp_path: Path, version: str, broken: bool = False) -> Path:
 
 @pytest.fixture
 async def node(
-    hass: HomeAssistant, micropython: MicroPython, mosquitto: Broker, tmp_path: Path
+    hass: HomeAssistant, micropython: MicroPython, mosquitto: Broker, ntp_server: NtpServer, tmp_path: Path
 ) -> AsyncGenerator[Board]:
     """Relay node relay1 with the server subentry's node key. It boots before the
     integration is set up (`setup` needs it running), so a peer answers its configuration

@@ -14,6 +14,7 @@ Run: .venv/bin/python benchmarks/firmware.py
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from firmware_memory import memory_run, module_costs
 
 from tests.firmware.board import (
     NODE,
@@ -35,8 +38,9 @@ from tests.firmware.board import (
 )
 from tests.harness.certs import make_certs
 from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython, micropython_binary
+from tests.harness.micropython import micropython_port
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NtpServer
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 INFO = protocol.node_topic("home", NODE, "info")
@@ -47,7 +51,7 @@ COMPONENTS["relay"] = {"press_ms": 40}
 
 def make_board(work: Path, broker: Broker, name: str, heapsize: str) -> Board:
     return Board(
-        MicroPython(micropython_binary()),
+        micropython_port(),
         work / name,
         board_config(broker, config={"wait_s": 0.02, "retry_s": 5, "boot_wait_s": 10}),
         secrets_config(broker),
@@ -136,6 +140,7 @@ def main() -> None:
         work = Path(tmp)
         broker = Broker(work / "broker", make_certs(work / "pki"))
         broker.start()
+        ntp = NtpServer().start()
         try:
             print("firmware under load (log burst of 300 lines, 12-component chunked config, 20 PRESS)")
             print(f"{'heap limit':>10} {'result':>8} {'peak alloc':>11} {'alloc now':>10} {'free now':>9}")
@@ -151,6 +156,16 @@ def main() -> None:
                     f"{figures['mem_alloc']:>10} {figures['mem_free']:>9}"
                 )
             print(f"smallest heap limit that coped: {smallest}")
+            costs = module_costs(make_board(work, broker, "imports", "256K"))
+            print("heap per module once imported:", ", ".join(f"{name} {size}" for name, size in costs))
+            print("heap per phase (peak since the previous phase, live after it), 32-bit port")
+            for heapsize in os.environ.get("MEMORY_HEAPS", "56K 64K 80K 100K").split():
+                board = make_board(work, broker, f"phases{heapsize}", heapsize)
+                board.board["mgmt"] = {"confirm_s": 2, "trial_s": 60}
+                board.write_config()
+                board.reboot = True  # the update resets the node
+                for name, result, peak, live in memory_run(board, broker, work / f"fw{heapsize}"):
+                    print(f"{heapsize:>6} {name:<42} {result:<8} {peak:>7} {live:>7}")
             times = latency(work, broker)
             print(
                 f"command-to-pulse latency over TLS, {len(times)} PRESS: "
@@ -158,6 +173,7 @@ def main() -> None:
                 f"max {max(times):.1f} ms"
             )
         finally:
+            ntp.stop()
             broker.stop()
 
 

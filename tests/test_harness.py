@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython
+from tests.harness.micropython import POWER_UP, MicroPython
 from tests.harness.mosquitto import Broker
 from tests.harness.system_bus import SystemBus
 
 MP_CLIENT = Path(__file__).parent / "harness" / "mp_tls_publish.py"
+FIRMWARE_SHIM = Path(__file__).parent / "firmware" / "shim"
 
 
 def test_mosquitto_tls_round_trip(mosquitto: Broker) -> None:
@@ -105,3 +106,30 @@ def test_micropython_rejects_wrong_ca(micropython: MicroPython, mosquitto: Broke
     )
     assert result.returncode != 0
     assert "not correctly signed by the trusted CA" in result.stderr
+
+
+def test_micropython_is_the_32_bit_port(micropython: MicroPython, tmp_path: Path) -> None:
+    if os.environ.get("SMARTSERVER_MP_PORT") == "64":
+        pytest.skip("the 64-bit run")
+    script = tmp_path / "words.py"
+    script.write_text("import sys, time\nprint(sys.maxsize, time.ticks_add(0, -1))\n")
+    result = micropython.run(script)
+    assert result.stdout.split() == [str(2**31 - 1), str(2**30 - 1)], result.stderr
+
+
+def test_micropython_clock_starts_at_power_up_and_rtc_sets_it(
+    micropython: MicroPython, tmp_path: Path
+) -> None:
+    if micropython.bits != 32:
+        pytest.skip("libfaketime is in the 32-bit root")
+    script = tmp_path / "clock.py"
+    script.write_text(
+        f"import sys, time\nsys.path.append({str(FIRMWARE_SHIM)!r})\nimport machine\n"
+        "print(time.gmtime()[0])\nmachine.RTC().datetime((2031, 5, 4, 0, 3, 2, 1, 0))\n"
+        "print(time.time() - time.mktime((2031, 5, 4, 3, 2, 1, 0, 0)))\n"
+    )
+    env = {**micropython.clock_env(tmp_path / "clock", POWER_UP), "SHIM_EVENTS": str(tmp_path / "events")}
+    result = micropython.run(script, env=env)
+    year, behind = result.stdout.split()
+    assert year == "2000", result.stderr
+    assert abs(float(behind)) <= 1  # whole seconds: libfaketime's offset

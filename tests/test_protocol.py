@@ -119,3 +119,21 @@ def test_nonces_pruned_outside_window() -> None:
 @pytest.mark.parametrize("base", ["home", "a/b", "lab-1"])
 def test_validate_base_ok(base: str) -> None:
     assert p.validate_base(base) == base
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "+", "#", "a#", "x\0y", "a" * 65, "ö" * 33, "\ud800"])
+def test_unusable_names_refused(name: str) -> None:
+    assert not p.valid_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["garden light", "küche", "a.b", "...", "%2e%2e", "a" * 64, "ö" * 32, "esp32-node_1"]
+)
+def test_topic_level_names_accepted(name: str) -> None:
+    """Nodes' config/log ids and component names."""
+    assert p.valid_name(name)
+
+
+def test_server_ids_stay_plain() -> None:
+    assert not p.valid_id("garden light")
+    assert not p.valid_id("küche")

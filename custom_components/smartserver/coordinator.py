@@ -106,6 +106,7 @@ class SmartServerCoordinator:
         """Subscribe the nodes' configuration requests and log lines (after the platforms)."""
         # the platforms made the servers' devices: their agents' log events carry their ids
         self.nodes.registry.async_link_server_devices()
+        await self.nodes.registry.async_scan()  # nodes on disk are never held back
         await self._subscribe(protocol.login_request_filter(self.base), self._on_login, qos=0)
         await self._subscribe(protocol.log_filter(self.base), self._on_log)
 
@@ -216,11 +217,10 @@ class SmartServerCoordinator:
         await self._subscribe(protocol.server_filter(self.base, leaf), message)
 
     @callback
-    def refuse(self, node_id: str, what: str) -> None:
+    def refuse(self, node_id: str, what: str, *, strict: bool = True) -> None:
         """Warn once per hostile id (bounded), and pass nothing on for it."""
-        self._refuse(
-            node_id, "Ignored %s from %r: not a valid node id ([A-Za-z0-9_-]{1,64})", what, node_id[:80]
-        )
+        rule = "[A-Za-z0-9_-]{1,64}" if strict else "one topic level, not . or .., at most 64 bytes"
+        self._refuse(node_id, "Ignored %s from %r: not a valid node id (%s)", what, node_id[:80], rule)
 
     # messages ------------------------------------------------------------------------
 
@@ -235,8 +235,8 @@ class SmartServerCoordinator:
         node_id = protocol.parse_login_request(self.base, msg.topic)
         if node_id is None:
             return
-        if not protocol.valid_id(node_id):
-            self.refuse(node_id, "a configuration request")
+        if not protocol.valid_name(node_id):
+            self.refuse(node_id, "a configuration request", strict=False)
             return
         self.nodes.config.async_request(node_id, _bytes(msg))
 
@@ -251,8 +251,8 @@ class SmartServerCoordinator:
             return self._log_topics[topic]
         result: tuple[str, str] | None = None
         if (parsed := protocol.parse_log(self.base, topic)) is not None:
-            if not protocol.valid_id(parsed.node):
-                self.refuse(parsed.node, "a log line")
+            if not protocol.valid_name(parsed.node):
+                self.refuse(parsed.node, "a log line", strict=False)
             else:
                 level = parsed.level
                 if level not in LEVEL_RANK:

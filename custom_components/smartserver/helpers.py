@@ -27,7 +27,7 @@ def server_identifier(server_id: str) -> tuple[str, str]:
 def node_id_of_device(device: dr.AnyDeviceEntry) -> str | None:
     """Return the node id of a node's device, or None for other devices."""
     for domain, ident in device.identifiers:
-        if domain == DOMAIN and ident.startswith("node_") and protocol.valid_id(ident[5:]):
+        if domain == DOMAIN and ident.startswith("node_") and protocol.valid_name(ident[5:]):
             return ident[5:]
     return None
 

@@ -40,7 +40,7 @@ def prepare_answer(storage: Storage, node_id: str) -> Answer:
     payload = json.dumps(loaded.config, separators=(",", ":"))
     components: list[tuple[str, str]] = []
     for name, value in loaded.components():
-        if not protocol.COMPONENT_PATTERN.fullmatch(name) or name == "set":
+        if not protocol.valid_name(name) or name == "set":
             loaded.warnings.append(
                 f"component {name[:64]!r} cannot be a topic level: left out of chunked answers"
             )
@@ -115,9 +115,18 @@ class ConfigServer:
             LOGGER.warning("Ignored configuration request from %s: %s", node_id, err)
             return
         if (node := self.registry.async_contact(node_id)) is None:
-            return  # held back: it asks again until it is added
+            # held back, unless its folder was made meanwhile; else it asks again later
+            self.entry.async_create_background_task(
+                self.hass, self._answer_if_on_disk(node_id, request.wait_s), f"smartserver {node_id} on disk"
+            )
+            return
         node.wait_s = request.wait_s
         self._start_answer(node_id, request.wait_s, None)
+
+    async def _answer_if_on_disk(self, node_id: str, wait_s: float | None) -> None:
+        if await self.registry.async_on_disk(node_id) and (node := self.registry.async_contact(node_id)):
+            node.wait_s = wait_s
+            self._start_answer(node_id, wait_s, None)
 
     async def async_push_config(self, node_id: str) -> None:
         """Send a node its configuration now, in the form it last asked for."""

@@ -10,7 +10,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 
 from .const import DOMAIN, EVENT_LOG
 from .logs import LogLine, LogWriter
-from .node_model import LEVEL_RANK, MAX_HA_TEXT, UNKNOWN_RANK, Node
+from .node_model import CRITICAL_RANK, LEVEL_RANK, MAX_HA_TEXT, UNKNOWN_RANK, Node
 from .node_registry import NodeRegistry
 from .node_states import NodeStates
 
@@ -72,8 +72,9 @@ class LogIngest:
             lines.append(LogLine(received, level, node_id, message))
             text = message[:MAX_HA_TEXT]
             node.logged(level, text, received)
-            if LEVEL_RANK.get(level, UNKNOWN_RANK) >= self.event_rank:
-                if node.events.take(now, self.rate, self.rate):
+            if (rank := LEVEL_RANK.get(level, UNKNOWN_RANK)) >= self.event_rank:
+                bucket = node.critical_events if rank >= CRITICAL_RANK else node.events
+                if bucket.take(now, self.rate, self.rate):
                     self._fire(node, level, text)
                 else:
                     node.suppressed += 1

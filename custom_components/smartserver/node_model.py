@@ -8,6 +8,7 @@ from typing import Final
 LEVEL_RANK: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 UNKNOWN_LEVEL: Final = "unknown"
 UNKNOWN_RANK: Final = 20
+CRITICAL_RANK: Final = LEVEL_RANK["critical"]
 # Characters of a message kept in HA states and events; the files get all of it.
 MAX_HA_TEXT: Final = 255
 
@@ -55,6 +56,8 @@ class Node:
     wait_s: float | None = None
     seen: float = 0.0
     events: TokenBucket = field(default_factory=TokenBucket)  # the event rate limit
+    # Critical lines have a bucket of their own: a flood of warnings cannot spend it.
+    critical_events: TokenBucket = field(default_factory=TokenBucket)
     written: float = 0.0  # when its entities' states were last written (monotonic)
 
     @property

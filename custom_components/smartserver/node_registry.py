@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from .helpers import (
 from .logs import GENERAL_LOG
 from .node_model import Node, TokenBucket, new_node, server_log_source
 from .servers import ServerConfig
+from .storage import Storage
 
 # A node heard from this recently (or online) is not stale: its device stays.
 STALE_AFTER_S: Final = 300
@@ -39,14 +41,24 @@ NEW_NODES_PER_HOUR: Final = 60
 # The repair issue about held-back nodes clears itself after this long without one.
 NEW_NODES_QUIET_S: Final = 3600
 MAX_HELD_BACK: Final = 10_000  # ids counted for the repair issue
+# Nodes on disk are never held back; a held-back id makes the folder be read again (a
+# node set up by hand meanwhile), at most this often: made-up ids cannot keep it busy.
+RESCAN_S: Final = 5.0
 
 
 class NodeRegistry:
     """The entry's nodes and their devices; new ones are admitted within a budget."""
 
-    def __init__(self, hass: HomeAssistant, entry_id: str, servers: Mapping[str, ServerConfig]) -> None:
+    def __init__(
+        self, hass: HomeAssistant, entry_id: str, servers: Mapping[str, ServerConfig], storage: Storage
+    ) -> None:
         """Load the known nodes from the device registry and make the relay nodes' devices."""
         self.hass = hass
+        self.storage = storage
+        # ids with a configuration folder or a device_names.yaml entry (storage.known_ids)
+        self.on_disk: set[str] = set()
+        self._scan: asyncio.Future[set[str]] | None = None
+        self._scanned = -RESCAN_S
         self.entry_id = entry_id
         self.servers = servers
         self.signal_new_node = f"{DOMAIN}_{entry_id}_new_node"
@@ -75,6 +87,24 @@ class NodeRegistry:
             config.relay_node: node_device_link(hass, entry_id, config.relay_node).id
             for config in servers.values()
         }
+
+    async def async_scan(self) -> None:
+        """Read which nodes are on disk (at start; again for a held-back id, see RESCAN_S)."""
+        if self._scan is None:
+            self._scan = self.hass.async_add_executor_job(self.storage.known_ids)
+        scan = self._scan
+        try:
+            self.on_disk = await asyncio.shield(scan)
+        finally:
+            if self._scan is scan:
+                self._scan, self._scanned = None, time.monotonic()
+
+    async def async_on_disk(self, node_id: str) -> bool:
+        """Whether a held-back node is on disk after all (the folder read again if due)."""
+        due = self._scan is not None or time.monotonic() - self._scanned >= RESCAN_S
+        if node_id not in self.on_disk and due:
+            await self.async_scan()
+        return node_id in self.on_disk
 
     def server_device_info(self, config: ServerConfig) -> DeviceInfo:
         """Return the device of a server's entities, linked via its relay node."""
@@ -121,8 +151,8 @@ class NodeRegistry:
 
     @callback
     def _admit(self, node_id: str, now: float) -> bool:
-        """Take a new node's token; else hold the node back and say so."""
-        if self._budget.take(now, NEW_NODES_PER_HOUR / 3600, NEW_NODES_BURST):
+        """Admit a node on disk, or take a new node's token; else hold the node back and say so."""
+        if node_id in self.on_disk or self._budget.take(now, NEW_NODES_PER_HOUR / 3600, NEW_NODES_BURST):
             return True
         if node_id not in self._held_back and len(self._held_back) < MAX_HELD_BACK:
             if not self._held_back:
@@ -144,6 +174,8 @@ class NodeRegistry:
             }
             create_issue(self.hass, ISSUE_NEW_NODES, ISSUE_NEW_NODES, placeholders)
         self._held_back_last = time.time()
+        if self._scan is None and now - self._scanned >= RESCAN_S:
+            self.hass.async_create_background_task(self.async_scan(), "smartserver nodes on disk")
         if self._held_back_timer is None:
             self._held_back_timer = async_call_later(self.hass, NEW_NODES_QUIET_S, self._held_back_over)
         return False

@@ -107,7 +107,7 @@ class NodeManager:
         self.hass = hass
         self.options = options
         self.storage = Storage(options.storage)
-        self.registry = NodeRegistry(hass, entry.entry_id, servers)
+        self.registry = NodeRegistry(hass, entry.entry_id, servers, self.storage)
         self.states = NodeStates(hass, entry.entry_id, options.state_interval)
         files = LogFiles(
             self.storage,

@@ -16,9 +16,11 @@ from typing import Final
 
 DEFAULT_BASE: Final = "home"
 
-# Node and server ids become topic levels and directory names: keep them plain.
+# Server ids and relay nodes (HA signs commands for them): kept plain.
 ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-COMPONENT_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Nodes' config/log ids and component names: any MQTT topic level SmartServer takes that
+# is safe, up to MAX_NAME_BYTES of UTF-8; storage.file_name maps it to a file name.
+MAX_NAME_BYTES: Final = 64
 
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 _LEVEL_ALIASES: Final = {"warn": "warning"}
@@ -58,6 +60,20 @@ MAX_WAIT_S: Final = 60.0
 def valid_id(value: str) -> bool:
     """Return whether a node or server id is safe as a topic level and a file name."""
     return ID_PATTERN.fullmatch(value) is not None
+
+
+def valid_name(value: str) -> bool:
+    """Return whether a node's config/log id or a component name is usable (docs/protocol.md).
+
+    One MQTT topic level (no `+`, `#`, `/`, NUL), not `.` or `..`, 1 to MAX_NAME_BYTES
+    bytes of UTF-8.
+    """
+    if value in ("", ".", "..") or any(ch in value for ch in "+#/\0"):
+        return False
+    try:
+        return len(value.encode()) <= MAX_NAME_BYTES
+    except UnicodeEncodeError:  # lone surrogates
+        return False
 
 
 def validate_base(base: str) -> str:

@@ -8,6 +8,8 @@ event loop. Layout (SmartServer's, with `Clients/` still accepted):
     <root>/clients/<name>/config/*.json one component per file (or *.hjson)
     <root>/clients/<name>/<name>.log    the node's log
     <root>/servers/<id>/<id>.log        a server agent's log (its server id)
+
+Node ids and component names become file names through `file_name` (docs/nodes.md).
 """
 
 from __future__ import annotations
@@ -34,6 +36,21 @@ SUFFIXES: Final = (".hjson", ".json")
 ORDER: Final = "_order"
 # Names become directory names: word characters, spaces, dots and dashes only.
 NAME_PATTERN: Final = re.compile(r"\w[\w .-]{0,63}")
+# Escaped as %XX in file names: `%` itself (so the mapping is reversible), what Windows
+# and Samba shares refuse, and control characters. Everything else stays as it is.
+ESCAPED: Final = frozenset('%\\:*?"<>|\x7f') | frozenset(map(chr, range(32)))
+_ESCAPE: Final = re.compile(r"%([0-9A-F]{2})")
+
+
+def file_name(name: str) -> str:
+    """Return the file name of a valid node id or component name (its own name if plain)."""
+    return "".join(f"%{ord(ch):02X}" if ch in ESCAPED else ch for ch in name)
+
+
+def name_of_file(stem: str) -> str | None:
+    """Return the name `file_name` maps to `stem`, or None if it makes no such file name."""
+    name = _ESCAPE.sub(lambda match: chr(int(match[1], 16)), stem)
+    return name if protocol.valid_name(name) and file_name(name) == stem else None
 
 
 @dataclass(slots=True)
@@ -178,20 +195,21 @@ class Storage:
     @staticmethod
     def _name_in(names: dict[str, str | None], node_id: str) -> str:
         name = names.get(node_id)
+        own = file_name(node_id)
         if not name or name == node_id:
-            return node_id
+            return own
         if not NAME_PATTERN.fullmatch(name) or name in (CLIENTS, LEGACY_CLIENTS):
-            return node_id
+            return own
         if sum(1 for other in names.values() if other == name) > 1:
-            return node_id
+            return own
         if name in names and names[name] in (None, name):
-            return node_id  # another node's id that keeps its directory
+            return own  # another node's id that keeps its directory (names have no `%`)
         return name
 
     @classmethod
     def _problem_in(cls, names: dict[str, str | None], node_id: str) -> str | None:
         name = names.get(node_id)
-        if name and name != node_id and cls._name_in(names, node_id) == node_id:
+        if name and name != node_id and cls._name_in(names, node_id) == file_name(node_id):
             return f"name {name!r} for {node_id} in {NAMES_FILE} is not usable (invalid or not unique)"
         return None
 
@@ -206,17 +224,30 @@ class Storage:
             raw = path.read_bytes()
             prefix = "\n" if raw and not raw.endswith(b"\n") else ""
         with path.open("a", encoding="utf-8") as file:
-            file.write(f"{prefix}{node_id}: null\n")
+            file.write(prefix + yaml.safe_dump({node_id: None}, allow_unicode=True, width=1000))
         self.read_names()
 
     # client directories ------------------------------------------------------
+
+    def known_ids(self) -> set[str]:
+        """Ids in device_names.yaml or with a folder: nodes the new-node budget never holds back."""
+        with self._lock:
+            names = self.read_names()
+            try:
+                with os.scandir(self.clients_dir()) as scan:
+                    folders = {entry.name for entry in scan if entry.is_dir()}
+            except FileNotFoundError:
+                folders = set()
+        # a renamed node's folder carries its name, not an id
+        folders -= {self._name_in(names, node_id) for node_id in names}
+        return set(names) | {name for folder in folders if (name := name_of_file(folder)) is not None}
 
     def node_dir(self, node_id: str) -> Path:
         """Return the node's directory, created or renamed to its current name as needed.
 
         The id must already be validated; this refuses any other on principle.
         """
-        if not protocol.valid_id(node_id):
+        if not protocol.valid_name(node_id):
             raise ValueError(f"refused node id {node_id!r}")
         with self._lock:
             names = self.read_names()
@@ -230,7 +261,7 @@ class Storage:
             clients = self.clients_dir()
             path = clients / name
             if not path.is_dir():
-                old = clients / (known.name if known is not None else node_id)
+                old = clients / (known.name if known is not None else file_name(node_id))
                 if old != path and old.is_dir():
                     self._rename(old, path)
                 else:
@@ -283,7 +314,7 @@ class Storage:
     def _load_components(
         self, folder: str, warnings: list[str], found: os.DirEntry[str] | None
     ) -> NodeConfig:
-        chosen: dict[str, tuple[str, str]] = {}  # stem -> (path, path relative to the root)
+        chosen: dict[str, tuple[str, str]] = {}  # name -> (path, path relative to the root)
         entries: list[os.DirEntry[str]] = []
         if found is not None and found.is_dir():
             with os.scandir(folder) as scan:
@@ -296,16 +327,16 @@ class Storage:
                 warnings.append(f"{rel}/ ignored: subdirectories are not read")
             elif suffix not in SUFFIXES:
                 warnings.append(f"{rel} ignored: not .json or .hjson")
-            elif not protocol.COMPONENT_PATTERN.fullmatch(stem):
+            elif (name := name_of_file(stem)) is None:
                 warnings.append(f"{rel} ignored: {stem!r} is not a usable component name")
-            elif (other := chosen.get(stem)) is not None:
+            elif (other := chosen.get(name)) is not None:
                 keep, drop = (
                     (other, (entry.path, rel)) if other[0].endswith(".hjson") else ((entry.path, rel), other)
                 )
                 warnings.append(f"{drop[1]} ignored: {keep[1]} is used")
-                chosen[stem] = keep
+                chosen[name] = keep
             else:
-                chosen[stem] = (entry.path, rel)
+                chosen[name] = (entry.path, rel)
         config: dict[str, Any] = {}
         for stem, (path, rel) in chosen.items():
             value = parse_file(path, rel)

@@ -4,6 +4,7 @@
 # events, so a critical alarm can run an automation.
 import log
 from inputs import DebouncedInput
+from settings import input_problem
 
 MAX_ALARMS = 8
 
@@ -11,8 +12,9 @@ MAX_ALARMS = 8
 def check(spec):
     if not isinstance(spec, dict):
         return "not an object"
-    if not isinstance(spec.get("pin"), int):
-        return "no pin number"
+    problem = input_problem(spec)
+    if problem:
+        return problem
     if spec.get("level", "critical") not in log.LEVELS:
         return "level must be one of %s" % ", ".join(log.LEVELS)
     message = spec.get("message", "")

@@ -9,10 +9,10 @@ BOARD = {
         "pin": 25,  # GPIO 25, 26, 27, 32 or 33: no glitch at boot
         "active": 1,  # level that closes the button contact
         "press_ms": 150,  # PRESS: short pulse (power on)
-        "hold_ms": 3500,  # HOLD: forced off
-        "max_on_ms": 6000,  # hard cap on the relay's on-time (at most 10 s)
+        "hold_ms": 8000,  # HOLD: forced off (boards need more than 4 s, some more than 6 s)
+        "max_on_ms": 9000,  # hard cap on the relay's on-time: above hold_ms, at most 10 s
         "max_skew_s": 30,  # commands older or newer than this are refused
-        "timer": 0,  # hardware timer that ends a pulse even if the event loop is busy
+        "timer": 0,  # machine.Timer that also ends a pulse (its callback is scheduled)
     },
     # Power LED through an optocoupler; None if not wired.
     "power_sense": {
@@ -30,7 +30,7 @@ BOARD = {
     "config": {"wait_s": 0.2, "retry_s": 15, "boot_wait_s": 20},
     "mqtt": {"keepalive_s": 30, "backoff_max_s": 60, "broker_tries": 3, "timeout_s": 10, "max_msg": 4096},
     "watchdog_s": 600,  # reboot when the broker has not answered for this long
-    "safe_mode_after": 3,  # consecutive crash boots before safe mode
+    "safe_mode_after": 3,  # consecutive crash boots (exceptions, hangs, panics) before safe mode
     "stable_s": 60,  # a run this long with MQTT working resets the crash count
     "ntp_host": "pool.ntp.org",
     # Remote management (docs/management.md). eval/exec run any code sent with the

@@ -1,17 +1,25 @@
-# What survives a reboot on flash: the crash counter, the last traceback, and
-# whether the watchdog was starving because MQTT was down (a network outage, not a
-# hang). N consecutive crash boots without a stable run mean safe mode.
+# What survives a reboot on flash: the crash counter, the last traceback, whether the
+# watchdog was starving because MQTT was down (a network outage, not a hang), and
+# whether the last reset was planned. main.py decides safe mode here, before the big
+# imports: N consecutive crash boots (exceptions, hangs, panics) mean safe mode.
+# Also the uptime, kept across ticks_ms wraps.
+from time import ticks_diff, ticks_ms
+
 import machine
 
 COUNT = "crash_count"
 TRACE = "crash.txt"
 NETDOWN = "netdown"
+PLANNED = "planned_reset"
 MAX_TRACE = 2000
+SAFE_AFTER = 3  # safe_mode_after unless board.py sets it
 
+PWRON = getattr(machine, "PWRON_RESET", 1)
+HARD = getattr(machine, "HARD_RESET", 2)
+WDT = getattr(machine, "WDT_RESET", 3)
 CAUSES = {
-    getattr(machine, "PWRON_RESET", 1): "power on",
-    getattr(machine, "HARD_RESET", 2): "hard reset",
-    getattr(machine, "WDT_RESET", 3): "watchdog",
+    PWRON: "power on",
+    WDT: "watchdog",
     getattr(machine, "DEEPSLEEP_RESET", 4): "deep sleep",
     getattr(machine, "SOFT_RESET", 5): "soft reset",
 }
@@ -55,17 +63,45 @@ def record_crash(trace):
     _write(COUNT, str(crash_count() + 1))
 
 
+def planned():
+    """The next reset is deliberate. The ESP32 port reports machine.reset() (esp_restart)
+    and a panic alike, as HARD_RESET: this flag on flash tells them apart at boot."""
+    _write(PLANNED, "1")
+
+
+def reset():
+    planned()
+    machine.reset()
+
+
+def _safe_after():
+    try:
+        from board import BOARD
+
+        return int(BOARD.get("safe_mode_after", SAFE_AFTER))
+    except Exception:  # a broken board.py must not stop the decision
+        return SAFE_AFTER
+
+
 class BootState:
     def __init__(self):
         cause = machine.reset_cause()
-        self.cause = CAUSES.get(cause, str(cause))
+        planned = _read(PLANNED) is not None
+        _remove(PLANNED)
+        if cause == HARD:
+            self.cause = "reset by the firmware" if planned else "panic"
+        else:
+            self.cause = CAUSES.get(cause, str(cause))
         self.trace = _read(TRACE)
         _remove(TRACE)
-        self.hang = cause == getattr(machine, "WDT_RESET", 3) and _read(NETDOWN) is None
-        if self.hang:
-            # The watchdog bit while MQTT worked: the firmware hung. That is a crash.
+        # The watchdog bit while MQTT worked: the firmware hung. That is a crash, and
+        # so is a reset nobody planned (a panic: no Python code ran to record it).
+        self.hang = cause == WDT and _read(NETDOWN) is None
+        self.panic = cause == HARD and not planned
+        if self.hang or self.panic:
             _write(COUNT, str(crash_count() + 1))
         self.crashes = crash_count()
+        self.safe = self.crashes >= _safe_after()
         self._netdown = None
         self.net_down(True)
 
@@ -82,3 +118,25 @@ class BootState:
         if self.crashes:
             self.crashes = 0
             _write(COUNT, "0")
+
+
+_last = ticks_ms()  # main.py imports this module first thing after boot
+_up_s = 0
+_up_rest_ms = 0
+
+
+def uptime_s():
+    """Seconds since boot. ticks_ms wraps every 2**30 ms on the ESP32 and ticks_diff
+    is only right within 2**29 ms: the housekeeping calls this every 100 ms, so each
+    step is small and the sum stays right past any number of wraps."""
+    global _last, _up_s, _up_rest_ms
+    now = ticks_ms()
+    ms = _up_rest_ms + ticks_diff(now, _last)
+    _last = now
+    _up_s += ms // 1000
+    _up_rest_ms = ms % 1000
+    return _up_s
+
+
+def uptime_ms():
+    return uptime_s() * 1000 + _up_rest_ms

@@ -1,9 +1,11 @@
-# Runs after boot.py. An uncaught exception is a crash: its traceback is kept on
-# flash for the next boot to log, the crash counter goes up, and the node resets.
+# Runs after boot.py. Safe mode is decided here, before the big imports (bootstate.py).
+# An uncaught exception is a crash: its traceback is kept on flash for the next boot
+# to log, the crash counter goes up, and the node resets. In safe mode a node that
+# cannot even be imported stops at the REPL instead of resetting for ever.
 import gc
 import sys
 
-import machine
+import bootstate
 
 
 def _firmware_trial():
@@ -46,15 +48,17 @@ def _firmware_trial():
         json.dump({"result": "rolled back", "version": pending.get("version")}, f)
     os.remove("fw_pending.json")
     print("firmware %s was not confirmed: previous firmware restored" % pending.get("version"))
-    machine.reset()
+    bootstate.reset()
 
 
+state = node = None
 try:
     _firmware_trial()
     _firmware_trial = None  # its code is garbage now: heap for the node
+    state = bootstate.BootState()
     import node
 
-    node.run()
+    node.run(state)
 except KeyboardInterrupt:
     print("stopped: at the REPL")
 except Exception as err:
@@ -67,14 +71,14 @@ except Exception as err:
         trace = out.getvalue()
         out = None
         print(trace)
-        import bootstate
-
         bootstate.record_crash(trace)
     except MemoryError:
-        import bootstate
-
         bootstate.record_crash("%s (no memory for the traceback)" % type(err).__name__)
-    import time
+    if node is None and state is not None and state.safe:
+        # Safe mode cannot run without the node: a reset would only fail the same way.
+        print("safe mode: the node cannot be imported; stopped at the REPL (relay off)")
+    else:
+        import time
 
-    time.sleep(2)  # a crash loop must not hammer the flash
-    machine.reset()
+        time.sleep(2)  # a crash loop must not hammer the flash
+        bootstate.reset()

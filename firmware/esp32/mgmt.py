@@ -90,7 +90,7 @@ class Manager:
             cmd, arg = self._verifier.check(payload, retained)
         except sign.Refused as err:
             log.warning("management command refused: %s" % err)
-            nonce = _nonce_of(payload)
+            nonce = self._verifier.nonce  # parsed once: a large payload is not parsed again
             # Answered so the sender learns why; a flood of refusals is not queued up.
             if nonce and not retained and len(self._queue) < 4:
                 self._reply(nonce, 0, "err", "refused: %s" % err)
@@ -259,18 +259,4 @@ class Manager:
         asyncio.create_task(self._reboot(nonce))
 
 
-def _nonce_of(payload):
-    try:
-        nonce = json.loads(payload).get("nonce")
-    except (ValueError, AttributeError):
-        return None
-    return nonce if _safe_nonce(nonce) else None
-
-
-def _safe_nonce(nonce):
-    if not isinstance(nonce, str) or not 1 <= len(nonce) <= 32:
-        return False
-    for ch in nonce:
-        if ch not in "0123456789abcdefABCDEF":
-            return False
-    return True
+_safe_nonce = sign.safe_nonce

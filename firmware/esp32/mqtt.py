@@ -2,15 +2,22 @@
 # TLS with CA verification and the server's hostname; Will OFFLINE retained on the
 # status topic; ONLINE on every connect; QoS 0 and 1 (retransmitted with DUP);
 # reconnect with backoff, broker first, then WiFi; resubscribe after reconnect.
+# Every drop closes the socket (asyncio's Stream.close() does nothing in MicroPython:
+# only wait_closed() does), DNS runs off the loop (offload.py), and WiFi is left to the
+# driver's own reconnect once asked (connect() during it fails on the ESP32).
 # Memory is bounded: fixed subscriptions, at most MAX_INFLIGHT QoS 1 messages in
 # flight, incoming messages above max_msg bytes are skipped, not buffered.
 import asyncio
 import gc
 import random
+import socket
 import struct
+from errno import EINPROGRESS
 from time import ticks_diff, ticks_ms
 
+import bootstate
 import network
+import offload
 
 MAX_INFLIGHT = 4
 ONLINE = b"ONLINE"
@@ -82,9 +89,14 @@ class MQTT:
         self._ctx = None
         self._subs = []  # [filter, qos, [callbacks]]
         self.on_connect = []  # functions run after every (re)connect
+        self.before_connect = None  # coroutine function run before each TLS connect
+        self.before_blocking = []  # coroutine functions awaited by blocking_ok()
         self.up = asyncio.Event()  # connected, subscribed, ONLINE published
         self._down = asyncio.Event()
         self._stream = None
+        self._tasks = []  # the connection's reader and keepalive
+        self._dropped = []  # streams of dropped connections, for _close()
+        self._wifi_asked = False  # connect() called: the driver rejoins by itself
         self._gen = 0  # connection generation: stale tasks notice a reconnect
         self._wlock = asyncio.Lock()
         self._pid = 0
@@ -157,6 +169,13 @@ class MQTT:
                     tries = 0
                     self._drop(gen, "no PUBACK: %r" % err)
 
+    async def blocking_ok(self):
+        """Wait before a step that blocks the whole loop (DNS lookup, TLS handshake, NTP):
+        nothing could end a relay pulse meanwhile, not even a machine.Timer (the ESP32
+        runs its callbacks between bytecodes), so such steps wait for the pulse to end."""
+        for wait in self.before_blocking:
+            await wait()
+
     def healthy(self):
         """True while the broker answers our packets (the watchdog feeds on this)."""
         return (
@@ -164,7 +183,9 @@ class MQTT:
         )
 
     async def disconnect(self):
-        """Planned disconnect: OFFLINE first (a clean DISCONNECT discards the Will)."""
+        """Planned disconnect: OFFLINE first (a clean DISCONNECT discards the Will).
+        A planned reset follows (mgmt, fwupdate, node): it is not counted as a crash."""
+        bootstate.planned()
         self._stopped = True
         if self.up.is_set():
             gen = self._gen
@@ -174,6 +195,7 @@ class MQTT:
             except (OSError, asyncio.TimeoutError) as err:
                 self.log("warning", "planned disconnect: %r" % err)
             self._drop(gen, None)
+        await self._close()
 
     async def run(self):
         """Keep the connection up forever: broker first, then WiFi."""
@@ -183,10 +205,13 @@ class MQTT:
             try:
                 if not self._wlan.isconnected():
                     await self._wifi_connect()
+                if self.before_connect:
+                    await self.before_connect()
                 await self._connect()
                 fails = 0
                 started = ticks_ms()
                 await self._down.wait()
+                await self._close()
                 if ticks_diff(ticks_ms(), started) > self._keepalive * 1000:
                     delay = 1
             except (OSError, ValueError, MemoryError, asyncio.TimeoutError) as err:
@@ -194,6 +219,7 @@ class MQTT:
                 # Out of heap: retry after a collection; the watchdog is the last resort.
                 fails += 1
                 self._drop(self._gen, None)
+                await self._close()
                 level = "error" if isinstance(err, (ValueError, MQTTError, MemoryError)) else "warning"
                 self.log(
                     level,
@@ -210,23 +236,46 @@ class MQTT:
 
     # --- WiFi ---------------------------------------------------------------
 
-    async def _wifi_connect(self):
+    async def _wifi_joined(self):
         wlan = self._wlan
-        wlan.active(True)
-        self.log("info", "WiFi: connecting to %s" % self._wifi.get("ssid"))
-        wlan.connect(self._wifi.get("ssid"), self._wifi.get("password"))
         start = ticks_ms()
         while not wlan.isconnected():
             if ticks_diff(ticks_ms(), start) > self._timeout_ms * 2:
-                raise OSError("WiFi did not connect")
+                return False
             await asyncio.sleep_ms(200)
+        offload.forget()  # a new association: look the broker up again
         self.log("info", "WiFi: connected, %s" % (wlan.ifconfig()[0],))
+        return True
+
+    async def _wifi_connect(self):
+        wlan = self._wlan
+        wlan.active(True)
+        if self._wifi_asked:
+            # The driver is rejoining by itself; connect() now would raise "Wifi
+            # Internal Error". Give it time, then start over.
+            if await self._wifi_joined():
+                return
+            self._wifi_disconnect()
+            await asyncio.sleep_ms(500)
+        self.log("info", "WiFi: connecting to %s" % self._wifi.get("ssid"))
+        wlan.connect(self._wifi.get("ssid"), self._wifi.get("password"))
+        self._wifi_asked = True
+        if not await self._wifi_joined():
+            raise OSError("WiFi did not connect")
+
+    def _wifi_disconnect(self):
+        self._wifi_asked = False
+        try:
+            self._wlan.disconnect()
+        except OSError as err:
+            self.log("warning", "WiFi disconnect: %r" % err)
 
     async def _wifi_reconnect(self):
         self.log("warning", "broker unreachable %d times: reconnecting WiFi" % self._broker_tries)
+        offload.forget()
+        self._wifi_disconnect()
+        await asyncio.sleep_ms(500)
         try:
-            self._wlan.disconnect()
-            await asyncio.sleep_ms(500)
             await self._wifi_connect()
         except OSError as err:
             self.log("warning", "WiFi: %r" % err)
@@ -249,6 +298,7 @@ class MQTT:
         b = self._broker
         host = b["host"]
         port = int(b.get("port", 1883 if self._plain else 8883))
+        await self.blocking_ok()
         gc.collect()
         if self._plain:
             self.log(
@@ -259,10 +309,8 @@ class MQTT:
         else:
             ssl = self._tls()
             hostname = b.get("server_hostname") or host
-        reader, writer = await asyncio.wait_for_ms(
-            asyncio.open_connection(host, port, ssl=ssl, server_hostname=hostname), self._timeout_ms
-        )
-        self._stream = writer
+        addr = await offload.address(host, port, self._timeout_ms)
+        reader = writer = self._stream = self._open(addr, ssl, hostname)
         gc.collect()
         flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, Will, Will QoS 1, Will retained
         body = b"\x00\x04MQTT\x04" + bytes([0]) + struct.pack("!H", self._keepalive) + _field(self._client_id)
@@ -286,8 +334,10 @@ class MQTT:
         self.rtt_at = ticks_ms()
         self._ping_at = None
         self._recent = []
-        asyncio.create_task(self._reader(reader, gen))
-        asyncio.create_task(self._keepalive_task(gen))
+        self._tasks = [
+            asyncio.create_task(self._reader(reader, gen)),
+            asyncio.create_task(self._keepalive_task(gen)),
+        ]
         for sub in self._subs:
             await self._subscribe_once(sub[0], sub[1])
         await self._status(ONLINE)
@@ -298,15 +348,41 @@ class MQTT:
         for hook in self.on_connect:
             hook()
 
+    def _open(self, addr, ssl, hostname):
+        # asyncio.open_connection, but the socket is ours from the start: closed on
+        # every failure, and no name lookup on the loop.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            try:
+                sock.connect(addr)
+            except OSError as err:
+                if err.errno != EINPROGRESS:
+                    raise
+            if ssl:
+                sock = ssl.wrap_socket(sock, server_hostname=hostname, do_handshake_on_connect=False)
+                sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return asyncio.StreamWriter(sock)
+
     async def _status(self, payload):
         pid = self._next_pid()
         await self._request(self._publish_packet(self.status_topic, payload, True, 1, pid, False), pid)
 
-    def _close(self):
-        stream, self._stream = self._stream, None
-        if stream is not None:
+    async def _close(self):
+        # The run loop closes what a drop left: the tasks first (they wait on the
+        # socket), then the socket with its TLS buffers.
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        if self._stream is not None:
+            self._dropped.append(self._stream)
+            self._stream = None
+        while self._dropped:
             try:
-                stream.close()
+                await self._dropped.pop().wait_closed()
             except OSError:
                 pass
 
@@ -317,7 +393,9 @@ class MQTT:
         if reason:
             self.log("warning", "MQTT connection lost: %s" % reason)
         self.up.clear()
-        self._close()
+        if self._stream is not None:
+            self._dropped.append(self._stream)  # closed by the run loop
+            self._stream = None
         self._gen += 1
         for ev in self._waiting.values():
             ev.set()

@@ -1,11 +1,12 @@
 # The node: configuration, MQTT, logging and remote configuration always; relay and
-# power sense unless the node is in safe mode (N consecutive crash boots).
+# power sense unless the node is in safe mode (decided by main.py with bootstate.py).
 import asyncio
 import gc
 import json
 from time import ticks_diff, ticks_ms
 
 import bootstate
+import clock
 import log
 import machine
 import remote_config
@@ -23,20 +24,24 @@ class Node:
         self.state = state
         self.cached = remote_config.relevant(remote_config.load_cache())
         self.config = config = settings.load(self.cached)
-        self.safe = state.crashes >= int(config["safe_mode_after"])
+        self.safe = state.safe
         self.base = config["base"]
         self.id = config["node_id"]
         self.mqtt = MQTT(config, self.id, topics.node_topic(config, "status"))
         self.failure = None
         self._failed = asyncio.Event()
         self.mem_peak = 0
-        self.started = ticks_ms()
         self.modules = {}
         self.manager = None
+        self._mgmt_verifier = None
+        self._mgmt_refusing = 0  # refusal replies in flight
         fw = _read_json("firmware.json") or {}
         self.firmware = str(fw.get("version") or VERSION)
         self.build = str(fw.get("build") or "")
         self.update = _read_json("fw_result.json")  # the last update's result (mgmt.py)
+        self.clock_from = clock.restore()  # before any TLS: certificate dates are checked
+        self.clock_set = False  # by NTP, this boot
+        self.mqtt.before_connect = self._clock_before_tls
 
     def _topic(self, leaf):
         return topics.node_topic(self.config, leaf)
@@ -49,19 +54,20 @@ class Node:
 
     def info(self):
         gc.collect()  # report live data, not garbage
+        peak, self.mem_peak = self.mem_peak, 0  # the peak since the last report
         return json.dumps(
             {
                 "version": self.firmware,
                 "build": self.build,
                 "update": self.update,
-                "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
+                "uptime_s": bootstate.uptime_s(),
                 "reset_cause": self.state.cause,
                 "crashes": self.state.crashes,
                 "safe_mode": self.safe,
                 "modules": list(self.modules),
                 "mem_alloc": gc.mem_alloc(),
                 "mem_free": gc.mem_free(),
-                "mem_peak": self.mem_peak,
+                "mem_peak": peak,
                 "log_pending": log.pending()[0],
                 "connects": self.mqtt.connects,
             }
@@ -86,11 +92,40 @@ class Node:
         if self.manager is None:
             if topic.endswith("/data"):
                 return  # no transfer can be running
+            if not self._mgmt_precheck(payload, retained):
+                return
             import mgmt
 
             self.manager = mgmt.Manager(self.mqtt, self.config)
             gc.collect()
         self.manager.on_message(topic, payload, retained)
+
+    def _mgmt_precheck(self, payload, retained):
+        # The management module's heap only for a command that checks out (mgmt.py
+        # checks it again and takes its nonce): a flood of bad ones costs a parse each.
+        verifier = self._mgmt_verifier
+        if verifier is None:
+            mgmt_cfg = self.config.get("mgmt") or {}
+            verifier = self._mgmt_verifier = sign.Verifier(
+                self.config.get("key"), self.id, mgmt_cfg.get("max_skew_s", 30)
+            )
+        try:
+            verifier.check(payload, retained, keep=False)
+            return True
+        except sign.Refused as err:
+            log.warning("management command refused: %s" % err)
+            if verifier.nonce and not retained and self._mgmt_refusing < 4:
+                # answered (like mgmt.py does) so the sender learns why; a flood of
+                # refusals is not queued up
+                self._mgmt_refusing += 1
+                asyncio.create_task(self._mgmt_refuse("%s 0 err\nrefused: %s" % (verifier.nonce, err)))
+            return False
+
+    async def _mgmt_refuse(self, reply):
+        try:
+            await self.mqtt.publish(self._topic("mgmt/reply"), reply, qos=1)
+        finally:
+            self._mgmt_refusing -= 1
 
     def _on_confirmed(self):
         self.update = _read_json("fw_result.json")
@@ -118,6 +153,7 @@ class Node:
     async def _housekeeping(self):
         tick = 0
         while True:
+            bootstate.uptime_s()  # often enough to count every ticks_ms wrap
             alloc = gc.mem_alloc()
             if alloc > self.mem_peak:
                 self.mem_peak = alloc
@@ -126,21 +162,27 @@ class Node:
                 gc.collect()
             await asyncio.sleep_ms(100)
 
-    async def _clock(self):
-        # Signed commands need Unix time: set it by NTP after WiFi is up, twice a day.
-        import ntptime
+    async def _sync_clock(self):
+        try:
+            await clock.sync(self.config["ntp_host"])
+        except Exception as err:  # a bad answer too: the node runs on, NTP is retried
+            log.warning("NTP failed (%r): signed commands wait for the clock" % err)
+            return False
+        self.clock_set = True
+        log.debug("clock set by NTP: %d" % sign.unix_time())
+        return True
 
-        ntptime.host = self.config["ntp_host"]
+    async def _clock_before_tls(self):
+        # MQTT runs this once WiFi is up, before each TLS handshake until NTP worked.
+        if not self.clock_set:
+            await self._sync_clock()
+
+    async def _clock(self):
+        # Signed commands need Unix time: kept right by NTP twice a day.
         while True:
             await self.mqtt.up.wait()
-            try:
-                ntptime.settime()
-                sign.clock_synced()
-                log.debug("clock set by NTP: %d" % sign.unix_time())
-                await asyncio.sleep(43200)
-            except (OSError, OverflowError) as err:
-                log.warning("NTP failed (%r): signed commands wait for the clock" % err)
-                await asyncio.sleep(60)
+            await asyncio.sleep(43200 if self.clock_set else 60)
+            await self._sync_clock()
 
     def _report_boot(self):
         state = self.state
@@ -163,6 +205,8 @@ class Node:
             )
         if self.cached is not None:
             log.info("using the cached configuration until HA answers")
+        if self.clock_from:
+            log.info("clock set to the last time known until NTP answers: %d" % self.clock_from)
 
     def _start_modules(self):
         for name in MODULES:
@@ -208,14 +252,16 @@ class Node:
             await mqtt.subscribed()
         gc.collect()
         # Collect early, before the heap is full: less fragmentation on a small heap.
-        gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
+        # The threshold counts bytes allocated since the last collection (py/gc.c
+        # restarts the count at each one), not the heap in use.
+        gc.threshold(max(2048, gc.mem_free() // 4))
         log.info("running: %s" % (", ".join(self.modules) or "no modules"))
         changed = asyncio.create_task(self._await_change(remote, used))
         await self._failed.wait()
         changed.cancel()
         if self.failure == "reboot":
             await mqtt.disconnect()
-            machine.reset()
+            bootstate.reset()
         raise self.failure
 
     async def _await_change(self, remote, used):
@@ -237,8 +283,7 @@ def _read_json(path):
         return None
 
 
-def run():
-    state = bootstate.BootState()
+def run(state):
     node = Node(state)
     try:
         asyncio.run(node.main())

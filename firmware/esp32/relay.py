@@ -1,6 +1,7 @@
 # Relay (or optocoupler) across the server's power-button header. PRESS and HOLD
-# are timed here; the on-time is capped, and a hardware timer releases the button
-# even if the event loop is stuck in a blocking call (DNS, TLS handshake).
+# are timed here and the on-time is capped. On the ESP32 no Python code runs while the
+# loop is inside a blocking call (DNS, TLS handshake): a machine.Timer callback is only
+# scheduled. So the blocking steps wait until a pulse has ended (MQTT.blocking_ok).
 import asyncio
 from time import ticks_diff, ticks_ms
 
@@ -12,6 +13,11 @@ from machine import Pin, Timer
 PRESS = "PRESS"
 HOLD = "HOLD"
 CAP_MS = 10000  # never hold a power button longer, whatever the configuration says
+# HOLD must outlast the forced power-off of common boards (ATX: more than 4 s, some
+# more than 6 s), and max_on_ms the HOLD, or it cuts the HOLD short.
+TIMES = {"press_ms": 150, "hold_ms": 8000, "max_on_ms": 9000}
+MAX_PRESS_MS = 2000  # a longer PRESS comes too close to a forced power-off
+MIN_HOLD_MS = 4000
 
 
 class Relay:
@@ -22,14 +28,21 @@ class Relay:
         self._pin = Pin(cfg["pin"], Pin.OUT, value=1 - self._active)
         self._timer = Timer(cfg.get("timer", 0))
         self._off_cb = self._timer_off  # bound once: no allocation in the timer callback
-        self.max_on_ms = min(int(cfg.get("max_on_ms", 6000)), CAP_MS)
-        self.times = {PRESS: int(cfg.get("press_ms", 150)), HOLD: int(cfg.get("hold_ms", 3500))}
+        times = _times(cfg)
+        self.max_on_ms = min(times["max_on_ms"], CAP_MS)
+        self.times = {PRESS: times["press_ms"], HOLD: times["hold_ms"]}
         self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
         self._on_at = None
         self._mqtt = mqtt
         self.topic = topics.node_topic(config, "power/set")
         mqtt.subscribe(self.topic, self._on_command, qos=1)
+        mqtt.before_blocking.append(self.idle)
         asyncio.create_task(self._guard())
+
+    async def idle(self):
+        """Return once no pulse is running."""
+        while self._on_at is not None:
+            await asyncio.sleep_ms(10)
 
     def _off(self):
         self._pin.value(1 - self._active)
@@ -50,6 +63,7 @@ class Relay:
         if self._on_at is not None:
             log.warning("power command %s ignored: a pulse is running" % cmd)
             return
+        self._on_at = ticks_ms()  # busy from now: no blocking step may start
         asyncio.create_task(self.pulse(cmd))
 
     async def pulse(self, cmd):
@@ -72,6 +86,22 @@ class Relay:
             if on_at is not None and ticks_diff(ticks_ms(), on_at) > self.max_on_ms + 200:
                 self._off()
                 log.error("relay was on longer than %d ms: forced off" % self.max_on_ms)
+
+
+def _times(cfg):
+    # Defaults where unset; a PRESS that could force the server off is refused.
+    times = {}
+    for key, default in TIMES.items():
+        times[key] = int(cfg.get(key, default))
+    press, hold, cap = times["press_ms"], times["hold_ms"], min(times["max_on_ms"], CAP_MS)
+    if not 1 <= press <= MAX_PRESS_MS:
+        log.error("relay.press_ms %d refused (1-%d ms): %d used" % (press, MAX_PRESS_MS, TIMES["press_ms"]))
+        times["press_ms"] = TIMES["press_ms"]
+    if hold < MIN_HOLD_MS:
+        log.warning("relay.hold_ms %d: boards force off only after more than 4 s" % hold)
+    if hold > cap:
+        log.error("relay.hold_ms %d is above max_on_ms: a HOLD lasts only %d ms" % (hold, cap))
+    return times
 
 
 def start(mqtt, config):

@@ -15,7 +15,6 @@ DEFAULTS = {
     "config": {"wait_s": 0.2, "retry_s": 15, "boot_wait_s": 20},
     "mqtt": {"keepalive_s": 30, "backoff_max_s": 60, "broker_tries": 3, "timeout_s": 10, "max_msg": 4096},
     "watchdog_s": 600,
-    "safe_mode_after": 3,
     "stable_s": 60,
     "ntp_host": "pool.ntp.org",
     "mgmt": {"eval": False, "confirm_s": 60, "trial_s": 600, "idle_s": 15, "max_skew_s": 30},
@@ -29,6 +28,7 @@ DEFAULTS = {
 REMOTE_SECTIONS = ("relay", "power_sense", "alarms", "log")
 RELAY_SERVED = ("press_ms", "hold_ms", "max_on_ms")
 MAX_PULSE_MS = 10000  # relay.CAP_MS
+INPUT_ONLY = range(34, 40)  # ESP32 GPIO 34-39: input only, without pull resistors
 
 
 def valid_id(value):
@@ -61,8 +61,27 @@ def load(remote=None):
         config["node_id"] = hexlify(machine.unique_id()).decode()
     if not valid_id(config["node_id"]):
         raise ValueError("node_id must match [A-Za-z0-9_-]{1,64}")
+    relay = config["relay"]
+    if isinstance(relay, dict) and relay.get("pin") in INPUT_ONLY:
+        log.error("relay refused: GPIO %d is input only" % relay["pin"])
+        config["relay"] = None
+    problem = config["power_sense"] and input_problem(config["power_sense"])
+    if problem:
+        log.error("power_sense refused: %s" % problem)
+        config["power_sense"] = None
     apply_remote(config, remote)
     return config
+
+
+def input_problem(spec):
+    """Why an input (power sense, alarm) cannot work as configured, or None."""
+    pin = spec.get("pin") if isinstance(spec, dict) else None
+    if not isinstance(pin, int) or isinstance(pin, bool):
+        return "no pin number"
+    if spec.get("pull") in ("up", "down") and pin in INPUT_ONLY:
+        # The port accepts the pull without an error, and the input floats.
+        return "GPIO %d has no pull resistor: wire one, pull None" % pin
+    return None
 
 
 def apply_remote(config, remote):
@@ -106,8 +125,10 @@ def _input_ok(name, spec, relay_pin):
     # An input on the relay pin would stop driving it (a pull-up could even close it).
     if spec is None:
         return True  # not wired
-    pin = spec.get("pin") if isinstance(spec, dict) else None
-    if isinstance(pin, int) and not isinstance(pin, bool) and pin != relay_pin:
+    problem = input_problem(spec)
+    if problem is None and spec["pin"] == relay_pin:
+        problem = "pin %d is the relay's" % relay_pin
+    if problem is None:
         return True
-    log.error("served %s refused: pin %r is the relay's or not a pin" % (name, pin))
+    log.error("served %s refused: %s" % (name, problem))
     return False

@@ -13,27 +13,29 @@ from hashlib import sha256
 EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
 CLOCK_SET_AFTER = 1700000000
 AHEAD = "sign_ts"
-_start = time.ticks_ms()  # imported at boot by node.py
 _boot_ms = None  # this boot in Unix milliseconds (whole numbers: ESP32 floats are 32-bit)
 
 
-def _read_ahead():
+def read_int(path):
+    """A number kept in a file on flash; 0 if there is none."""
     try:
-        with open(AHEAD) as f:
+        with open(path) as f:
             return int(f.read())
     except (OSError, ValueError):
         return 0
 
 
-_floor = _ahead = _read_ahead()
+_floor = _ahead = read_int(AHEAD)
 
 
 def clock_synced():
     """After NTP set the clock (node.py): fix the boot time the first time."""
     global _boot_ms
     if _boot_ms is None and unix_time() >= CLOCK_SET_AFTER:
+        import bootstate  # uptime right past ticks_ms wraps: NTP may come days late
+
         now_ms = time.time_ns() // 1000000 + EPOCH * 1000
-        _boot_ms = now_ms - time.ticks_diff(time.ticks_ms(), _start)
+        _boot_ms = now_ms - bootstate.uptime_ms()
 
 
 def _note_ahead(ts):
@@ -81,6 +83,16 @@ class Refused(ValueError):
     pass
 
 
+def safe_nonce(nonce):
+    """A nonce fit to echo in a reply: 1-32 hex digits."""
+    if not isinstance(nonce, str) or not 1 <= len(nonce) <= 32:
+        return False
+    for ch in nonce:
+        if ch not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
 class Verifier:
     """Checks signed commands: signature, age, nonce; bounded memory."""
 
@@ -92,9 +104,12 @@ class Verifier:
         self.max_skew = max_skew_s
         self._max = max_nonces
         self._seen = []  # [nonce, accepted at]
+        self.nonce = None  # of the last command checked, if it had a safe one
 
-    def check(self, payload, retained, now=None):
-        """Return (cmd, arg) of an acceptable command or raise Refused(reason)."""
+    def check(self, payload, retained, now=None, keep=True):
+        """Return (cmd, arg) of an acceptable command or raise Refused(reason).
+        keep=False checks without taking the nonce (it is checked again later)."""
+        self.nonce = None
         if retained:
             raise Refused("retained")
         if len(payload) > 512:
@@ -110,6 +125,9 @@ class Verifier:
         nonce = data.get("nonce")
         sig = data.get("sig")
         arg = data.get("arg", "")
+        data = None
+        if safe_nonce(nonce):
+            self.nonce = nonce
         if not isinstance(sig, str) or not sig:
             raise Refused("unsigned")
         if not (isinstance(cmd, str) and isinstance(nonce, str) and isinstance(arg, str)):
@@ -133,6 +151,8 @@ class Verifier:
                 raise Refused("replayed")
         if len(self._seen) >= self._max:
             raise Refused("too many commands in %d s" % (2 * self.max_skew))
+        if not keep:
+            return cmd, arg
         self._seen.append([nonce, now])
         if ts > now:
             _note_ahead(ts)  # accepted before our clock got there: may outlive a reboot

@@ -66,6 +66,24 @@ FIND_BOX = """((tags) => {
   return {x: rect.x, y: rect.y, width: rect.width, height: rect.height};
 })"""
 
+# Click the first element (shadow roots included) whose own text or label is `label`:
+# buttons, menu items, list items. Returns whether one was found.
+CLICK_LABEL = """((label) => {
+  const clickable = new Set(["HA-BUTTON", "MWC-BUTTON", "BUTTON", "HA-MD-MENU-ITEM", "HA-LIST-ITEM",
+    "HA-DROPDOWN-ITEM", "HA-MD-LIST-ITEM", "HA-ICON-BUTTON", "HA-MENU-ITEM"]);
+  const named = (el) => (el.getAttribute?.("label") || el.label || el.textContent || "").trim();
+  const find = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (clickable.has(el.tagName) && named(el) === label) return el;
+      if (el.shadowRoot) { const found = find(el.shadowRoot); if (found) return found; }
+    }
+    return null;
+  };
+  const el = find(document);
+  if (el) el.click();
+  return el !== null;
+})"""
+
 # connected to HA's websocket, and the launch screen (the "Loading..." splash) is gone
 READY = (
     "document.querySelector('home-assistant')?.hass?.connected === true"
@@ -199,6 +217,12 @@ class Chromium:
 
         result: str = await poll(shown, within, f"the page to show {needles}")
         return result
+
+    async def click(self, label: str, within: float = 30) -> None:
+        """Click the button or menu item labelled `label` once it is shown."""
+        await poll(
+            lambda: self.evaluate(f"{CLICK_LABEL}({json.dumps(label)})"), within, f"{label!r} to click"
+        )
 
     async def box(self, *tags: str) -> Box | None:
         """The rectangle of the element at the end of `tags` (see FIND_BOX), None if not shown."""

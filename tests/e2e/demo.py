@@ -19,14 +19,15 @@ from pathlib import Path
 
 from tests.firmware.board import Board, board_config, secrets_config
 from tests.harness.agent import AgentProcess, agent_env
-from tests.harness.micropython import MicroPython, micropython_binary
+from tests.harness.micropython import micropython_port
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NtpServer
 from tests.harness.system_bus import SystemBus
 
 NODE = "demo-relay"
 SERVER = "demo"
 SERVER_NAME = "Demo server"
-RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 35
+RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 32  # the UPS contact uses the pin's own pull-up
 LED_ON, LED_OFF = 0, 1  # the power LED's optocoupler pulls the input low
 ON_BATTERY, ON_MAINS = 0, 1  # the UPS's contact closes to ground
 HOLD_MS = 2000  # a pulse this long is a HOLD: the power is cut
@@ -48,6 +49,7 @@ class DemoServer:
     board: Board = field(init=False)
     bus: SystemBus = field(init=False)
     agent: AgentProcess = field(init=False)
+    ntp: NtpServer | None = None
     powered: bool = False
     _pulses: int = 0
     _power_offs: int = 0
@@ -59,7 +61,7 @@ class DemoServer:
         # a socket path must stay short: the bus lives in /tmp
         self.bus = SystemBus(Path(tempfile.mkdtemp(prefix="smartserver-demo-bus-")))
         self.board = Board(
-            MicroPython(micropython_binary()),
+            micropython_port(),
             self.root / "board",
             board_config(self.broker, node_id=NODE, log={"level": "info"}),
             {**secrets_config(self.broker), "key": self.node_key},
@@ -77,6 +79,7 @@ class DemoServer:
 
     def start(self) -> None:
         """The server is off and the mains are up; the relay node boots."""
+        self.ntp = NtpServer().start()
         self.bus.start()
         self.agent.env["DBUS_SYSTEM_BUS_ADDRESS"] = self.bus.address
         self.board.set_input(SENSE_PIN, LED_OFF)
@@ -131,6 +134,8 @@ class DemoServer:
         """Stop every process this started."""
         self.agent.stop()
         self.board.stop()
+        if self.ntp:
+            self.ntp.stop()
         self.bus.stop()
         shutil.rmtree(self.bus.directory, ignore_errors=True)
 

@@ -117,7 +117,7 @@ async def test_develop_demo(tmp_path: Path) -> None:
             await api.wait_state("sensor.demo_server_power_state", "on", within=60)
             assert "the relay pressed the power button" in run.output
 
-            ups = dev / "demo" / "board" / "inputs" / "pin35"
+            ups = dev / "demo" / "board" / "inputs" / "pin32"
             assert f"echo 0 > {ups}" in run.output
             ups.write_text("0")
             await api.wait_state("sensor.demo_relay_last_log", "UPS on battery", within=30)

@@ -188,3 +188,26 @@ async def test_every_text_renders_in_the_frontend(system: System, api: HassApi) 
     assert broken == {}
     # each text came from the integration's translations, not a raw key
     assert not [key for key, text in rendered.items() if text == f"component.smartserver.{key}"]
+
+
+async def _dialog_text(browser: Chromium, *needles: str) -> str:
+    text = await browser.wait_text(*needles)
+    assert "Translation error" not in text
+    assert "component.smartserver." not in text
+    return text
+
+
+async def test_flows_render_in_the_frontend(system: System, api: HassApi) -> None:
+    """The options, reconfigure and server flows as a user opens them: no raw key, no error."""
+    page = "/config/integrations/integration/smartserver"
+    async with Chromium(system.artifacts / "chromium-flows") as browser:
+        await browser.open_hass(system.hass.url, system.tokens, page)
+        await browser.wait_text("SmartServer")
+        await browser.click("Configure")
+        await _dialog_text(browser, "SmartServer options", "Base topic", "clients/")
+        await browser.screenshot(system.artifacts / "options.png")
+
+        await browser.open_hass(system.hass.url, system.tokens, page)
+        await browser.click("Add server")
+        await _dialog_text(browser, "Add a homelab server", "Relay node", "Start grace period")
+        await browser.screenshot(system.artifacts / "server-flow.png")

@@ -22,6 +22,7 @@ from tests.firmware.board import FIRMWARE, Board, board_config, secrets_config
 from tests.harness.agent import AgentProcess, agent_env
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
+from tests.harness.ntp import NtpServer
 from tests.harness.system_bus import SystemBus
 
 from .browser import Chromium
@@ -32,7 +33,7 @@ from .test_end_to_end import TOGGLE, check_screenshot
 NODE = "rack-relay"
 VERSION = firmware_version(FIRMWARE)
 SERVER = "nas01"
-RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 35
+RELAY_PIN, SENSE_PIN, UPS_PIN = 25, 34, 32  # the UPS contact uses the pin's own pull-up
 SENSE_ON, SENSE_OFF = 0, 1  # the power LED's optocoupler pulls the input low
 UPS_ON_BATTERY, UPS_ON_MAINS = 0, 1  # the UPS's dry contact closes to ground
 NODE_CONFIG = {
@@ -81,7 +82,7 @@ async def toggle_shows(browser: Chromium, checked: bool) -> None:
 
 
 async def test_server_from_flow_to_power_off(
-    system: System, api: HassApi, micropython: MicroPython, tmp_path: Path
+    system: System, api: HassApi, micropython: MicroPython, ntp_server: NtpServer, tmp_path: Path
 ) -> None:
     """Add, boot, alert, switch on, switch off: the whole story of one server."""
     entry = await api.wait_loaded("smartserver")

@@ -27,6 +27,7 @@ import paho.mqtt.client as paho
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NTP_HOST
 from tests.harness.procs import stop
 from tests.harness.protocol import load_protocol
 
@@ -36,7 +37,9 @@ FIRMWARE = Path(__file__).parents[2] / "firmware" / "esp32"
 SHIM = Path(__file__).parent / "shim"
 DEPLOY = Path(__file__).parents[2] / "script" / "deploy-firmware"
 RESET_EXIT = 77
-PWRON_RESET, WDT_RESET, SOFT_RESET = 1, 3, 5
+PWRON_RESET, HARD_RESET, WDT_RESET = 1, 2, 3
+# How a firmware panic (Guru Meditation) ends on the unix port: the process dies of one.
+PANIC = signal.SIGSEGV
 NODE = "node1"
 KEY = "node1 key: long and random"
 
@@ -61,7 +64,7 @@ def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "node_id": NODE,
         "base": "home",
-        "relay": {"pin": 25, "active": 1, "press_ms": 150, "hold_ms": 3500, "max_on_ms": 6000},
+        "relay": {"pin": 25, "active": 1, "press_ms": 150, "hold_ms": 4500, "max_on_ms": 6000},
         "power_sense": {"pin": 34, "active": 0, "pull": None, "debounce_ms": 100, "poll_ms": 10},
         "log": {"level": "debug", "buffer_lines": 32, "buffer_bytes": 3072},
         "config": {"wait_s": None, "retry_s": 3, "boot_wait_s": 2},
@@ -69,6 +72,7 @@ def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
         "watchdog_s": 600,
         "safe_mode_after": 3,
         "stable_s": 600,
+        "ntp_host": NTP_HOST,
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -119,6 +123,8 @@ class Board:
     ca_pem: str
     heapsize: str | None = None
     reboot: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+    clock: float | None = None  # the board's wall clock at first boot (Unix time); None: the host's
     proc: subprocess.Popen[bytes] | None = None
     boots: list[int] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)
@@ -150,7 +156,11 @@ class Board:
             "SHIM_EVENTS": str(self.events),
             "SHIM_INPUTS": str(self.inputs),
             "SHIM_RESET_CAUSE": str(cause),
+            **self.env,
         }
+        if self.clock is not None:
+            # an RTC: kept across resets, set by the firmware's NTP (shim/machine.py)
+            env.update(self.micropython.clock_env(self.directory / "clock", self.clock))
         with self.console.open("a") as out:
             out.write(f"=== boot {len(self.boots)} cause {cause}\n")
             out.flush()
@@ -174,8 +184,12 @@ class Board:
         code = self.proc.returncode
         self.exits.append(code)
         self.proc = None
-        if code == RESET_EXIT:
-            cause = SOFT_RESET
+        if code == 0:
+            return  # main.py ended: the board sits at its REPL until someone resets it
+        if code in (RESET_EXIT, -PANIC):
+            # machine.reset() is esp_restart(): the port reports it as HARD_RESET, the
+            # same as a panic (modmachine.c, mp_machine_reset_cause)
+            cause = HARD_RESET
         elif code == -signal.SIGALRM:
             cause = WDT_RESET
         else:
@@ -247,9 +261,31 @@ class Board:
         else:
             flag.write_text("1")
 
+    def dns_delay(self, ms: int) -> None:
+        """Make every name lookup take `ms` (a slow DNS server)."""
+        (self.inputs / "dns_delay_ms").write_text(str(ms))
+
+    def power_off(self) -> None:
+        """Pull the plug: the process stops and the RTC forgets the time (a faked
+        clock starts at `clock` again on the next boot)."""
+        self.stop()
+        (self.directory / "clock").unlink(missing_ok=True)
+
+    def open_sockets(self) -> int:
+        """How many sockets the firmware process holds open."""
+        assert self.proc is not None
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
     def read_flash(self, name: str) -> Any:
         """A JSON file the firmware wrote to its flash."""
         return json.loads((self.flash / name).read_text())
+
+    def panic(self) -> None:
+        """Crash the firmware as a panic would: no Python code runs before the reset."""
+        assert self.proc is not None
+        self.proc.send_signal(PANIC)
+        self.proc.wait(10)
 
     def stop(self) -> None:
         """Pull the plug (SIGTERM, then SIGKILL)."""

@@ -11,16 +11,25 @@ import pytest
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NtpServer
 
 from .board import Board, ConfigServer, board_config, secrets_config
 
 
 @pytest.fixture
-def make_board(micropython: MicroPython, mosquitto: Broker, tmp_path: Path) -> Iterator[Callable[..., Board]]:
-    """Create boards (not booted); all are stopped at teardown."""
+def make_board(
+    micropython: MicroPython, mosquitto: Broker, ntp_server: NtpServer, tmp_path: Path
+) -> Iterator[Callable[..., Board]]:
+    """Create boards (not booted); all are stopped at teardown. `clock` starts a board's
+    wall clock there (Unix time, e.g. POWER_UP) instead of the host's."""
     boards: list[Board] = []
 
-    def make(secrets: dict[str, Any] | None = None, heapsize: str | None = None, **board: Any) -> Board:
+    def make(
+        secrets: dict[str, Any] | None = None,
+        heapsize: str | None = None,
+        clock: float | None = None,
+        **board: Any,
+    ) -> Board:
         made = Board(
             micropython,
             tmp_path / f"board{len(boards)}",
@@ -28,6 +37,7 @@ def make_board(micropython: MicroPython, mosquitto: Broker, tmp_path: Path) -> I
             secrets or secrets_config(mosquitto),
             mosquitto.certs.ca_pem,
             heapsize=heapsize,
+            clock=clock,
         )
         boards.append(made)
         return made

@@ -136,7 +136,7 @@ def test_served_configuration_cannot_drive_pins(
         {
             "relay": {"pin": 26, "active": 0, "max_skew_s": 3600, "press_ms": 90},
             "power_sense": {"pin": 25, "pull": "up"},
-            "alarms": {"onrelay": {"pin": 25, "pull": "up"}, "ups": {"pin": 35, "pull": "up"}},
+            "alarms": {"onrelay": {"pin": 25, "pull": "up"}, "ups": {"pin": 32, "pull": "up"}},
         }
     )
     board = make_board()
@@ -161,7 +161,7 @@ def test_served_configuration_cannot_drive_pins(
     assert board.count_events("pin", "25", "mode", "out", "0") == 4
     assert board.count_events("pin", "25", "mode", "in") == 0
     assert board.count_events("pin", "26") == 0
-    assert board.count_events("pin", "35", "mode", "in") == 2
+    assert board.count_events("pin", "32", "mode", "in") == 2
 
 
 @pytest.mark.parametrize("wait_s", [None, 0.05])
@@ -184,3 +184,34 @@ def test_retained_answers_are_ignored(
     assert not (board.flash / CACHE).exists()
     peer.publish(answer, b"", retain=True)
     peer.publish(component, b"", retain=True)
+
+
+def test_inputs_without_pull_resistors_are_refused(
+    make_board: Callable[..., Board], config_server: Callable[..., ConfigServer]
+) -> None:
+    # GPIO 34-39 have no pull resistors: the port accepts the pull, and the input floats.
+    config_server(
+        {
+            "power_sense": {"pin": 35, "pull": "up"},
+            "alarms": {"ups": {"pin": 36, "pull": "up"}, "door": {"pin": 32, "pull": "up"}},
+        }
+    )
+    board = make_board(power_sense={"pin": 34, "pull": "up", "active": 0})
+    board.boot()
+    board.wait_output("running:")
+    out = board.output()
+    assert "power_sense refused: GPIO 34 has no pull resistor" in out
+    assert "served power_sense refused: GPIO 35 has no pull resistor" in out
+    assert "served alarm ups refused: GPIO 36 has no pull resistor" in out
+    assert board.log_lines("running:")[0].endswith("running: relay, alarms")
+    assert board.count_events("pin", "32", "mode", "in") == 1  # the good alarm runs
+    for pin in (34, 35, 36):
+        assert board.count_events("pin", str(pin)) == 0
+
+
+def test_an_output_on_an_input_only_pin_is_refused(make_board: Callable[..., Board]) -> None:
+    board = make_board(relay={"pin": 34})
+    board.boot()
+    board.wait_output("running:")
+    assert "relay refused: GPIO 34 is input only" in board.output()
+    assert board.log_lines("running:")[0].endswith("running: power_sense")

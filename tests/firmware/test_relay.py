@@ -10,8 +10,9 @@ from pathlib import Path
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
+from tests.harness.proxy import SilentProxy
 
-from .board import FIRMWARE, NODE, Board, protocol, signed
+from .board import FIRMWARE, NODE, Board, protocol, secrets_config, signed
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 MP_SIGN = Path(__file__).with_name("mp_sign.py")
@@ -50,8 +51,8 @@ def test_press_and_hold_pulses(make_board: Callable[..., Board], peer: Peer) -> 
     press, hold = board.pulses(25)
     # The shim stamps levels with a wall clock: allow it a millisecond.
     assert 149 <= press.ms < 400
-    assert 3499 <= hold.ms < 3800
-    board.wait_output("HOLD: button pulsed for 3500 ms")
+    assert 4499 <= hold.ms < 4800
+    board.wait_output("HOLD: button pulsed for 4500 ms")
 
 
 def test_relay_on_time_is_capped(make_board: Callable[..., Board], peer: Peer) -> None:
@@ -157,3 +158,56 @@ def test_replay_after_a_reboot_is_refused(start_board: Callable[..., Board], pee
     peer.publish(POWER_SET, signed(protocol.PRESS))
     board.wait_output("button pulsed", count=3)
     assert len(board.pulses(25)) == 3
+
+
+def test_hold_ends_on_time_while_a_handshake_blocks_the_loop(
+    make_board: Callable[..., Board], peer: Peer, mosquitto: Broker
+) -> None:
+    # On the ESP32 a TLS handshake step computes in C for a second or more and stalls
+    # every task and every machine.Timer callback (they are only scheduled): the link
+    # drops during a HOLD and the reconnect's handshake blocks for 5 s. The HOLD must
+    # still end on time (docs/firmware.md, "Relay timing").
+    proxy = SilentProxy(mosquitto.tls_port)
+    try:
+        board = make_board(
+            secrets=secrets_config(mosquitto, port=proxy.port),
+            relay={"hold_ms": 4500, "max_on_ms": 6000},
+            mqtt={"keepalive_s": 3, "timeout_s": 3, "backoff_max_s": 1},
+        )
+        board.env["SHIM_SLOW_HANDSHAKE"] = "1"
+        board.boot()
+        board.wait_output("running:")
+        board.wait_commands()
+        (board.inputs / "handshake_block_ms").write_text("5000")
+        peer.publish(POWER_SET, signed(protocol.HOLD))
+        board.wait(lambda: board.count_events("pin", "25", "value", "1") == 1, what="the HOLD to start")
+        proxy.silence()  # no PINGRESP: the node drops the link and reconnects
+        board.wait(lambda: board.count_events("tls", "done") == 1, timeout=30, what="the handshake")
+        (hold,) = board.pulses(25)
+        assert 4499 <= hold.ms < 4800
+        # the handshake waited for the end of the HOLD: nothing could have ended it meanwhile
+        blocked_at = next(stamp for stamp, words in board.event_lines() if words[:2] == ["tls", "blocked"])
+        assert blocked_at >= hold.end_ns
+    finally:
+        proxy.close()
+
+
+def test_default_hold_forces_off_and_a_long_press_is_refused(
+    make_board: Callable[..., Board], peer: Peer
+) -> None:
+    # Boards force off after more than 4 s, some after more than 6 s: HOLD is 8 s by
+    # default. A PRESS near those times could force a server off: refused.
+    board = make_board()
+    board.board["relay"] = {"pin": 25, "active": 1, "press_ms": 3000}
+    board.write_config()
+    board.boot()
+    board.wait_output("running:")
+    board.wait_commands()
+    assert "relay.press_ms 3000 refused (1-2000 ms): 150 used" in board.output()
+    peer.publish(POWER_SET, signed(protocol.PRESS))
+    board.wait(lambda: len(board.pulses(25)) == 1, what="the PRESS pulse")
+    peer.publish(POWER_SET, signed(protocol.HOLD))
+    board.wait(lambda: len(board.pulses(25)) == 2, timeout=20, what="the HOLD pulse")
+    press, hold = board.pulses(25)
+    assert 149 <= press.ms < 400
+    assert 7999 <= hold.ms < 8300  # below the default max_on_ms of 9000

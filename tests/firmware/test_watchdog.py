@@ -8,14 +8,17 @@ import signal
 import time
 from collections.abc import Callable
 
+from smartserver_node.client import Connection, Node
+
 from tests.harness.clients import Peer
 from tests.harness.mosquitto import Broker
 
 from .board import (
+    HARD_RESET,
+    KEY,
     NODE,
     PWRON_RESET,
     RESET_EXIT,
-    SOFT_RESET,
     WDT_RESET,
     Board,
     ConfigServer,
@@ -65,7 +68,7 @@ def test_safe_mode_after_crash_boots(
     board = make_board(relay={"pin": 99}, safe_mode_after=3, stable_s=2)
     board.boot()
     board.wait_output("running: no modules", timeout=60)
-    assert board.boots == [PWRON_RESET, SOFT_RESET, SOFT_RESET, SOFT_RESET]
+    assert board.boots == [PWRON_RESET, HARD_RESET, HARD_RESET, HARD_RESET]
     assert board.exits == [RESET_EXIT] * 3  # main.py reset after each crash
     critical = protocol.log_topic("home", "critical", NODE)
     error = protocol.log_topic("home", "error", NODE)
@@ -83,3 +86,58 @@ def test_safe_mode_after_crash_boots(
     board.write_config()
     board.boot()
     board.wait_output("running: relay, power_sense")
+
+
+def test_an_import_failure_loop_ends_in_safe_mode(
+    make_board: Callable[..., Board], config_server: Callable[..., ConfigServer]
+) -> None:
+    # A corrupt module on flash: node.py cannot even be imported, every boot.
+    config_server({})
+    board = make_board()
+    (board.flash / "mqtt.mpy").write_bytes(b"C\x06 not a module")
+    board.boot()
+    board.wait_output("stopped at the REPL", timeout=60)
+    board.wait(lambda: not board.running, what="main.py to end")
+    assert board.boots == [PWRON_RESET, HARD_RESET, HARD_RESET, HARD_RESET]
+    assert board.exits == [RESET_EXIT, RESET_EXIT, RESET_EXIT, 0]
+    assert (board.flash / "crash_count").read_text() == "4"
+    assert board.count_events("pin", "25", "value", "1") == 0  # the relay stayed off
+
+
+def test_panics_count_towards_safe_mode_but_planned_resets_do_not(
+    make_board: Callable[..., Board], peer: Peer, config_server: Callable[..., ConfigServer]
+) -> None:
+    server = config_server({"relay": {"press_ms": 100}})
+    board = make_board()
+    board.boot()
+    board.wait_output("running:")
+    # A panic; then the node restarts on purpose for a new configuration from HA.
+    server.components = {"relay": {"press_ms": 110}}
+    board.panic()
+    board.wait_output("configuration changed: restarting")
+    board.wait_output("running:", count=3)
+    board.panic()
+    board.wait_output("running:", count=4)
+    board.panic()
+    board.wait_output("running: no modules")
+    assert board.boots == [PWRON_RESET] + [HARD_RESET] * 4
+    # (from the console: a panic can come before a boot's log lines reached the broker)
+    causes = [line.split("reset cause: ")[1] for line in board.log_lines("reset cause: ")]
+    assert causes == ["power on", "panic", "reset by the firmware", "panic", "panic"]
+    critical = protocol.log_topic("home", "critical", NODE)
+    peer.wait_for(lambda _: any("safe mode after 3 crash boots" in p for p in payloads(peer, critical)), 20)
+
+
+def test_a_management_reboot_is_not_a_crash(start_board: Callable[..., Board], mosquitto: Broker) -> None:
+    # machine.reset() reads HARD_RESET on the ESP32, as a panic does: the planned flag
+    # (written by the disconnect before every deliberate reset) tells them apart.
+    board = start_board()
+    connection = Connection(
+        "127.0.0.1", mosquitto.tls_port, str(mosquitto.certs.ca), mosquitto.username, mosquitto.password
+    )
+    with Node(connection, "home", NODE, KEY, timeout=10) as node:
+        assert node.call("reboot") == b"rebooting"
+    board.wait_output("running:", count=2)
+    assert board.boots == [PWRON_RESET, HARD_RESET]
+    assert board.log_lines("reset cause: ")[-1].endswith("reset cause: reset by the firmware")
+    assert not (board.flash / "crash_count").exists()

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from .certs import Certs, make_certs
-from .micropython import MicroPython, micropython_binary
+from .micropython import MicroPython, micropython_port
 from .mosquitto import Broker
+from .ntp import NtpServer
 from .system_bus import SystemBus
 
-REAL_FIXTURES = {"mosquitto", "mosquitto_factory", "system_bus", "micropython"}
+REAL_FIXTURES = {"mosquitto", "mosquitto_factory", "system_bus", "micropython", "ntp_server"}
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +52,14 @@ def mosquitto(mosquitto_factory: Callable[..., Broker]) -> Broker:
 
 
 @pytest.fixture
+def ntp_server() -> Iterator[NtpServer]:
+    """The boards' NTP server on a loopback address (board_config's ntp_host)."""
+    server = NtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def system_bus(tmp_path: Path) -> Iterator[SystemBus]:
     """A private system bus with a fake org.freedesktop.login1 that records calls."""
     bus = SystemBus(tmp_path / "dbus")
@@ -61,5 +70,6 @@ def system_bus(tmp_path: Path) -> Iterator[SystemBus]:
 
 @pytest.fixture(scope="session")
 def micropython() -> MicroPython:
-    """MicroPython's unix port, limited to an ESP32-like heap by default."""
-    return MicroPython(micropython_binary())
+    """MicroPython's unix port (32-bit unless SMARTSERVER_MP_PORT=64), limited to an
+    ESP32-like heap by default."""
+    return micropython_port()

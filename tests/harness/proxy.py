@@ -4,6 +4,7 @@
 the broker before B happened" holds by the delay's margin, not by microseconds of
 scheduling. `MqttProxy` drops or repeats chosen MQTT packets (a plain MQTT link), for
 what a real broker only does when the network fails: a lost PUBACK, a resent PUBLISH.
+`SilentProxy` cuts its links without a FIN or RST, as a lost WiFi or a dead router does.
 """
 
 from __future__ import annotations
@@ -18,6 +19,20 @@ from collections.abc import Callable
 TO_BROKER = "to broker"
 TO_CLIENT = "to client"
 PUBLISH = 3
+
+
+def _recv(source: socket.socket) -> bytes:
+    """The next bytes from `source`; b"" once it is closed or broken."""
+    try:
+        return source.recv(65536)
+    except OSError:
+        return b""
+
+
+def _close_write(sink: socket.socket) -> None:
+    """Pass an end of stream on (FIN)."""
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 class _Proxy:
@@ -82,10 +97,7 @@ class DelayProxy(_Proxy):
 
     def _read(self, source: socket.socket, due: queue.Queue[tuple[float, bytes]]) -> None:
         while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
+            data = _recv(source)
             due.put((time.monotonic() + self.delay, data))
             if not data:
                 return
@@ -95,8 +107,7 @@ class DelayProxy(_Proxy):
             at, data = due.get()
             time.sleep(max(0.0, at - time.monotonic()))
             if not data:
-                with contextlib.suppress(OSError):
-                    sink.shutdown(socket.SHUT_WR)
+                _close_write(sink)
                 return
             try:
                 sink.sendall(data)
@@ -160,13 +171,9 @@ class MqttProxy(_Proxy):
     def _forward(self, source: socket.socket, sink: socket.socket, direction: str) -> None:
         buffer = bytearray()
         while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
+            data = _recv(source)
             if not data:
-                with contextlib.suppress(OSError):
-                    sink.shutdown(socket.SHUT_WR)
+                _close_write(sink)
                 return
             buffer += data
             for packet in split_packets(buffer):
@@ -189,3 +196,55 @@ class MqttProxy(_Proxy):
             packets = self.forwarded if forwarded else self.seen
             seen = [packet for way, packet in packets if way == direction and packet[0] >> 4 == PUBLISH]
         return [fields for fields in map(publish_fields, seen) if fields[0].startswith(prefix)]
+
+
+class SilentProxy(_Proxy):
+    """Forward to 127.0.0.1:`target` until `silence()`: from then on the links open so far
+    swallow every byte both ways and never close (no FIN, no RST), and so do links opened
+    while silent. `restore()` lets new links through again. `client_closes` counts the
+    links whose client closed its socket."""
+
+    def __init__(self, target: int) -> None:
+        self.links = 0
+        self.client_closes = 0
+        self.silent = False
+        self._dead: set[int] = set()
+        self._lock = threading.Lock()
+        super().__init__(target)
+
+    def _link(self, client: socket.socket, upstream: socket.socket) -> None:
+        with self._lock:
+            link = self.links
+            self.links += 1
+            if self.silent:
+                self._dead.add(link)
+        self._start(self._forward, client, upstream, link, True)
+        self._start(self._forward, upstream, client, link, False)
+
+    def _forward(self, source: socket.socket, sink: socket.socket, link: int, from_client: bool) -> None:
+        while True:
+            data = _recv(source)
+            if not data:
+                with self._lock:
+                    self.client_closes += from_client
+                    dead = link in self._dead
+                if not dead:
+                    _close_write(sink)
+                return
+            if link in self._dead:
+                continue
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def silence(self) -> None:
+        """Cut every link, present and future, without a word."""
+        with self._lock:
+            self.silent = True
+            self._dead.update(range(self.links))
+
+    def restore(self) -> None:
+        """Let new links through."""
+        with self._lock:
+            self.silent = False

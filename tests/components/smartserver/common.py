@@ -12,10 +12,10 @@ from homeassistant.helpers.event import async_track_state_change_event
 
 async def wait_state(hass: HomeAssistant, entity_id: str, value: str) -> None:
     """Wait until the entity has the state `value`; fail after 15 s."""
-    await wait_until(hass, entity_id, lambda state: state.state == value)
+    await wait_entity(hass, entity_id, lambda state: state.state == value)
 
 
-async def wait_until(hass: HomeAssistant, entity_id: str, test: Callable[[State], bool]) -> None:
+async def wait_entity(hass: HomeAssistant, entity_id: str, test: Callable[[State], bool]) -> None:
     """Wait until the entity's state passes `test`; fail after 15 s."""
     reached = asyncio.Event()
 

@@ -44,7 +44,7 @@ from custom_components.smartserver.const import (
 )
 from custom_components.smartserver.storage import Storage
 
-from .nodes_common import node_device, root, settle, tree, wait_until, written
+from .nodes_common import answers, node_device, root, settle, tree, wait_until, write, written
 
 LINE = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d)\] \[([^\]]+)\] \[([^\]]+)\] (.*)")
 
@@ -134,7 +134,7 @@ async def test_login_and_other_topics_never_logged(
     assert not general_log(hass).exists()
 
 
-@pytest.mark.parametrize("node", ["..", "%2e%2e", "+", "#", "a" * 300, "nö"])
+@pytest.mark.parametrize("node", ["..", "+", "#", "a" * 300, "ö" * 33])
 async def test_hostile_ids_write_nothing(
     hass: HomeAssistant, init_integration: MockConfigEntry, node: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -355,6 +355,15 @@ async def test_rate_limit_option(
     assert state is not None
     assert len(events) + int(state.state) == 10
     assert len(events) >= 2
+    # the burst spent the budget below critical; a critical line has its own
+    log(hass, "critical", "node1", "pump stopped")
+    await written(hass)
+    assert [e.data["message"] for e in events if e.data["level"] == "critical"] == ["pump stopped"]
+    # a flood of critical lines is limited too
+    for i in range(10):
+        log(hass, "critical", "node1", f"c{i}")
+    await written(hass)
+    assert len([e for e in events if e.data["level"] == "critical"]) < 11
     await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -579,15 +588,63 @@ async def test_new_nodes_beyond_the_budget_are_held_back(
     await hass.config_entries.async_unload(init_integration.entry_id)
 
 
+@pytest.fixture
+def no_new_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No budget for new nodes; a held-back id has the folder read again at once."""
+    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
+    monkeypatch.setattr(node_registry, "RESCAN_S", 0)
+
+
+async def test_nodes_on_disk_are_never_held_back(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+    no_new_nodes: None,
+) -> None:
+    """A restart of a fleet: nodes with a folder or a name get answers and files, budget or not."""
+    write(root(hass) / "device_names.yaml", "named: null\nnode1: kitchen\n")
+    write(root(hass) / "clients/configured/config/led.json", '{"pin": 2}')
+    write(root(hass) / "clients/kitchen/config/led.json", '{"pin": 3}')  # node1's, renamed
+    init_integration = await _setup(hass, mock_config_entry)
+    async_fire_mqtt_message(hass, "home/login/configured/set", '"5.1.0"')
+    log(hass, "error", "named", "hello")
+    log(hass, "error", "made-up", "hello")
+    log(hass, "error", "kitchen", "hello")  # a name is not an id
+    await flush(hass, init_integration)
+    assert answers(mqtt_mock) == [("home/login/configured", '{"led":{"pin":2},"_order":["led"]}')]
+    assert "hello" in node_log(hass, "named").read_text()
+    assert node_device(hass, init_integration, "configured") is not None
+    assert node_device(hass, init_integration, "named") is not None
+    # the budget still holds back made-up ids
+    assert node_device(hass, init_integration, "made-up") is None
+    assert node_device(hass, init_integration, "kitchen") is None
+    assert not (root(hass) / "clients" / "made-up").exists()
+    assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is not None
+
+    # a held-back id's request reads the folder again: a node set up by hand is answered
+    mqtt_mock.async_publish.reset_mock()
+    async_fire_mqtt_message(hass, "home/login/late/set", '"5.1.0"')
+    await flush(hass, init_integration)
+    assert answers(mqtt_mock) == []
+    write(root(hass) / "clients/late/config/led.json", '{"pin": 4}')
+    async_fire_mqtt_message(hass, "home/login/late/set", '"5.1.0"')
+    await flush(hass, init_integration)
+    assert answers(mqtt_mock) == [("home/login/late", '{"led":{"pin":4},"_order":["led"]}')]
+    log(hass, "info", "late", "now known")
+    await flush(hass, init_integration)
+    assert "now known" in node_log(hass, "late").read_text()
+    await hass.config_entries.async_unload(init_integration.entry_id)
+
+
 async def test_held_back_issue_waits_for_the_last_node(
     hass: HomeAssistant,
     mqtt_mock: MqttMockHAClient,
     mqtt_client_closing: None,
     mock_config_entry: MockConfigEntry,
-    monkeypatch: pytest.MonkeyPatch,
+    no_new_nodes: None,
 ) -> None:
     """Each held-back node restarts the hour; unloading clears the issue (the budget restarts)."""
-    monkeypatch.setattr(node_registry, "NEW_NODES_BURST", 0)
     init_integration = await _setup(hass, mock_config_entry)
     log(hass, "info", "made-up-1", "x")
     await flush(hass, init_integration)

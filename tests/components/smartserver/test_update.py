@@ -19,8 +19,9 @@ from tests.firmware.board import Board, ConfigServer, board_config, firmware_sou
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
+from tests.harness.ntp import NtpServer
 
-from .common import wait_state, wait_until
+from .common import wait_entity, wait_state
 from .conftest import NODE_KEY, RELAY_NODE
 
 ENTITY = f"update.{RELAY_NODE}_firmware"
@@ -41,7 +42,7 @@ def bundle(tmp_path: Path, version: str, broken: bool = False) -> Path:
 
 @pytest.fixture
 async def node(
-    hass: HomeAssistant, micropython: MicroPython, mosquitto: Broker, tmp_path: Path
+    hass: HomeAssistant, micropython: MicroPython, mosquitto: Broker, ntp_server: NtpServer, tmp_path: Path
 ) -> AsyncGenerator[Board]:
     """Relay node relay1 with the server subentry's node key. It boots before the
     integration is set up (`setup` needs it running), so a peer answers its configuration
@@ -144,7 +145,7 @@ async def test_without_bundled_firmware_only_the_installed_version_shows(
     hass: HomeAssistant, setup: Callable[[Path], Awaitable[None]]
 ) -> None:
     await setup(Path("/nonexistent"))
-    await wait_until(hass, ENTITY, lambda state: state.attributes.get("installed_version") == "0.1.0")
+    await wait_entity(hass, ENTITY, lambda state: state.attributes.get("installed_version") == "0.1.0")
     # up to date with what this install carries (nothing): no "unknown", and no install
     assert hass.states.get(ENTITY).state == "off"  # type: ignore[union-attr]
     with pytest.raises(HomeAssistantError, match="No update available"):

@@ -1,9 +1,12 @@
 # `machine` for the unix port: the ESP32's pins, timers, watchdog and reset,
 # recorded to the file named by SHIM_EVENTS so tests can measure them.
 # Lines: "<unix time ns> <what> ...". Input levels come from files in SHIM_INPUTS.
+# As strict as the ESP32 port (ports/esp32 machine_pin.c, machine_timer.c, modmachine.c).
 import _thread
 import os
 import time
+
+import micropython
 
 PWRON_RESET = 1
 HARD_RESET = 2
@@ -11,6 +14,8 @@ WDT_RESET = 3
 DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 RESET_EXIT = 77  # exit code of machine.reset(); the harness boots the board again
+# (with HARD_RESET: esp_restart() is ESP_RST_SW, which the port reports as HARD_RESET,
+# like a panic; only a REPL soft reset is SOFT_RESET)
 
 _lock = _thread.allocate_lock()
 _libc = None
@@ -28,8 +33,10 @@ def _c(name, ret, args):
 
 _events = os.getenv("SHIM_EVENTS") or "shim-events.txt"
 _inputs = os.getenv("SHIM_INPUTS") or "."
-# ESP32 GPIOs; 34-39 are input only.
-_VALID = set(range(0, 6)) | set(range(12, 20)) | {21, 22, 23, 25, 26, 27, 32, 33, 34, 35, 36, 39}
+# ESP32 GPIOs; 34-39 are input only and have no pull resistors: the port accepts a
+# pull on them without an error (gpio_pullup_en does nothing there), the input floats.
+_VALID = set(range(0, 6)) | set(range(12, 20)) | {21, 22, 23, 25, 26, 27, 32, 33, 34, 35, 36, 37, 38, 39}
+_NO_PULL = range(34, 40)
 
 
 def record(*what):
@@ -86,6 +93,9 @@ class Pin:
                 with open("%s/pin%d" % (_inputs, self._id)) as f:
                     return int(f.read().strip() or 0)
             except OSError:
+                # undriven: the pull decides; without one it floats (read here as 0)
+                if self._id in _NO_PULL:
+                    return 0
                 return 1 if self._pull == Pin.PULL_UP else 0
         v = 1 if v else 0
         if v != self._value:
@@ -100,15 +110,20 @@ class Pin:
 
 
 class Timer:
+    # The port's hardware timer ISR only calls mp_sched_schedule(): the callback runs
+    # between bytecodes of the main thread, never while it is inside a blocking C call
+    # (DNS, a TLS step). The thread here only plays the hardware counter.
     ONE_SHOT = 0
     PERIODIC = 1
 
-    def __init__(self, timer_id=0, **kwargs):
+    def __init__(self, timer_id, **kwargs):
         self._gen = 0
         if kwargs:
             self.init(**kwargs)
 
-    def init(self, mode=ONE_SHOT, period=1000, callback=None):
+    def init(self, mode=PERIODIC, period=-1, callback=None, hard=False):
+        if hard:
+            raise ValueError("hard Timers are not implemented")
         self._gen += 1
         _thread.start_new_thread(self._run, (self._gen, mode, period, callback))
 
@@ -117,7 +132,11 @@ class Timer:
             time.sleep_ms(period)
             if gen != self._gen:
                 return
-            callback(self)
+            if callback is not None:
+                try:
+                    micropython.schedule(callback, self)
+                except RuntimeError:
+                    pass  # the schedule queue is full: the port drops it too
             if mode == Timer.ONE_SHOT:
                 return
 
@@ -137,3 +156,22 @@ class WDT:
     def feed(self):
         record("wdt", "feed")
         self._alarm(self._s)
+
+
+class RTC:
+    # The board's wall clock. Under libfaketime (SHIM_CLOCK names its offset file, see
+    # tests/harness/micropython.py) setting it moves the process's clock, as on the ESP32;
+    # on the host's clock it only records the call.
+    def datetime(self, dt=None):
+        if dt is None:
+            t = time.gmtime()
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        target = time.mktime((dt[0], dt[1], dt[2], dt[4], dt[5], dt[6], 0, 0))
+        record("rtc", "set", target)
+        clock = os.getenv("SHIM_CLOCK")
+        if clock:
+            with open(clock) as f:
+                offset = int(f.read())
+            real = time.time() - offset
+            with open(clock, "w") as f:
+                f.write("%+d\n" % round(target - real))  # whole seconds: libfaketime's offset

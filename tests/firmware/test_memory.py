@@ -1,0 +1,58 @@
+"""The node's heap on the 32-bit bed (docs/performance.md#firmware)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from tests.harness.clients import Peer
+
+from .board import NODE, Board, payloads, protocol, signed, wait_online
+
+POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
+INFO = protocol.node_topic("home", NODE, "info")
+REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)
+MGMT_CMD = protocol.node_topic("home", NODE, protocol.NODE_MGMT_CMD)
+MGMT_REPLY = protocol.node_topic("home", NODE, protocol.NODE_MGMT_REPLY)
+
+
+def info(peer: Peer) -> dict[str, Any]:
+    before = len(peer.received(INFO))
+    peer.publish(REFRESH, b"")
+    peer.wait_for(lambda msgs: sum(m.topic == INFO for m in msgs) > before)
+    return dict(json.loads(peer.received(INFO)[-1].payload))
+
+
+def test_collections_come_before_the_heap_fills(start_board: Callable[..., Board], peer: Peer) -> None:
+    board = start_board()
+    wait_online(peer)
+    # churn: every refusal allocates a payload, a parse and a log line
+    for batch in range(1, 5):
+        for i in range(50):
+            peer.publish(POWER_SET, json.dumps({"cmd": "PRESS", "pad": "x" * 200, "n": i}))
+        board.wait_output("refused: unsigned", 30, count=50 * batch)
+    figures = info(peer)
+    heap = figures["mem_alloc"] + figures["mem_free"]
+    # gc.threshold collects once a quarter of the free heap was allocated: the heap in
+    # use (garbage included, sampled every 100 ms) stays well below its size
+    assert figures["mem_peak"] < figures["mem_alloc"] + figures["mem_free"] // 2, figures
+    assert figures["mem_peak"] < heap * 0.9
+
+
+def test_a_refused_management_command_does_not_load_the_module(
+    start_board: Callable[..., Board], peer: Peer
+) -> None:
+    start_board()
+    wait_online(peer)
+    before = info(peer)["mem_alloc"]
+    bad = json.loads(signed("ls", key="not the node's key"))
+    peer.publish(MGMT_CMD, json.dumps(bad))
+    peer.publish(MGMT_CMD, json.dumps({"cmd": "ls", "nonce": "ab12", "pad": "x" * 400}))
+    peer.wait_for(lambda msgs: sum(m.topic == MGMT_REPLY for m in msgs) >= 2)
+    assert payloads(peer, MGMT_REPLY) == [
+        f"{bad['nonce']} 0 err\nrefused: bad signature",
+        "ab12 0 err\nrefused: unsigned",
+    ]
+    # the management module (several KB of bytecode) stays on flash
+    assert info(peer)["mem_alloc"] < before + 1024

@@ -12,6 +12,7 @@ from machine import Pin, Timer
 
 PRESS = "PRESS"
 HOLD = "HOLD"
+WOL = "WOL"  # Wake-on-LAN: the magic packet instead of a pulse (wol.py)
 CAP_MS = 10000  # never hold a power button longer, whatever the configuration says
 # HOLD must outlast the forced power-off of common boards (ATX: more than 4 s, some
 # more than 6 s), and max_on_ms the HOLD, or it cuts the HOLD short.
@@ -53,9 +54,12 @@ class Relay:
 
     def _on_command(self, topic, payload, retained):
         try:
-            cmd, _arg = self._verifier.check(payload, retained)
+            cmd, arg = self._verifier.check(payload, retained)
         except sign.Refused as err:
             log.warning("power command refused: %s" % err)
+            return
+        if cmd == WOL:
+            self._wake(arg)
             return
         if cmd not in self.times:
             log.warning("power command refused: unknown command %r" % cmd)
@@ -65,6 +69,16 @@ class Relay:
             return
         self._on_at = ticks_ms()  # busy from now: no blocking step may start
         asyncio.create_task(self.pulse(cmd))
+
+    def _wake(self, arg):
+        import wol  # loaded for the first WOL only: most nodes press a button
+
+        try:
+            log.info("WOL: magic packet for %s" % wol.send(arg))
+        except ValueError as err:
+            log.warning("power command refused: WOL %s" % err)
+        except OSError as err:
+            log.error("WOL: magic packet not sent: %s" % err)
 
     async def pulse(self, cmd):
         ms = min(self.times[cmd], self.max_on_ms)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.harness.clients import Peer
 from tests.harness.micropython import MicroPython
 from tests.harness.mosquitto import Broker
 from tests.harness.proxy import SilentProxy
 
-from .board import FIRMWARE, NODE, Board, protocol, secrets_config, signed
+from .board import FIRMWARE, KEY, NODE, Board, protocol, secrets_config, signed
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 MP_SIGN = Path(__file__).with_name("mp_sign.py")
@@ -211,3 +215,51 @@ def test_default_hold_forces_off_and_a_long_press_is_refused(
     press, hold = board.pulses(25)
     assert 149 <= press.ms < 400
     assert 7999 <= hold.ms < 8300  # below the default max_on_ms of 9000
+
+
+def test_wol_sends_the_magic_packet(make_board: Callable[..., Board], peer: Peer) -> None:
+    """A signed WOL: the node sends 6 x 0xFF and the MAC 16 times to the address in its arg (loopback)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    try:
+        board = make_board()
+        board.boot()
+        board.wait_output("running:")
+        board.wait_commands()
+        now = int(time.time())
+        mac = "02:00:5E:10:00:01"
+
+        def wol(arg: str, **kwargs: Any) -> str:
+            return str(
+                protocol.sign_command(kwargs.get("key", KEY), NODE, protocol.WOL, kwargs.get("ts", now), arg)
+            )
+
+        good = wol(protocol.wol_arg(mac, "127.0.0.1", port))
+        for hostile in (
+            wol(f"02:00:5E:10:00 127.0.0.1 {port}"),  # malformed MAC
+            wol(f"{mac} 127.0.0.1 0"),
+            wol("x" * 300),
+            wol(f"{mac} 127.0.0.1 {port}", ts=now - 120),  # stale
+            wol(f"{mac} 127.0.0.1 {port}", key="the wrong key"),
+            json.dumps({"cmd": "WOL", "ts": now, "nonce": "00bb", "arg": f"{mac} 127.0.0.1 {port}"}),
+        ):
+            peer.publish(POWER_SET, hostile)
+        peer.publish(POWER_SET, good)
+        peer.publish(POWER_SET, good)  # replayed
+        packet, _sender = listener.recvfrom(1024)
+        assert packet == b"\xff" * 6 + bytes.fromhex(mac.replace(":", "")) * 16
+        board.wait_output(f"WOL: magic packet for {mac} to 127.0.0.1:{port}")
+        board.wait_output("refused: replayed")
+        out = board.output()
+        assert out.count("refused: WOL malformed") == 3
+        for reason in ("stale", "bad signature", "unsigned"):
+            assert f"refused: {reason}" in out, reason
+        # one packet only, and no button pressed
+        listener.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            listener.recvfrom(1024)
+        assert board.pulses(25) == []
+    finally:
+        listener.close()

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from smartserver_node.client import Connection, Node, NodeError, build_firmware
+from smartserver_node.client import Connection, Node, NodeError
+from smartserver_node.firmware import build_firmware
 
 from tests.firmware.board import KEY, NODE, Board, ConfigServer, firmware_sources, protocol, signed
 from tests.harness.clients import Peer

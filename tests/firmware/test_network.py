@@ -163,10 +163,13 @@ def test_slow_dns_does_not_stall_the_node(
     assert time.monotonic() - started < 6
     assert not board.log_lines("MQTT connected")
     wait_online(peer, timeout=30)
-    # a dropped link reconnects to the address looked up before: no new lookup
+    # a dropped link reconnects to the address looked up before: no new lookup (a
+    # loaded machine may have needed a second one while connecting the first time)
     up = connects(board)
+    lookups = board.count_events("dns", "localhost")
+    assert 1 <= lookups <= 2
     silent_proxy.silence()
     board.wait_output("MQTT connection lost")
     silent_proxy.restore()
     board.wait(lambda: connects(board) > up, 30, "the reconnect")
-    assert board.count_events("dns", "localhost") == 1
+    assert board.count_events("dns", "localhost") == lookups

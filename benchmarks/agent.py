@@ -1,7 +1,7 @@
 """Agent benchmark: signed SHUTDOWN -> logind PowerOff latency, idle RSS and CPU.
 
 Runs the real agent (`python -m smartserver_agent`) against its own mosquitto (TLS)
-and a private system bus with the fake logind, all from tests.harness:
+and a private system bus with the fake logind, all from script.harness:
 
     .venv/bin/python benchmarks/agent.py [--runs 30] [--idle 20]
 
@@ -28,13 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.harness.agent import TEST_KEY, AgentProcess, agent_env
-from tests.harness.certs import make_certs
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-from tests.harness.procs import wait_for
-from tests.harness.protocol import load_protocol
-from tests.harness.system_bus import SystemBus
+from script.harness.agent import TEST_KEY, AgentProcess, agent_env
+from script.harness.certs import make_certs
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
+from script.harness.procs import wait_for
+from script.harness.protocol import load_protocol
+from script.harness.system_bus import SystemBus
 
 p = load_protocol()
 SERVER = "bench1"

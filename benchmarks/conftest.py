@@ -5,13 +5,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.components.smartserver.conftest import (  # noqa: F401
+from script.harness.ha import (  # noqa: F401
     auto_enable_custom_integrations,
     hass_config_dir,
     mqtt_real,
     server_config_entry,
 )
-from tests.harness.mosquitto import Broker
+from script.harness.mosquitto import Broker
 
 
 @pytest.fixture

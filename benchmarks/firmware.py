@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from firmware_memory import memory_run, module_costs
 
-from tests.firmware.board import (
+from script.harness.board import (
     NODE,
     Board,
     ConfigServer,
@@ -36,11 +36,11 @@ from tests.firmware.board import (
     secrets_config,
     signed,
 )
-from tests.harness.certs import make_certs
-from tests.harness.clients import Peer
-from tests.harness.micropython import micropython_port
-from tests.harness.mosquitto import Broker
-from tests.harness.ntp import NtpServer
+from script.harness.certs import make_certs
+from script.harness.clients import Peer
+from script.harness.micropython import micropython_port
+from script.harness.mosquitto import Broker
+from script.harness.ntp import NtpServer
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 INFO = protocol.node_topic("home", NODE, "info")

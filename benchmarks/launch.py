@@ -19,5 +19,5 @@ def run_under_pytest(module: str, names: tuple[str, ...], *pytest_args: str) -> 
         env[name] = str(int(value))
     root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "pytest", f"benchmarks/{module}", "-q", "-s"]
-    command += ["-p", "tests.harness.plugin", "-p", "no:logging", *pytest_args]
+    command += ["-p", "script.harness.plugin", "-p", "no:logging", *pytest_args]
     return subprocess.run(command, cwd=root, env=env, check=False).returncode

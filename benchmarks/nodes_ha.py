@@ -18,8 +18,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_LOG_MAX_KB, DOMAIN
 from custom_components.smartserver.logs import GENERAL_LOG
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
 
 SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "500"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))

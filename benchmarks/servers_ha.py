@@ -20,13 +20,12 @@ from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver import protocol
-from tests.components.smartserver.common import wait_state
-from tests.components.smartserver.conftest import COMMAND_KEY, SERVER_ID
-from tests.harness.agent import AgentProcess, agent_env
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-from tests.harness.procs import wait_for
-from tests.harness.system_bus import SystemBus
+from script.harness.agent import AgentProcess, agent_env
+from script.harness.clients import Peer
+from script.harness.ha import COMMAND_KEY, SERVER_ID, wait_state
+from script.harness.mosquitto import Broker
+from script.harness.procs import wait_for
+from script.harness.system_bus import SystemBus
 
 RUNS = int(os.environ.get("BENCH_RUNS", "300"))
 # each run starts a fresh agent (after PowerOff it stays SHUTTING_DOWN)

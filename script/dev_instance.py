@@ -2,7 +2,7 @@
 
 Everything lives in the git-ignored .dev/ folder (SMARTSERVER_DEV_DIR) and is reused by
 the next run: certificates, the broker's password, ports, Home Assistant's config and its
-owner. With --demo it also runs a simulated relay node and server (tests/e2e/demo.py), so
+owner. With --demo it also runs a simulated relay node and server (script/harness/demo.py), so
 the dashboard has a power switch to try. Ctrl-C stops what this started, by PID. Run
 through script/develop (it bootstraps).
 """
@@ -22,11 +22,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tests.e2e.demo import NODE, SERVER, SERVER_NAME, DemoServer, write_node_config
-from tests.e2e.hass_process import REPO, HassApi, HassProcess, Owner, agent_settings, set_up
-from tests.harness.certs import certs_at, certs_valid, make_certs
-from tests.harness.mosquitto import Broker
-from tests.harness.procs import free_port, port_open
+from script.harness.certs import certs_at, certs_valid, make_certs
+from script.harness.demo import NODE, SERVER, SERVER_NAME, DemoServer, write_node_config
+from script.harness.hass_process import REPO, HassApi, HassProcess, Owner, agent_settings, set_up
+from script.harness.mosquitto import Broker
+from script.harness.procs import free_port, port_open
 
 DEV = Path(os.environ.get("SMARTSERVER_DEV_DIR") or REPO / ".dev")
 STATE = DEV / "dev.json"

@@ -1,3 +1,3 @@
 """Fixtures for every suite: the real broker, system bus and MicroPython."""
 
-pytest_plugins = ["tests.harness.plugin"]
+pytest_plugins = ["script.harness.plugin"]

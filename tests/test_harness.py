@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.clients import Peer
-from tests.harness.micropython import POWER_UP, MicroPython
-from tests.harness.mosquitto import Broker
-from tests.harness.system_bus import SystemBus
+from script.harness.clients import Peer
+from script.harness.micropython import POWER_UP, MicroPython
+from script.harness.mosquitto import Broker
+from script.harness.system_bus import SystemBus
 
 MP_CLIENT = Path(__file__).parent / "harness" / "mp_tls_publish.py"
 FIRMWARE_SHIM = Path(__file__).parent / "firmware" / "shim"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.harness.protocol import load_protocol
+from script.harness.protocol import load_protocol
 
 p = load_protocol()
 

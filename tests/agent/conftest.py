@@ -10,12 +10,12 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 
-from tests.harness.agent import TEST_KEY, AgentProcess, agent_env
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-from tests.harness.protocol import load_protocol
-from tests.harness.proxy import DelayProxy
-from tests.harness.system_bus import SystemBus
+from script.harness.agent import TEST_KEY, AgentProcess, agent_env
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
+from script.harness.protocol import load_protocol
+from script.harness.proxy import DelayProxy
+from script.harness.system_bus import SystemBus
 
 p = load_protocol()
 SERVER = "srv1"

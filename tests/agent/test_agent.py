@@ -9,11 +9,11 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from tests.harness.agent import AgentProcess, agent_env
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-from tests.harness.proxy import DelayProxy
-from tests.harness.system_bus import SystemBus
+from script.harness.agent import AgentProcess, agent_env
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
+from script.harness.proxy import DelayProxy
+from script.harness.system_bus import SystemBus
 
 from .conftest import NODELAY, SERVER, TimedPeer, p, payloads, signed, topic
 

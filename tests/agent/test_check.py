@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.harness.agent import TEST_KEY, agent_env, run_agent
-from tests.harness.mosquitto import Broker
-from tests.harness.procs import free_port
-from tests.harness.system_bus import SystemBus
+from script.harness.agent import TEST_KEY, agent_env, run_agent
+from script.harness.mosquitto import Broker
+from script.harness.procs import free_port
+from script.harness.system_bus import SystemBus
 
 
 def test_check_ok(mosquitto: Broker, system_bus: SystemBus, tmp_path: Path) -> None:

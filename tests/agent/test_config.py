@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from script.harness.agent import TEST_KEY, agent_env, run_agent
+from script.harness.certs import Certs
+from script.harness.mosquitto import Broker
 from smartserver_agent.config import ConfigError, Target, load, parse_target, store_ca, tls_context
-from tests.harness.agent import TEST_KEY, agent_env, run_agent
-from tests.harness.certs import Certs
-from tests.harness.mosquitto import Broker
 
 GOOD = {
     "SMARTSERVER_BROKER_HOST": "127.0.0.1",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from script.harness.mosquitto import Broker
+from script.harness.procs import free_port
 from smartserver_agent import network
 from smartserver_agent.config import Target
-from tests.harness.mosquitto import Broker
-from tests.harness.procs import free_port
 
 ROUTE_V4 = """\
 Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT

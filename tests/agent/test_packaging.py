@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from script.harness.agent import AGENT_SOURCE
 from smartserver_agent.config import ENV_FILE, SETTINGS, read_env_file
-from tests.harness.agent import AGENT_SOURCE
 
 PACKAGING = AGENT_SOURCE / "packaging"
 UNIT = PACKAGING / "smartserver-agent.service"

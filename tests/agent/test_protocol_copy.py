@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from script.harness.protocol import load_protocol
 from smartserver_agent import protocol as agent_protocol
 from smartserver_agent.commands import CommandError, Verifier, command_signature
-from tests.harness.protocol import load_protocol
 
 p = load_protocol()
 KEY = "0123456789abcdef-key"

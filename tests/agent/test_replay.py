@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from script.harness.agent import TEST_KEY
+from script.harness.protocol import load_protocol
 from smartserver_agent import logind, replay, session
 from smartserver_agent.commands import CommandError, Verifier
 from smartserver_agent.config import load
 from smartserver_agent.session import Agent
-from tests.harness.agent import TEST_KEY
-from tests.harness.protocol import load_protocol
 
 p = load_protocol()
 NOW = 1_763_780_000.0

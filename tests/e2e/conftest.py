@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import pytest_socket
 
-from tests.harness.certs import Certs
-from tests.harness.mosquitto import Broker
-
-from .hass_process import REPO, HassApi, HassProcess, Owner, Tokens, set_up
+from script.harness.certs import Certs
+from script.harness.hass_process import REPO, HassApi, HassProcess, Owner, Tokens, set_up
+from script.harness.mosquitto import Broker
 
 ARTIFACTS = REPO / "artifacts" / "e2e"
 FAILED = pytest.StashKey[set[str]]()

@@ -16,10 +16,10 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.harness.procs import free_port, stop, wait_for
+from script.harness.hass_process import REPO, HassApi, HassProcess, Owner, integration_problems
+from script.harness.procs import free_port, stop, wait_for
 
 from .conftest import keep_logs
-from .hass_process import REPO, HassApi, HassProcess, Owner, integration_problems
 
 SWITCH = "switch.demo_server_power"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.harness.clients import Peer
+from script.harness.browser import Box, Chromium
+from script.harness.clients import Peer
+from script.harness.hass_process import COMPONENT, HassApi, poll
 
-from .browser import Box, Chromium
 from .conftest import System
-from .hass_process import COMPONENT, HassApi, poll
 
 # the toggle of an entities card's row: ha-entity-toggle's ha-switch
 TOGGLE = ("ha-entity-toggle", "ha-switch")

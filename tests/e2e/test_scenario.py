@@ -18,16 +18,16 @@ from typing import Any
 
 from smartserver_node.firmware import firmware_version
 
-from tests.firmware.board import FIRMWARE, Board, board_config, secrets_config
-from tests.harness.agent import AgentProcess, agent_env
-from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython
-from tests.harness.ntp import NtpServer
-from tests.harness.system_bus import SystemBus
+from script.harness.agent import AgentProcess, agent_env
+from script.harness.board import FIRMWARE, Board, board_config, secrets_config
+from script.harness.browser import Chromium
+from script.harness.clients import Peer
+from script.harness.hass_process import HassApi, agent_settings, integration_problems, poll
+from script.harness.micropython import MicroPython
+from script.harness.ntp import NtpServer
+from script.harness.system_bus import SystemBus
 
-from .browser import Chromium
 from .conftest import System, keep_logs
-from .hass_process import HassApi, agent_settings, integration_problems, poll
 from .test_end_to_end import TOGGLE, check_screenshot
 
 NODE = "rack-relay"

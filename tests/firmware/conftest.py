@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython
-from tests.harness.mosquitto import Broker
-from tests.harness.ntp import NtpServer
-
-from .board import Board, ConfigServer, board_config, secrets_config
+from script.harness.board import Board, ConfigServer, board_config, secrets_config
+from script.harness.clients import Peer
+from script.harness.micropython import MicroPython
+from script.harness.mosquitto import Broker
+from script.harness.ntp import NtpServer
 
 
 @pytest.fixture

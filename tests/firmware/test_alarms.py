@@ -6,9 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.harness.clients import Peer
-
-from .board import NODE, Board, ConfigServer, payloads, protocol
+from script.harness.board import NODE, Board, ConfigServer, payloads, protocol
+from script.harness.clients import Peer
 
 UPS = {"pin": 35, "active": 0, "debounce_ms": 50, "poll_ms": 10, "message": "UPS on battery"}
 LEAK = {"pin": 36, "active": 1, "level": "error", "message": "water under the rack"}

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness.mosquitto import Broker
-from tests.harness.procs import stop, wait_for
+from script.harness.board import KEY, NODE, Board
+from script.harness.mosquitto import Broker
+from script.harness.procs import stop, wait_for
 
-from .board import KEY, NODE, Board
 from .test_mgmt import HEAP
 
 CLI = Path(sys.executable).with_name("smartserver-node")

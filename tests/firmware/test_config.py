@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-
-from .board import NODE, Board, ConfigServer, payloads, protocol, signed, wait_online
+from script.harness.board import NODE, Board, ConfigServer, payloads, protocol, signed, wait_online
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
 
 CACHE = "remote_config.json"
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)

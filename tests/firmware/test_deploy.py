@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from smartserver_node.firmware import build_firmware
 
-from tests.harness.certs import Certs
-
-from .board import DEPLOY, FIRMWARE
+from script.harness.board import DEPLOY, FIRMWARE
+from script.harness.certs import Certs
 
 
 def config_dir(tmp_path: Path, certs: Certs) -> Path:

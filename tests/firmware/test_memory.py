@@ -6,9 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from tests.harness.clients import Peer
-
-from .board import NODE, Board, payloads, protocol, signed, wait_online
+from script.harness.board import NODE, Board, payloads, protocol, signed, wait_online
+from script.harness.clients import Peer
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 INFO = protocol.node_topic("home", NODE, "info")

@@ -24,10 +24,9 @@ from smartserver_node.client import (
 from smartserver_node.firmware import Firmware, build_firmware
 from smartserver_node.mgmt_framing import chunk_payload
 
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-
-from .board import KEY, NODE, Board, ConfigServer, firmware_sources, payloads, protocol
+from script.harness.board import KEY, NODE, Board, ConfigServer, firmware_sources, payloads, protocol
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
 
 STATUS = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
 

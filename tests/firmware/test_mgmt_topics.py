@@ -9,9 +9,8 @@ from smartserver_node import mgmt_framing as cli_framing
 from smartserver_node.client import Connection, Node, signature
 
 from custom_components.smartserver import mgmt_framing
-from tests.harness.protocol import load_protocol
-
-from .board import FIRMWARE, KEY, NODE
+from script.harness.board import FIRMWARE, KEY, NODE
+from script.harness.protocol import load_protocol
 
 
 def test_cli_topics_and_signature_match_the_protocol_module() -> None:

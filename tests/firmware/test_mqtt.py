@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-from tests.harness.proxy import PUBLISH, TO_BROKER, TO_CLIENT, MqttProxy, publish_fields
-
-from .board import NODE, Board, payloads, protocol, secrets_config, signed, wait_online
+from script.harness.board import NODE, Board, payloads, protocol, secrets_config, signed, wait_online
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
+from script.harness.proxy import PUBLISH, TO_BROKER, TO_CLIENT, MqttProxy, publish_fields
 
 STATUS = protocol.node_topic("home", NODE, protocol.NODE_STATUS)
 POWER = protocol.node_topic("home", NODE, protocol.NODE_POWER)

@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.harness.clients import Peer
-from tests.harness.micropython import POWER_UP, MicroPython
-from tests.harness.mosquitto import Broker
-from tests.harness.ntp import NTP_HOST
-from tests.harness.proxy import SilentProxy
-
-from .board import NODE, Board, ConfigServer, protocol, secrets_config, wait_online
+from script.harness.board import NODE, Board, ConfigServer, protocol, secrets_config, wait_online
+from script.harness.clients import Peer
+from script.harness.micropython import POWER_UP, MicroPython
+from script.harness.mosquitto import Broker
+from script.harness.ntp import NTP_HOST
+from script.harness.proxy import SilentProxy
 
 INFO = protocol.node_topic("home", NODE, "info")
 REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython
-from tests.harness.mosquitto import Broker
-from tests.harness.proxy import SilentProxy
-
-from .board import FIRMWARE, KEY, NODE, Board, protocol, secrets_config, signed
+from script.harness.board import FIRMWARE, KEY, NODE, Board, protocol, secrets_config, signed
+from script.harness.clients import Peer
+from script.harness.micropython import MicroPython
+from script.harness.mosquitto import Broker
+from script.harness.proxy import SilentProxy
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 MP_SIGN = Path(__file__).with_name("mp_sign.py")

@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 from smartserver_node.firmware import firmware_version
 
-from .board import FIRMWARE, firmware_sources, protocol
+from script.harness.board import FIRMWARE, firmware_sources, protocol
 
 
 def firmware_module(name: str) -> ModuleType:

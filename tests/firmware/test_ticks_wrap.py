@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython
-from tests.harness.mosquitto import Broker
-from tests.harness.ntp import NtpServer
-
-from .board import NODE, Board, protocol, secrets_config, signed
+from script.harness.board import NODE, Board, protocol, secrets_config, signed
+from script.harness.clients import Peer
+from script.harness.micropython import MicroPython
+from script.harness.mosquitto import Broker
+from script.harness.ntp import NtpServer
 
 WRAP_MS = 2**30
 STEP_S = 216000  # 2.5 days, each step well within ticks_diff's range

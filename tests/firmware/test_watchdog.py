@@ -10,10 +10,7 @@ from collections.abc import Callable
 
 from smartserver_node.client import Connection, Node
 
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-
-from .board import (
+from script.harness.board import (
     HARD_RESET,
     KEY,
     NODE,
@@ -25,6 +22,8 @@ from .board import (
     payloads,
     protocol,
 )
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
 
 FAST = {"watchdog_s": 3, "mqtt": {"keepalive_s": 3, "timeout_s": 2, "backoff_max_s": 1}}
 

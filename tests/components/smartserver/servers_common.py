@@ -14,8 +14,7 @@ from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver import protocol
 from custom_components.smartserver.const import DOMAIN
-
-from .conftest import RELAY_NODE, SERVER_ID
+from script.harness.ha import RELAY_NODE, SERVER_ID
 
 SWITCH = "switch.nas_power"
 SENSOR = "sensor.nas_power_state"

@@ -21,8 +21,8 @@ from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 from custom_components.smartserver import coordinator as coordinator_module
 from custom_components.smartserver import protocol
 from custom_components.smartserver.helpers import node_identifier
+from script.harness.ha import RELAY_NODE, SERVER_ID
 
-from .conftest import RELAY_NODE, SERVER_ID
 from .nodes_common import node_device, node_traffic, published, settle, wait_until
 
 

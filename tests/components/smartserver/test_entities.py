@@ -19,8 +19,8 @@ from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.smartserver.helpers import node_identifier, server_identifier
+from script.harness.ha import RELAY_NODE, SERVER_ID
 
-from .conftest import RELAY_NODE, SERVER_ID
 from .nodes_common import node_traffic
 
 

@@ -10,8 +10,7 @@ from homeassistant.components.mqtt import ReceiveMessage
 
 from custom_components.smartserver import protocol
 from custom_components.smartserver.mgmt import FirmwareManager, Handler, Link, NodeFirmware, NodeHandler
-
-from .conftest import NODE_KEY, RELAY_NODE
+from script.harness.ha import NODE_KEY, RELAY_NODE
 
 INFO_FILTER = protocol.node_filter("home", protocol.NODE_INFO)
 REPLY = protocol.node_topic("home", RELAY_NODE, protocol.NODE_MGMT_REPLY)

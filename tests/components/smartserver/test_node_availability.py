@@ -8,7 +8,7 @@ import pytest
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 
-from .conftest import RELAY_NODE, SERVER_ID
+from script.harness.ha import RELAY_NODE, SERVER_ID
 
 HEARTBEAT = f"home/server/{SERVER_ID}/heartbeat"
 STATE = f"home/server/{SERVER_ID}/state"

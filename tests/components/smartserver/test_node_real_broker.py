@@ -9,8 +9,8 @@ from pathlib import Path
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
 
 from .nodes_common import component, root, settle, wait_until, write
 

@@ -20,8 +20,8 @@ from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 from custom_components.smartserver.const import CONF_LOG_BACKUPS, CONF_LOG_MAX_KB, EVENT_LOG
 from custom_components.smartserver.helpers import server_identifier
 from custom_components.smartserver.storage import Storage
+from script.harness.ha import SERVER_ID, server_subentry
 
-from .conftest import SERVER_ID, server_subentry
 from .nodes_common import node_device, root, settle
 
 SERVER_LOG = Path("servers") / SERVER_ID / f"{SERVER_ID}.log"

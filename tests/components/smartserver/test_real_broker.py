@@ -9,8 +9,8 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
+from script.harness.clients import Peer
+from script.harness.mosquitto import Broker
 
 
 async def test_ha_mqtt_round_trip_over_tls(

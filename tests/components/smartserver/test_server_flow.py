@@ -35,8 +35,8 @@ from custom_components.smartserver.const import (
     SUBENTRY_SERVER,
 )
 from custom_components.smartserver.helpers import node_identifier, server_identifier
+from script.harness.ha import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID
 
-from .conftest import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID
 from .servers_common import (
     HEARTBEAT,
     POWER,

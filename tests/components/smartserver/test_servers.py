@@ -25,8 +25,8 @@ from syrupy.assertion import SnapshotAssertion
 
 from custom_components.smartserver.const import DOMAIN
 from custom_components.smartserver.power import Issue
+from script.harness.ha import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID, START_GRACE, STOP_GRACE
 
-from .conftest import COMMAND_KEY, NODE_KEY, RELAY_NODE, SERVER_ID, START_GRACE, STOP_GRACE
 from .nodes_common import node_device, request, root, write
 from .servers_common import (
     AGENT,

@@ -11,13 +11,11 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver import protocol
 from custom_components.smartserver.const import CONF_BASE_TOPIC, DOMAIN
-from tests.harness.agent import TEST_KEY, AgentProcess, agent_env
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-from tests.harness.system_bus import SystemBus
-
-from .common import wait_state
-from .conftest import RELAY_NODE, server_subentry
+from script.harness.agent import TEST_KEY, AgentProcess, agent_env
+from script.harness.clients import Peer
+from script.harness.ha import RELAY_NODE, server_subentry, wait_state
+from script.harness.mosquitto import Broker
+from script.harness.system_bus import SystemBus
 
 SERVER = "srv1"  # the harness agent's id
 

@@ -13,8 +13,8 @@ from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver.const import CONF_REACH_HOST, CONF_REACH_PORT
+from script.harness.ha import server_hub
 
-from .conftest import server_hub
 from .servers_common import HEARTBEAT, STATE, elapse, issues, power_state, report
 
 REACHABLE = "binary_sensor.nas_reachable"

@@ -12,11 +12,9 @@ from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver import protocol
-from tests.harness.clients import Peer
-from tests.harness.mosquitto import Broker
-
-from .common import wait_state
-from .conftest import COMMAND_KEY, RELAY_NODE, SERVER_ID
+from script.harness.clients import Peer
+from script.harness.ha import COMMAND_KEY, RELAY_NODE, SERVER_ID, wait_state
+from script.harness.mosquitto import Broker
 
 SWITCH = "switch.nas_power"
 SENSOR = "sensor.nas_power_state"

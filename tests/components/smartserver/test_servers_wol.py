@@ -19,8 +19,8 @@ from custom_components.smartserver.const import (
     CONF_WOL_ADDRESS,
     CONF_WOL_PORT,
 )
+from script.harness.ha import NODE_KEY, RELAY_NODE, server_hub
 
-from .conftest import NODE_KEY, RELAY_NODE, server_hub
 from .servers_common import POWER_SET, power_state, published, report, stopped, switch
 
 MAC = "02:00:5E:10:00:01"

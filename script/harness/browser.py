@@ -14,7 +14,7 @@ from typing import Any, Self
 
 import aiohttp
 
-from tests.harness.procs import free_port, stop
+from script.harness.procs import free_port, stop
 
 from .hass_process import Tokens, poll
 

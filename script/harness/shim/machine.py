@@ -160,7 +160,7 @@ class WDT:
 
 class RTC:
     # The board's wall clock. Under libfaketime (SHIM_CLOCK names its offset file, see
-    # tests/harness/micropython.py) setting it moves the process's clock, as on the ESP32;
+    # script/harness/micropython.py) setting it moves the process's clock, as on the ESP32;
     # on the host's clock it only records the call.
     def datetime(self, dt=None):
         if dt is None:

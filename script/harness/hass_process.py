@@ -27,8 +27,8 @@ from typing import Any, Literal, Self
 import aiohttp
 from homeassistant.components.http.config import HTTP_STORAGE_SCHEMA
 
-from tests.harness.mosquitto import Broker
-from tests.harness.procs import free_port, stop
+from script.harness.mosquitto import Broker
+from script.harness.procs import free_port, stop
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENT = REPO / "custom_components" / "smartserver"
@@ -39,7 +39,7 @@ ONBOARDING_EXPECTED = ("radio_browser", "google_translate")
 LOG_FILE = "home-assistant.log"
 
 CONFIGURATION = """\
-# Written by smartserver's dev tooling (tests/e2e/hass_process.py).
+# Written by smartserver's dev tooling (script/harness/hass_process.py).
 homeassistant:
   name: {name}
   time_zone: UTC

@@ -1,6 +1,6 @@
 # `ntptime` as the ESP32 build's frozen module behaves: one blocking SNTP query to
 # (host, 123) that waits up to `timeout` seconds, then machine.RTC().datetime(...).
-# The tests point `host` at a responder on a loopback address (tests/harness/ntp.py).
+# The tests point `host` at a responder on a loopback address (script/harness/ntp.py).
 # The wait polls in 100 ms steps as the ESP32's socket does: on the unix port each
 # garbage collection interrupts a blocked recv() in a thread, which restarts its timeout.
 import socket

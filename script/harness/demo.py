@@ -1,6 +1,6 @@
 """The simulated homelab of `script/develop --demo`: one relay node and one server.
 
-The relay node is the real firmware on MicroPython's unix port (tests/firmware/board.py);
+The relay node is the real firmware on MicroPython's unix port (script/harness/board.py);
 the server is the real agent with a fake logind on a private system bus. What the
 hardware would do in between is played here: a PRESS of the relay powers the server up
 (its power LED input goes on, then the agent starts), logind's PowerOff powers it down
@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.firmware.board import Board, board_config, secrets_config
-from tests.harness.agent import AgentProcess, agent_env
-from tests.harness.micropython import micropython_port
-from tests.harness.mosquitto import Broker
-from tests.harness.ntp import NtpServer
-from tests.harness.system_bus import SystemBus
+from script.harness.agent import AgentProcess, agent_env
+from script.harness.board import Board, board_config, secrets_config
+from script.harness.micropython import micropython_port
+from script.harness.mosquitto import Broker
+from script.harness.ntp import NtpServer
+from script.harness.system_bus import SystemBus
 
 NODE = "demo-relay"
 SERVER = "demo"

@@ -250,7 +250,7 @@ def _flow_texts(nodes: list[ast.AST]) -> dict[str, set[str]]:
 def _flows() -> dict[str, dict[str, set[str]]]:
     """The texts of each flow class in config_flow.py, by its strings.json section."""
     tree = _tree("config_flow.py")
-    helpers = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    helpers = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     subentries: dict[str, str] = {}
     for call in ast.walk(tree):
@@ -275,8 +275,14 @@ def _flows() -> dict[str, dict[str, set[str]]]:
         else:
             continue
         # module-level helpers the class calls (`_check_base(user_input, errors)`) count too
-        calls = {_call_name(c) for c in ast.walk(cls) if isinstance(c, ast.Call)}
-        flows[section] = _flow_texts([cls, *(helpers[c] for c in calls & set(helpers))])
+        # (and the helpers those call, `_check_hub` -> `_check_base`)
+        used: set[str] = set()
+        calls = {_call_name(c) for c in ast.walk(cls) if isinstance(c, ast.Call)} & set(helpers)
+        while calls - used:
+            used |= calls
+            calls = {_call_name(c) for h in used for c in ast.walk(helpers[h]) if isinstance(c, ast.Call)}
+            calls = (calls & set(helpers)) | used
+        flows[section] = _flow_texts([cls, *(helpers[c] for c in used)])
     return flows
 
 

@@ -146,14 +146,8 @@ class SmartServerConfigFlow(ConfigFlow, domain=DOMAIN):
         """Change the base topic and the storage folder; the entry reloads."""
         entry = self._get_reconfigure_entry()
         errors: dict[str, str] = {}
-        if user_input is not None and (base := _check_base(user_input, errors)):
-            folder = user_input[CONF_STORAGE].strip()
-            if not folder or not await self.hass.async_add_executor_job(_make_storage, self.hass, folder):
-                errors[CONF_STORAGE] = "invalid_storage"
-            else:
-                return self.async_update_reload_and_abort(
-                    entry, options={**entry.options, CONF_BASE_TOPIC: base, CONF_STORAGE: folder}
-                )
+        if user_input is not None and (hub := await _check_hub(self.hass, user_input, errors)):
+            return self.async_update_reload_and_abort(entry, options={**entry.options, **hub})
         current = {CONF_STORAGE: DEFAULT_STORAGE, **entry.options}
         return self.async_show_form(
             step_id="reconfigure",
@@ -218,28 +212,36 @@ def _make_storage(hass: HomeAssistant, folder: str) -> bool:
     return path.is_dir()
 
 
+async def _check_hub(
+    hass: HomeAssistant, user_input: dict[str, Any], errors: dict[str, str]
+) -> dict[str, str] | None:
+    """Return the base topic and storage folder entered, or None with `errors` set."""
+    if (base := _check_base(user_input, errors)) is None:
+        return None
+    folder = user_input[CONF_STORAGE].strip()
+    if not folder or not await hass.async_add_executor_job(_make_storage, hass, folder):
+        errors[CONF_STORAGE] = "invalid_storage"
+        return None
+    return {CONF_BASE_TOPIC: base, CONF_STORAGE: folder}
+
+
 class SmartServerOptionsFlow(OptionsFlowWithReload):
     """Change the hub's options; the entry reloads to apply them."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Show and validate the options."""
         errors: dict[str, str] = {}
-        if user_input is not None and (base := _check_base(user_input, errors)):
-            folder = user_input[CONF_STORAGE].strip()
-            if not folder or not await self.hass.async_add_executor_job(_make_storage, self.hass, folder):
-                errors[CONF_STORAGE] = "invalid_storage"
-            else:
-                return self.async_create_entry(
-                    data={
-                        **self.config_entry.options,
-                        CONF_BASE_TOPIC: base,
-                        CONF_STORAGE: folder,
-                        CONF_LOG_MAX_KB: int(user_input[CONF_LOG_MAX_KB]),
-                        CONF_LOG_BACKUPS: int(user_input[CONF_LOG_BACKUPS]),
-                        CONF_EVENT_LEVEL: user_input[CONF_EVENT_LEVEL],
-                        CONF_RATE_LIMIT: int(user_input[CONF_RATE_LIMIT]),
-                    }
-                )
+        if user_input is not None and (hub := await _check_hub(self.hass, user_input, errors)):
+            return self.async_create_entry(
+                data={
+                    **self.config_entry.options,
+                    **hub,
+                    CONF_LOG_MAX_KB: int(user_input[CONF_LOG_MAX_KB]),
+                    CONF_LOG_BACKUPS: int(user_input[CONF_LOG_BACKUPS]),
+                    CONF_EVENT_LEVEL: user_input[CONF_EVENT_LEVEL],
+                    CONF_RATE_LIMIT: int(user_input[CONF_RATE_LIMIT]),
+                }
+            )
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(

@@ -25,6 +25,17 @@ CAUSES = {
 }
 
 
+def read_json(path, default=None):
+    # here, not in fsutil: this module is always loaded (node.py, fsutil.py use it)
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
 def _read(path):
     try:
         with open(path) as f:

@@ -4,20 +4,14 @@
 import json
 import os
 
+from bootstate import read_json  # noqa: F401 (fsutil's users read JSON files too)
+
 # Never replaced by an update: the rollback lives in main.py, the rest is the board's.
 FIXED = ("boot.py", "main.py", "board.py", "secrets.py", "ca.pem")
 
 
 class Refused(Exception):
     pass
-
-
-def read_json(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
 
 
 def write_json(path, data):

@@ -35,10 +35,10 @@ class Node:
         self.manager = None
         self._mgmt_verifier = None
         self._mgmt_refusing = 0  # refusal replies in flight
-        fw = _read_json("firmware.json") or {}
+        fw = bootstate.read_json("firmware.json") or {}
         self.firmware = str(fw.get("version") or VERSION)
         self.build = str(fw.get("build") or "")
-        self.update = _read_json("fw_result.json")  # the last update's result (mgmt.py)
+        self.update = bootstate.read_json("fw_result.json")  # the last update's result (mgmt.py)
         self.clock_from = clock.restore()  # before any TLS: certificate dates are checked
         self.clock_set = False  # by NTP, this boot
         self.mqtt.before_connect = self._clock_before_tls
@@ -128,7 +128,7 @@ class Node:
             self._mgmt_refusing -= 1
 
     def _on_confirmed(self):
-        self.update = _read_json("fw_result.json")
+        self.update = bootstate.read_json("fw_result.json")
         asyncio.create_task(self._publish_info())
 
     async def _watchdog(self):
@@ -232,7 +232,7 @@ class Node:
         mgmt_topic = self._topic("mgmt/")
         mqtt.subscribe(mgmt_topic + "cmd", self._on_mgmt, qos=1)
         mqtt.subscribe(mgmt_topic + "data", self._on_mgmt, qos=1)
-        if _read_json("fw_pending.json") is not None:
+        if bootstate.read_json("fw_pending.json") is not None:
             import fwupdate
 
             asyncio.create_task(fwupdate.trial(mqtt, self.config, remote.done, self._on_confirmed))
@@ -273,14 +273,6 @@ class Node:
             await asyncio.sleep_ms(200)  # let the log line go out
             self.failure = "reboot"
             self._failed.set()
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def run(state):

@@ -14,8 +14,8 @@ from script.harness.micropython import POWER_UP, MicroPython
 from script.harness.mosquitto import Broker
 from script.harness.system_bus import SystemBus
 
-MP_CLIENT = Path(__file__).parent / "harness" / "mp_tls_publish.py"
-FIRMWARE_SHIM = Path(__file__).parent / "firmware" / "shim"
+MP_CLIENT = Path(__file__).parents[1] / "script" / "harness" / "mp_tls_publish.py"
+FIRMWARE_SHIM = Path(__file__).parents[1] / "script" / "harness" / "shim"
 
 
 def test_mosquitto_tls_round_trip(mosquitto: Broker) -> None:

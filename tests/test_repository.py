@@ -412,7 +412,7 @@ def test_bootstrap_installs_python3_venv_for_ensure_uv(tmp_path: Path) -> None:
     installed = _host_packages(tmp_path / "without", python3_has_ensurepip=False).splitlines()[-1]
     assert installed.split()[-1:] == ["python3-venv"]
     assert _host_packages(tmp_path / "with", python3_has_ensurepip=True) == ""
-    # nothing drives Chromium through chromedriver (tests/e2e/browser.py speaks DevTools)
+    # nothing drives Chromium through chromedriver (script/harness/browser.py speaks DevTools)
     assert "chromium-driver" not in (REPO / "script" / "bootstrap").read_text()
 
 

@@ -1,5 +1,5 @@
 """The firmware update entity against the real broker with HA's real MQTT client and a
-real node: the firmware on MicroPython's unix port (tests/firmware/board.py)."""
+real node: the firmware on MicroPython's unix port (script/harness/board.py)."""
 
 from __future__ import annotations
 

@@ -20,9 +20,8 @@ from homeassistant.exceptions import HomeAssistantError
 
 from . import protocol
 from .const import CONF_BASE_TOPIC, LOGGER
-from .helpers import WarnOnce
-from .mgmt import Link
-from .node_model import LEVEL_RANK
+from .helpers import WarnOnce, payload_bytes
+from .mgmt import Link, NodeHandler
 from .nodes import NodeManager, NodeOptions
 from .servers import ServerHub
 
@@ -31,8 +30,6 @@ SUBSCRIBE_TIMEOUT_S: Final = 30
 # Parsed log topics remembered (a hostile client could invent endless ones).
 MAX_LOG_TOPICS: Final = 4096
 
-type NodeHandler = Callable[[str, mqtt.ReceiveMessage], None]
-
 
 def text_of(msg: mqtt.ReceiveMessage) -> str:
     """Return the payload as text; invalid UTF-8 replaced (U+FFFD), never dropped."""
@@ -40,11 +37,6 @@ def text_of(msg: mqtt.ReceiveMessage) -> str:
     if isinstance(payload, (bytes, bytearray)):
         return payload.decode("utf-8", "replace")
     return str(payload)
-
-
-def _bytes(msg: mqtt.ReceiveMessage) -> bytes:
-    payload = msg.payload
-    return payload.encode() if isinstance(payload, str) else bytes(payload)
 
 
 class SmartServerCoordinator:
@@ -238,7 +230,7 @@ class SmartServerCoordinator:
         if not protocol.valid_name(node_id):
             self.refuse(node_id, "a configuration request", strict=False)
             return
-        self.nodes.config.async_request(node_id, _bytes(msg))
+        self.nodes.config.async_request(node_id, payload_bytes(msg))
 
     @callback
     def _on_log(self, msg: mqtt.ReceiveMessage) -> None:
@@ -254,10 +246,7 @@ class SmartServerCoordinator:
             if not protocol.valid_name(parsed.node):
                 self.refuse(parsed.node, "a log line", strict=False)
             else:
-                level = parsed.level
-                if level not in LEVEL_RANK:
-                    level = topic.rsplit("/", 2)[-2]  # unknown: kept as given
-                result = (parsed.node, level)
+                result = (parsed.node, parsed.level)
         if len(self._log_topics) >= MAX_LOG_TOPICS:
             self._log_topics.clear()
         self._log_topics[topic] = result
@@ -297,7 +286,7 @@ class SmartServerCoordinator:
     async def _send_refresh(self, topics: Iterable[str]) -> None:
         for topic in topics:
             try:
-                await mqtt.async_publish(self.hass, topic, protocol.REFRESH_PAYLOAD, qos=1, retain=False)
+                await self.async_publish(topic, protocol.REFRESH_PAYLOAD)
             except HomeAssistantError as err:
                 LOGGER.warning("Could not ask for a refresh on %s: %s", topic, err)
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from homeassistant.components import mqtt
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
@@ -85,6 +86,12 @@ def create_issue(
         translation_key=key,
         translation_placeholders=dict(placeholders),
     )
+
+
+def payload_bytes(msg: mqtt.ReceiveMessage) -> bytes:
+    """Return an MQTT message's payload as bytes (subscriptions made with encoding=None)."""
+    payload = msg.payload
+    return payload.encode() if isinstance(payload, str) else bytes(payload)
 
 
 class WarnOnce:

@@ -25,6 +25,7 @@ from homeassistant.exceptions import HomeAssistantError
 
 from . import protocol
 from .const import DOMAIN, LOGGER
+from .helpers import WarnOnce, payload_bytes
 from .mgmt_framing import CONFIRMED, ROLLED_BACK, Reply, data_chunks, put_arg, verdict
 
 BUNDLE_DIR = Path(__file__).parent / "firmware"
@@ -32,7 +33,6 @@ REPLY_TIMEOUT_S = 30
 CONFIRM_TIMEOUT_S = 900
 MAX_INFO_PAYLOAD = 4096
 MAX_VERSION = 64
-MAX_WARNED = 200
 
 type Handler = Callable[[mqtt.ReceiveMessage], None]
 type NodeHandler = Callable[[str, mqtt.ReceiveMessage], None]
@@ -157,8 +157,7 @@ class NodeFirmware:
 
     @callback
     def _on_reply(self, msg: mqtt.ReceiveMessage) -> None:
-        payload = msg.payload.encode() if isinstance(msg.payload, str) else bytes(msg.payload)
-        reply = Reply.parse(payload)
+        reply = Reply.parse(payload_bytes(msg))
         if reply is not None and reply.nonce in self._replies:
             self._replies[reply.nonce].put_nowait(reply)
 
@@ -270,7 +269,7 @@ class FirmwareManager:
         self._base = base
         self._keys = keys
         self._on_new = on_new
-        self._warned: set[str] = set()
+        self._refuse = WarnOnce()
 
     @callback
     def add(self, node: str) -> NodeFirmware:
@@ -291,19 +290,18 @@ class FirmwareManager:
         return await self._link.subscribe_nodes(protocol.NODE_INFO, self._on_info)
 
     @callback
-    def _refuse(self, node: str, what: str) -> None:
-        if node not in self._warned and len(self._warned) < MAX_WARNED:
-            self._warned.add(node)
-            LOGGER.warning("Ignored %s from %r: no firmware entity for it", what, node[:80])
-
-    @callback
     def _on_info(self, node: str, msg: mqtt.ReceiveMessage) -> None:
         # the Link passes valid node ids only (its owner warns about the others)
         if not msg.payload:
             return  # the retained info was cleared
         info = parse_info(msg.payload)
         if info is None:
-            self._refuse(node, "info that is not a JSON object with a version")
+            self._refuse(
+                node,
+                "Ignored %s from %r: no firmware entity for it",
+                "info that is not a JSON object with a version",
+                node[:80],
+            )
             return
         firmware = self.nodes.get(node)
         if firmware is None:

@@ -115,10 +115,14 @@ class ConfigServer:
             LOGGER.warning("Ignored configuration request from %s: %s", node_id, err)
             return
         if (node := self.registry.async_contact(node_id)) is None:
-            # held back, unless its folder was made meanwhile; else it asks again later
-            self.entry.async_create_background_task(
-                self.hass, self._answer_if_on_disk(node_id, request.wait_s), f"smartserver {node_id} on disk"
-            )
+            # held back, unless the folder read that holding it back started finds it (a
+            # flood of made-up ids costs no task per request); else it asks again later
+            if self.registry.scan_pending:
+                self.entry.async_create_background_task(
+                    self.hass,
+                    self._answer_if_on_disk(node_id, request.wait_s),
+                    f"smartserver {node_id} on disk",
+                )
             return
         node.wait_s = request.wait_s
         self._start_answer(node_id, request.wait_s, None)

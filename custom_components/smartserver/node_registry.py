@@ -19,7 +19,6 @@ from homeassistant.helpers.event import async_call_later
 from .const import DOMAIN, ISSUE_NEW_NODES, LOGGER
 from .helpers import (
     create_issue,
-    node_device_info,
     node_device_link,
     node_id_of_device,
     node_identifier,
@@ -99,6 +98,11 @@ class NodeRegistry:
             if self._scan is scan:
                 self._scan, self._scanned = None, time.monotonic()
 
+    @property
+    def scan_pending(self) -> bool:
+        """Whether the nodes on disk are being read (a held-back id may be among them)."""
+        return self._scan is not None
+
     async def async_on_disk(self, node_id: str) -> bool:
         """Whether a held-back node is on disk after all (the folder read again if due)."""
         due = self._scan is not None or time.monotonic() - self._scanned >= RESCAN_S
@@ -140,9 +144,7 @@ class NodeRegistry:
         if node is None:
             if not force and not self._admit(node_id, now):
                 return None
-            device = dr.async_get(self.hass).async_get_or_create(
-                config_entry_id=self.entry_id, **node_device_info(node_id)
-            )
+            device = node_device_link(self.hass, self.entry_id, node_id)
             node = self.nodes[node_id] = new_node(node_id, device.name, device.id)
             self._held_back.discard(node_id)
             async_dispatcher_send(self.hass, self.signal_new_node, node)

@@ -91,7 +91,8 @@ def validate_base(base: str) -> str:
 def normalize_level(level: str) -> str:
     """Map a log level topic level to its canonical name; unknown ones are kept."""
     lowered = level.lower()
-    return _LEVEL_ALIASES.get(lowered, lowered)
+    lowered = _LEVEL_ALIASES.get(lowered, lowered)
+    return lowered if lowered in LEVELS else level
 
 
 # Topic builders -------------------------------------------------------------

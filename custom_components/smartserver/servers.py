@@ -53,6 +53,7 @@ from .const import (
     REACH_TIMEOUT_S,
     SUBENTRY_SERVER,
 )
+from .helpers import create_issue
 from .power import (
     Action,
     ArmTimer,
@@ -340,26 +341,23 @@ class Server:
 
     @callback
     def _raise(self, issue: Issue, placeholders: Mapping[str, str], fixable: bool) -> None:
-        ir.async_create_issue(
+        create_issue(
             self.hass,
-            DOMAIN,
             self._issue_id(issue),
-            is_fixable=fixable,
-            data={"entry_id": self.entry_id, "subentry_id": self.config.subentry_id} if fixable else None,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=issue,
-            translation_placeholders={
+            issue,
+            {
                 "name": self.config.name,
                 "server_id": self.config.server_id,
                 "relay_node": self.config.relay_node,
                 **placeholders,
             },
+            data={"entry_id": self.entry_id, "subentry_id": self.config.subentry_id} if fixable else None,
         )
 
     @callback
-    def async_clear_issues(self, keep: tuple[Issue, ...] = ()) -> None:
+    def async_clear_issues(self) -> None:
         """Delete the server's repair issues (the server was removed)."""
-        self._apply(clear_issues(keep))
+        self._apply(clear_issues())
 
     # Commands -----------------------------------------------------------------------------
 
@@ -371,6 +369,7 @@ class Server:
         )
 
     def _refused(self, key: Refusal, placeholders: Mapping[str, str]) -> HomeAssistantError:
+        # typed with the enum: tests/test_repository.py finds the translation keys through it
         return self._error(key, **placeholders)
 
     async def _publish(self, topic: str, payload: str) -> None:
@@ -519,8 +518,8 @@ class ServerHub:
         """Reload when a server subentry was added, changed or removed."""
         if entry.entry_id != self.entry.entry_id or change is not ConfigEntryChange.UPDATED:
             return
-        if _snapshot(entry) != self._loaded:
-            self._loaded = _snapshot(entry)
+        if (snapshot := _snapshot(entry)) != self._loaded:
+            self._loaded = snapshot
             for subentry_id, server in self.servers.items():
                 if subentry_id not in self._loaded:
                     server.async_clear_issues()

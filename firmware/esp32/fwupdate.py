@@ -10,8 +10,8 @@ from binascii import hexlify
 from hashlib import sha256
 from time import ticks_diff, ticks_ms
 
+import bootstate
 import log
-import machine
 from fsutil import FIXED, Refused, exists, read_json, remove, safe_path, write_json
 
 NEW = "fw_new"  # staged update files
@@ -93,7 +93,7 @@ async def trial(mqtt, config, config_done, on_confirmed):
             log.error("firmware %s did not become healthy: rolling back" % version)
             await asyncio.sleep_ms(300)  # let the log line go out
             await mqtt.disconnect()  # OFFLINE first: a planned reset
-            machine.reset()  # main.py restores the previous firmware
+            bootstate.reset()  # planned; main.py restores the previous firmware
         await asyncio.sleep_ms(500)
     for name in state.get("files", ()):
         remove(OLD + "/" + name)

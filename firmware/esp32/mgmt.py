@@ -12,8 +12,8 @@ from binascii import hexlify
 from hashlib import sha256
 from time import ticks_diff, ticks_ms
 
+import bootstate
 import log
-import machine
 import sign
 import topics
 from fsutil import FIXED, Refused, makedirs, remove, replace, safe_path
@@ -95,8 +95,8 @@ class Manager:
             if nonce and not retained and len(self._queue) < 4:
                 self._reply(nonce, 0, "err", "refused: %s" % err)
             return
-        nonce = json.loads(payload)["nonce"]
-        if not _safe_nonce(nonce):
+        nonce = self._verifier.nonce  # set by check() when safe to echo
+        if not nonce:
             return
         handler = getattr(self, "_cmd_" + cmd, None)
         if handler is None:
@@ -239,7 +239,7 @@ class Manager:
         self._reply(nonce, 0, "ok", "rebooting")
         await self._drained()
         await self._mqtt.disconnect()
-        machine.reset()
+        bootstate.reset()
 
     def _cmd_eval(self, nonce, arg):
         if not self._allow_eval:
@@ -257,6 +257,3 @@ class Manager:
 
         fwupdate.install(arg)
         asyncio.create_task(self._reboot(nonce))
-
-
-_safe_nonce = sign.safe_nonce

@@ -31,6 +31,11 @@ _CONNACK_ERRORS = {
 }
 
 
+def _writable(sock):
+    # asyncio's own wait for a writable socket (extmod/asyncio/stream.py does the same)
+    yield asyncio.core._io_queue.queue_write(sock)
+
+
 class MQTTError(OSError):
     pass
 
@@ -311,6 +316,9 @@ class MQTT:
             hostname = b.get("server_hostname") or host
         addr = await offload.address(host, port, self._timeout_ms)
         reader = writer = self._stream = self._open(addr, ssl, hostname)
+        # as asyncio.open_connection does: lwIP refuses a write (EINPROGRESS, which TLS
+        # does not retry) until the TCP connect is done; a dead address times out here
+        await asyncio.wait_for_ms(_writable(writer.s), self._timeout_ms)
         gc.collect()
         flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, Will, Will QoS 1, Will retained
         body = b"\x00\x04MQTT\x04" + bytes([0]) + struct.pack("!H", self._keepalive) + _field(self._client_id)

@@ -3,12 +3,9 @@
 # The node must be on the server's network segment: routers do not pass broadcasts.
 import socket
 
-WOL = "WOL"
 ADDRESS = "255.255.255.255"
 PORT = 9
 _HEX = "0123456789abcdefABCDEF"
-# lwIP's value, where the port's socket module does not name it
-_SO_BROADCAST = getattr(socket, "SO_BROADCAST", 0x20)
 
 
 def parse_mac(text):
@@ -48,7 +45,7 @@ def send(arg):
     mac, address, port = parse(arg)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.sendto(packet(mac), socket.getaddrinfo(address, port)[0][-1])
     finally:
         sock.close()

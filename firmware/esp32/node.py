@@ -266,7 +266,10 @@ class Node:
 
     async def _await_change(self, remote, used):
         await remote.done.wait()
-        if remote.components != used:
+        # An empty answer to a node that started with the board configuration changes
+        # nothing: no restart (it would interrupt a relay press for nothing).
+        unchanged = used is None and not remote.components and not self.safe
+        if remote.components != used and not unchanged:
             if self.safe:
                 self.state.stable()  # a new configuration: try the normal mode again
             log.info("configuration changed: restarting to apply it")

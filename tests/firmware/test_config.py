@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -183,6 +184,29 @@ def test_retained_answers_are_ignored(
     assert not (board.flash / CACHE).exists()
     peer.publish(answer, b"", retain=True)
     peer.publish(component, b"", retain=True)
+
+
+@pytest.mark.parametrize(("components", "restarts"), [({}, False), ({"relay": {"press_ms": 120}}, True)])
+def test_late_answer_restarts_only_when_it_changes_something(
+    make_board: Callable[..., Board],
+    config_server: Callable[..., ConfigServer],
+    components: dict[str, Any],
+    restarts: bool,
+) -> None:
+    server = config_server(components)
+    server.answer = False
+    board = make_board(config={"boot_wait_s": 1, "retry_s": 1})
+    board.boot()
+    board.wait_output("starting with the board configuration")
+    server.answer = True
+    board.wait_output("configuration received")
+    if restarts:
+        board.wait(lambda: len(board.boots) == 2, what="the restart")
+    else:
+        time.sleep(1)  # a restart is logged 200 ms after the answer
+        assert "restarting" not in board.output()
+        assert board.boots == [1]
+    assert board.read_flash(CACHE) == components
 
 
 def test_inputs_without_pull_resistors_are_refused(

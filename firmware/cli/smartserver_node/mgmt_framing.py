@@ -34,6 +34,11 @@ def put_arg(path: str, data: bytes) -> str:
     return f"{path}\n{hashlib.sha256(data).hexdigest()}\n{len(data)}"
 
 
+def image_arg(data: bytes, version: str) -> str:
+    r"""Return the image command's argument: "<SHA-256 hex>\\n<size>\\n<version>"."""
+    return f"{hashlib.sha256(data).hexdigest()}\n{len(data)}\n{version}"
+
+
 @dataclass(frozen=True)
 class Reply:
     """One reply chunk from the node."""
@@ -66,3 +71,12 @@ def verdict(update: dict[str, Any], build: str | None, version: str, expected_bu
     if update.get("result") == CONFIRMED and build == expected_build:
         return CONFIRMED
     return None
+
+
+def image_verdict(image: dict[str, Any], sha256: str) -> str | None:
+    """Return CONFIRMED or ROLLED_BACK once a node's info["image"] tells how the
+    MicroPython image with this SHA-256 ended, else None."""
+    if image.get("sha256") != sha256:
+        return None
+    result = image.get("result")
+    return result if result in (CONFIRMED, ROLLED_BACK) else None

@@ -175,3 +175,19 @@ def test_slow_dns_does_not_stall_the_node(
     silent_proxy.restore()
     board.wait(lambda: connects(board) > up, 30, "the reconnect")
     assert board.count_events("dns", "localhost") == lookups, board.output()[-3000:]
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_a_slow_tcp_connect_is_waited_for_before_the_first_write(
+    make_board: Callable[..., Board], served: ConfigServer, peer: Peer, mosquitto: Broker, tls: bool
+) -> None:
+    # lwIP refuses a write on a socket whose connect is still in progress (EINPROGRESS,
+    # which mbedTLS does not retry); on a WiFi link the connect takes a round trip or more
+    plain = {} if tls else {"port": mosquitto.port, "insecure_plain_mqtt": True}
+    board = make_board(secrets=secrets_config(mosquitto, **plain))
+    board.env["SHIM_SLOW_CONNECT"] = "1"
+    (board.inputs / "connect_delay_ms").write_text("300")
+    board.boot()
+    wait_online(peer)
+    assert board.count_events("tcp", "connected") >= 1
+    assert board.count_events("tcp", "early-write") == 0

@@ -1,7 +1,8 @@
 # `socket` as on the ESP32: the unix port's own module, but a name lookup takes as long
 # as the file "dns_delay_ms" in SHIM_INPUTS says (lwIP waits for its DNS server) and is
 # recorded; numeric addresses are answered at once, as lwIP does. With
-# SHIM_SLOW_HANDSHAKE set, TCP sockets come from slow_handshake.py.
+# SHIM_SLOW_HANDSHAKE set, TCP sockets come from slow_handshake.py; with
+# SHIM_SLOW_CONNECT, from slow_connect.py.
 import os
 import sys
 import time
@@ -41,3 +42,5 @@ def getaddrinfo(host, port, *args):
 
 if os.getenv("SHIM_SLOW_HANDSHAKE"):  # a module of its own: the heap is the firmware's
     from slow_handshake import socket  # noqa: F401
+elif os.getenv("SHIM_SLOW_CONNECT"):
+    from slow_connect import socket  # noqa: F401

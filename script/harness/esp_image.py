@@ -5,7 +5,8 @@ the extended header with chip id 0 and hash_appended 1), segments (load address,
 length, data; lengths a multiple of 4), zero padding up to one byte before a 16-byte
 boundary, the checksum byte (0xEF xor every segment data byte), then the SHA-256 of all
 that. The first segment (DROM) starts with the esp_app_desc_t, as in MicroPython's
-`.app-bin`, so the descriptor sits at byte 32.
+`.app-bin`, so the descriptor sits at byte 32; flash-mapped segments (DROM, IROM) load
+at an address equal to their file offset modulo 64 KB, as ESP-IDF requires.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ IMAGE_MAGIC = 0xE9
 CHECKSUM_SEED = 0xEF
 APP_DESC_MAGIC = 0xABCD5432
 CHIP_ID_ESP32 = 0
-DROM, IRAM = 0x3F400020, 0x40080000
+DROM, IRAM, IROM = 0x3F400000, 0x40080000, 0x400D0000
+MMU_PAGE = 0x10000  # a flash-mapped segment sits at its load address modulo 64 KB
 ENTRY = 0x40081000
 # A project name the harness's bootloader model turns into a crash at boot (board.py).
 CRASH_PROJECT = "crash-at-boot"
@@ -70,9 +72,12 @@ def build(
     crash, as a broken MicroPython build would.
     """
     drom = app_desc(version, CRASH_PROJECT if crash else project)
-    filler = max(4, (size - 24 - 8 - len(drom) - 8 - 16 - 32) // 4 * 4)
+    iram = bytes(range(256)) * 4
+    irom_at = 24 + 8 + len(drom) + 8 + len(iram) + 8  # where the code segment's data starts
+    filler = max(4, (size - irom_at - 16 - 32) // 4 * 4)
     code = bytes((i * 7 + 3) & 0xFF for i in range(filler))
-    segments = [(DROM, drom), (IRAM, code)]
+    # DROM (the descriptor first, at byte 32), IRAM (loaded), IROM (mapped: the bulk)
+    segments = [(DROM + 32 % MMU_PAGE, drom), (IRAM, iram), (IROM + irom_at % MMU_PAGE, code)]
     out = bytearray(
         struct.pack(
             "<BBBBIBBBBHBHH4sB",

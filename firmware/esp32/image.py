@@ -2,9 +2,7 @@
 # ESP32 app image into the next OTA partition, sector by sector through one 4 KB buffer,
 # hashing it on the way; after the last chunk the partition is read back and hashed
 # again, size and SHA-256 checked against the signed command, then set_boot() (ESP-IDF
-# verifies the image) and a reset. The bootloader boots the new image once: trial()
-# confirms it with mark_app_valid_cancel_rollback() once healthy (trial.py); a reset
-# before that makes the bootloader go back to the previous image. Loaded on demand.
+# verifies the image) and a reset. The boot after it: image_trial.py. Loaded on demand.
 import asyncio
 import gc
 from binascii import hexlify
@@ -15,19 +13,8 @@ import log
 from fsutil import FW_PENDING, IMG_PENDING, Refused, read_json, remove, write_json
 
 BLOCK = 4096  # the flash sector: writeblocks() erases whole ones
-RESULT = "img_result.json"  # how the last image install ended
 PROGRESS = 64 * 1024  # a "written" reply every 64 KB
 HEX = "0123456789abcdef"
-
-
-def _partition():
-    from esp32 import Partition
-
-    return Partition
-
-
-def running():
-    return _partition()(_partition().RUNNING).info()[4]
 
 
 class Receiver:
@@ -49,8 +36,12 @@ class Receiver:
             raise Refused("refused: a firmware update is on trial")
         if read_json(IMG_PENDING) is not None:
             raise Refused("refused: an image is already on trial")
+        gc.collect()
+        self.buf = bytearray(BLOCK)  # first, while the heap has room in one piece
+        from esp32 import Partition
+
         try:
-            part = _partition()(_partition().RUNNING).get_next_update()
+            part = Partition(Partition.RUNNING).get_next_update()
         except OSError:
             raise Refused("no OTA partition: flash an OTA build over USB first")
         info = part.info()
@@ -71,9 +62,7 @@ class Receiver:
         self.got = 0
         self.hash = sha256()
         self.at = ticks_ms()
-        gc.collect()
-        self.buf = bytearray(BLOCK)  # the only image data in RAM: one sector
-        self.fill = 0
+        self.fill = 0  # bytes in buf: the only image data in RAM
         self.block = 0
 
     def write(self, data):
@@ -136,44 +125,3 @@ class Receiver:
     def close(self, keep):
         # The partition keeps the partial image: it is not the boot partition.
         self.buf = None
-
-
-def _finish(pending, result):
-    write_json(RESULT, {"sha256": pending.get("sha256"), "version": pending.get("version"), "result": result})
-    remove(IMG_PENDING)
-
-
-def check_boot():
-    """At boot with an image on trial: True if it runs (trial() next); else the bootloader
-    rolled it back (it crashed, hung or gave up): recorded, False."""
-    pending = read_json(IMG_PENDING) or {}
-    now = running()
-    if now == pending.get("partition"):
-        return True
-    _finish(pending, "rolled back")
-    log.error(
-        "MicroPython image %s rolled back: the bootloader started %s, not %s"
-        % (pending.get("version"), now, pending.get("partition"))
-    )
-    return False
-
-
-async def trial(mqtt, config, config_done, on_done):
-    """Confirm the running image once healthy; else reset (the bootloader rolls back)."""
-    import bootstate
-    import trial as rule
-
-    pending = read_json(IMG_PENDING) or {}
-    what = "MicroPython image %s" % pending.get("version")
-    await rule.healthy(mqtt, config, config_done, what, lambda: _finish(pending, "rolled back"))
-    try:
-        _partition().mark_app_valid_cancel_rollback()
-    except OSError as err:
-        log.error("%s could not be marked valid (%r): rolling back" % (what, err))
-        _finish(pending, "rolled back")
-        await asyncio.sleep_ms(300)
-        await mqtt.disconnect()
-        bootstate.reset()
-    _finish(pending, "confirmed")
-    log.info("%s confirmed" % what)
-    on_done()

@@ -225,11 +225,12 @@ class Node:
         mqtt = self.mqtt
         log.start(mqtt, self.config)
         self._report_boot()
-        image_trial = False
+        image = None
         if self.image and self.image.get("result") == "trial":
-            import image
+            import image_trial
 
-            image_trial = image.check_boot()  # False: the bootloader rolled it back
+            if image_trial.check_boot():  # else the bootloader rolled it back
+                image = image_trial
             self.image = _image_state()
         mqtt.subscribe(self._topic("refresh"), self._on_refresh)
         mqtt.on_connect.append(self._on_connect)
@@ -247,7 +248,7 @@ class Node:
             import fwupdate
 
             asyncio.create_task(fwupdate.trial(mqtt, self.config, remote.done, self._on_confirmed))
-        if image_trial:
+        if image is not None:
             asyncio.create_task(image.trial(mqtt, self.config, remote.done, self._on_confirmed))
         used = self.cached
         if used is None and not self.safe:

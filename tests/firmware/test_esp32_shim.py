@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from script.harness import esp_image
-from script.harness.board import APP_SIZE, PARTITIONS, SHIM, esp32_shim
+from script.harness.board import APP_SIZE, PARTITIONS, SHIM
+from script.harness.bootloader import boot_select, esp32_shim
 from script.harness.micropython import MicroPython
 
 # Runs on the unix port; prints one line per step: the result or the exception's args.
@@ -66,7 +67,7 @@ def _flash(tmp_path: Path, kind: str) -> Path:
 
 def _run(micropython: MicroPython, tmp_path: Path, kind: str) -> dict[str, str]:
     directory = _flash(tmp_path, kind)
-    label, _ = esp32_shim().boot_select(str(directory))
+    label, _ = boot_select(directory)
     script = tmp_path / "partition_script.py"
     script.write_text(f"SHIM = {str(SHIM)!r}\n" + SCRIPT)
     env = {"SHIM_PARTITIONS": str(directory), "SHIM_RUNNING": label}
@@ -108,19 +109,19 @@ def test_a_build_without_ota_partitions_has_no_next_update(micropython: MicroPyt
 def test_the_bootloader_rolls_back_an_unconfirmed_image(tmp_path: Path) -> None:
     shim = esp32_shim()
     directory = _flash(tmp_path, "ota")
-    flash = shim._Flash(PARTITIONS["ota"][1], str(directory))
+    flash = shim.esp32._Flash(PARTITIONS["ota"][1], str(directory))
     image = esp_image.build("v1.26.0", 8192)
     (directory / "ota_1.bin").write_bytes(image + b"\xff" * (APP_SIZE - len(image)))
-    assert shim.boot_select(str(directory)) == ("ota_0", None)
+    assert boot_select(directory) == ("ota_0", None)
     shim.write_entry(flash, 0, 2, shim.NEW)  # what set_boot(ota_1) writes
-    assert shim.boot_select(str(directory)) == ("ota_1", None)
-    assert [e[:2] for e in shim.read_otadata(flash)][0] == [2, shim.PENDING_VERIFY]
+    assert boot_select(directory) == ("ota_1", None)
+    assert shim.read_otadata(flash)[0][:2] == [2, shim.PENDING_VERIFY]
     # reset before mark_app_valid_cancel_rollback: aborted, the previous app boots
-    assert shim.boot_select(str(directory)) == ("ota_0", None)
-    assert [e[:2] for e in shim.read_otadata(flash)][0] == [2, shim.ABORTED]
+    assert boot_select(directory) == ("ota_0", None)
+    assert shim.read_otadata(flash)[0][:2] == [2, shim.ABORTED]
     # a corrupt image in the chosen slot: the bootloader falls back to another one
     shim.write_entry(flash, 1, 3, shim.VALID)  # ota_0 by seq 3
     (directory / "ota_0.bin").write_bytes(b"\xff" * APP_SIZE)
-    label, skipped = shim.boot_select(str(directory))
+    label, skipped = boot_select(directory)
     assert label == "ota_1"
     assert skipped == "ota_0: invalid magic byte (nothing flashed here?)"

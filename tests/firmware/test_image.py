@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from smartserver_node.client import Node, NodeError
-from smartserver_node.mgmt_framing import image_arg
 
 from script.harness import esp_image
-from script.harness.board import KEY, NODE, Board, ConfigServer, esp32_shim
+from script.harness.board import KEY, NODE, Board
+from script.harness.bootloader import esp32_shim
 from script.harness.mosquitto import Broker
 
 from .test_mgmt import connection

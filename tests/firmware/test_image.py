@@ -4,15 +4,18 @@ the harness's bootloader model, real mosquitto, and the smartserver-node client 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from smartserver_node.client import Node, NodeError
+from smartserver_node.client import Node, NodeError, signed_command
+from smartserver_node.mgmt_framing import chunk_payload, image_arg
 
 from script.harness import esp_image
-from script.harness.board import KEY, NODE, Board
+from script.harness.board import KEY, NODE, Board, ConfigServer
 from script.harness.bootloader import esp32_shim
 from script.harness.mosquitto import Broker
 
@@ -73,3 +76,118 @@ def test_an_image_is_installed_and_confirmed(start_board: Callable[..., Board], 
     board.wait_commands(count=2)
     assert board.booted[-1] == "ota_1"
     assert node.info()["image"]["result"] == "confirmed"
+
+
+def test_an_image_that_panics_at_boot_is_rolled_back(start_board: Callable[..., Board], node: Node) -> None:
+    board = start_board(heapsize=HEAP, mgmt=TRIAL)
+    image = esp_image.build("v1.26.0", 100 * 1024, crash=True)
+    result = install(board, node, image)
+    assert "rolled back MicroPython image 1.26.0" in result["error"]
+    # it booted once (and panicked), then the bootloader aborted it and went back
+    assert board.booted == ["ota_0", "ota_1", "ota_0"]
+    assert board.otadata()[0] == (2, SHIM.ABORTED)
+    assert "this image panics at boot" in board.output()
+    info = node.info()
+    assert info["image"] == {
+        "sha256": hashlib.sha256(image).hexdigest(),
+        "version": "1.26.0",
+        "result": "rolled back",
+    }
+    assert "MicroPython image 1.26.0 rolled back: the bootloader started ota_0, not ota_1" in board.output()
+    assert not (board.flash / "img_pending.json").exists()
+
+
+def test_an_image_never_healthy_within_trial_s_is_rolled_back(
+    make_board: Callable[..., Board], config_server: Callable[..., ConfigServer], node: Node
+) -> None:
+    server = config_server({})
+    board = make_board(heapsize=HEAP, mgmt={"confirm_s": 2, "trial_s": 8})
+    board.boot()
+    board.wait_output("running:")
+    board.wait_commands()
+    server.answer = False  # the new image runs, but HA's configuration never comes
+    result = install(board, node, esp_image.build("v1.26.0", 64 * 1024))
+    assert "rolled back MicroPython image 1.26.0" in result["error"]
+    assert "MicroPython image 1.26.0 did not become healthy: rolling back" in board.output()
+    # never marked valid: the reset after trial_s made the bootloader abort it
+    assert board.booted == ["ota_0", "ota_1", "ota_0"]
+    assert board.otadata()[0] == (2, SHIM.ABORTED)
+    assert board.partition("ota_0")[:24] == esp_image.build("v1.25.0")[:24]
+
+
+def _refused(
+    board: Board, node: Node, arg: str, chunks: list[bytes], complete: bool = True, skip: int = -1
+) -> str:
+    """Send an image command and its chunks (`skip`: one seq left out); the error."""
+    nonce = node.send("image", arg)
+    for seq, piece in enumerate(chunks):
+        kind = "ok" if complete and seq == len(chunks) - 1 else "more"
+        if seq != skip:
+            node.client.publish(node.data_topic, chunk_payload(nonce, seq, kind, piece), qos=1)
+    with pytest.raises(NodeError) as err:
+        list(node.replies(nonce, timeout=30))
+    return str(err.value)
+
+
+def _pieces(data: bytes) -> list[bytes]:
+    return [data[i : i + 1400] for i in range(0, len(data), 1400)]
+
+
+def test_refused_images_leave_the_boot_partition(start_board: Callable[..., Board], node: Node) -> None:
+    board = start_board(heapsize=HEAP, mgmt={"idle_s": 2})
+    image = esp_image.build("v1.26.0", 20 * 1024)
+    otadata = board.otadata()
+    wrong = bytearray(image)
+    wrong[5000] ^= 0xFF
+    # a chunk corrupted on the way: the hash of what arrived differs
+    assert "checksum mismatch" in _refused(board, node, image_arg(image, "1.26.0"), _pieces(bytes(wrong)))
+    # a SHA-256 that is not the image's
+    arg = "0" * 64 + f"\n{len(image)}\n1.26.0"
+    assert "checksum mismatch" in _refused(board, node, arg, _pieces(image))
+    # fewer bytes than announced, and more
+    arg = f"{hashlib.sha256(image).hexdigest()}\n{len(image) + 10}\n1.26.0"
+    assert f"({len(image)} bytes)" in _refused(board, node, arg, _pieces(image))
+    arg = f"{hashlib.sha256(image).hexdigest()}\n{len(image) - 10}\n1.26.0"
+    assert "size mismatch" in _refused(board, node, arg, _pieces(image))
+    # bigger than the partition, or empty
+    assert "does not fit the 262144-byte partition ota_1" in _refused(
+        board, node, f"{'0' * 64}\n{262145}\n1.26.0", []
+    )
+    assert "does not fit" in _refused(board, node, f"{'0' * 64}\n0\n1.26.0", [])
+    # valid data whose hash matches, but not an app image: set_boot() refuses it
+    junk = bytes(range(256)) * 40
+    assert "ESP_ERR_OTA_VALIDATE_FAILED" in _refused(board, node, image_arg(junk, "1.26.0"), _pieces(junk))
+    # the sender vanishes mid-transfer: abandoned after idle_s
+    assert "no data for 2 s" in _refused(board, node, image_arg(image, "1.26.0"), _pieces(image)[:3], False)
+    # a chunk out of order
+    arg = image_arg(image, "1.26.0")
+    assert "chunk 2 out of order (expected 1)" in _refused(board, node, arg, _pieces(image), skip=1)
+    assert board.otadata() == otadata  # set_boot() never ran (or refused): ota_0 boots
+    assert board.booted == ["ota_0"]
+    assert "image" not in node.info()
+    assert not (board.flash / "img_pending.json").exists()
+
+
+def test_unsigned_and_replayed_image_commands_are_refused(
+    start_board: Callable[..., Board], node: Node, mosquitto: Broker
+) -> None:
+    board = start_board(heapsize=HEAP, mgmt={"idle_s": 2})
+    otadata = board.otadata()
+    arg = image_arg(esp_image.build("v1.26.0", 8 * 1024), "1.26.0")
+    unsigned = json.dumps({"cmd": "image", "arg": arg, "ts": int(time.time()), "nonce": "00ab"})
+    node.send_payload("00ab", unsigned)
+    with pytest.raises(NodeError, match="refused: unsigned"):
+        list(node.replies("00ab"))
+    with (
+        Node(connection(mosquitto), "home", NODE, "not the key", timeout=10) as wrong,
+        pytest.raises(NodeError, match="bad signature"),
+    ):
+        list(wrong.replies(wrong.send("image", arg)))
+    nonce, payload = signed_command(KEY, NODE, "image", arg)
+    node.send_payload(nonce, payload)
+    node.send_payload(nonce, payload)  # the same signed message again
+    with pytest.raises(NodeError, match="refused: replayed"):
+        list(node.replies(nonce))
+    board.wait_output("transfer of an image for ota_1 abandoned: no data for 2 s")
+    assert board.otadata() == otadata
+    assert board.booted == ["ota_0"]

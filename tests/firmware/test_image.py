@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from script.harness.board import KEY, NODE, Board, ConfigServer
 from script.harness.bootloader import esp32_shim
 from script.harness.mosquitto import Broker
 
-from .test_mgmt import connection
+from .test_mgmt import _firmware, connection
 
 SHIM = esp32_shim()
 TRIAL = {"confirm_s": 2, "trial_s": 60}
@@ -191,3 +192,43 @@ def test_unsigned_and_replayed_image_commands_are_refused(
     board.wait_output("transfer of an image for ota_1 abandoned: no data for 2 s")
     assert board.otadata() == otadata
     assert board.booted == ["ota_0"]
+
+
+def test_a_build_without_ota_partitions_refuses_images(start_board: Callable[..., Board], node: Node) -> None:
+    board = start_board(heapsize=HEAP, partitions="factory")
+    with pytest.raises(NodeError, match="no OTA partition: flash an OTA build over USB first"):
+        node.image(esp_image.build("v1.26.0", 8 * 1024))
+    assert board.booted == ["factory"]
+    assert "image" not in node.info()
+
+
+def _in_thread(work: Callable[[], object]) -> threading.Thread:
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker
+
+
+def test_one_update_on_trial_at_a_time(start_board: Callable[..., Board], node: Node, tmp_path: Path) -> None:
+    board = start_board(heapsize=HEAP, mgmt={"confirm_s": 5, "trial_s": 60})
+    # the files' update on trial: no image
+    worker = _in_thread(lambda: node.update(_firmware(tmp_path, "0.2.0"), confirm_timeout=60))
+    board.wait(lambda: len(board.boots) == 2, what="the reboot into firmware 0.2.0")
+    board.wait_commands(count=2)
+    assert (board.flash / "fw_pending.json").exists()
+    with pytest.raises(NodeError, match="refused: a firmware update is on trial"):
+        node.image(esp_image.build("v1.26.0", 8 * 1024))
+    board.wait(lambda: not worker.is_alive(), timeout=60, what="the update's confirmation")
+    assert board.booted == ["ota_0", "ota_0"]
+    # the image on trial: no files' update
+    image = esp_image.build("v1.26.0", 8 * 1024)
+    worker = _in_thread(lambda: node.image(image, confirm_timeout=60))
+    board.wait(lambda: len(board.boots) == 3, what="the reboot into the image")
+    board.wait_commands(count=3)
+    assert node.info()["image"]["result"] == "trial"
+    with pytest.raises(NodeError, match="refused: a MicroPython image is on trial"):
+        node.call("update", "0" * 64)
+    with pytest.raises(NodeError, match="refused: an image is already on trial"):
+        node.image(image)
+    board.wait(lambda: not worker.is_alive(), timeout=60, what="the image's confirmation")
+    assert node.info()["image"]["result"] == "confirmed"
+    assert board.booted == ["ota_0", "ota_0", "ota_1"]

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .client import Connection, Node, NodeError
@@ -112,13 +113,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _image(node: Node, args: argparse.Namespace, image: bytes) -> int:
     print(f"installing MicroPython image {app_version(image)} ({len(image)} bytes) on {args.node}")
-
-    def progress(done: int, total: int) -> None:
-        print(f"\r{done * 100 // total:3d}% written", end="", flush=True)
-
-    info = node.image(image, progress, confirm_timeout=args.confirm_timeout)
+    info = node.image(image, _progress("written"), confirm_timeout=args.confirm_timeout)
     print(f"\nMicroPython image {info['image']['version']} confirmed by {args.node}")
     return 0
+
+
+def _progress(word: str) -> Callable[[int, int], None]:
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done * 100 // total:3d}% {word}", end="", flush=True)
+
+    return progress
 
 
 def _command(node: Node, args: argparse.Namespace) -> int:
@@ -146,11 +150,7 @@ def _command(node: Node, args: argparse.Namespace) -> int:
     elif cmd == "update":
         firmware = build_firmware(args.source, args.mpy_cross)
         print(f"installing firmware {firmware.version} ({firmware.build}) on {args.node}")
-
-        def progress(done: int, total: int) -> None:
-            print(f"\r{done * 100 // total:3d}% staged", end="", flush=True)
-
-        info = node.update(firmware, progress, confirm_timeout=args.confirm_timeout)
+        info = node.update(firmware, _progress("staged"), confirm_timeout=args.confirm_timeout)
         print(f"\nfirmware {info['version']} ({info['build']}) confirmed by {args.node}")
     return 0
 

@@ -282,16 +282,8 @@ class Node:
                 progress(done, total)
         manifest = firmware.manifest()
         self.put("fw_new/manifest.json", manifest)
-        got: queue.Queue[dict[str, Any]] = queue.Queue()
-
-        def listen(msg: paho.MQTTMessage) -> None:
-            if msg.topic == self.info_topic and msg.payload:
-                with contextlib.suppress(ValueError):
-                    got.put(json.loads(msg.payload))
-
-        self._listeners.append(listen)
+        got, listen = self._live_infos()
         try:
-            self.subscribe(self.info_topic)
             self.call("update", hashlib.sha256(manifest).hexdigest(), timeout=60)
             deadline = time.monotonic() + confirm_timeout
             while True:

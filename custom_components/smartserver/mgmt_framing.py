@@ -8,6 +8,7 @@ tests/firmware/test_mgmt_topics.py keeps the two identical. Standard library onl
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,10 @@ CHUNK = 1400  # the node's chunk size too: well under its 4 KB message limit
 KINDS = ("more", "ok", "err")  # a chunk follows; the last one, success; the last one, failure
 CONFIRMED = "confirmed"
 ROLLED_BACK = "rolled back"
+IMAGE_MAGIC = 0xE9  # esp_image_header_t.magic
+APP_DESC_MAGIC = 0xABCD5432  # esp_app_desc_t.magic_word, after the image and first segment header
+APP_DESC_AT = 24 + 8
+VERSION_MAX = 32  # esp_app_desc_t.version is char[32]
 
 
 def chunk_payload(nonce: str, seq: int, kind: str, body: bytes) -> bytes:
@@ -37,6 +42,25 @@ def put_arg(path: str, data: bytes) -> str:
 def image_arg(data: bytes, version: str) -> str:
     r"""Return the image command's argument: "<SHA-256 hex>\\n<size>\\n<version>"."""
     return f"{hashlib.sha256(data).hexdigest()}\n{len(data)}\n{version}"
+
+
+def app_version(image: bytes) -> str | None:
+    """Return the version in an ESP32 app image's descriptor (`v1.25.0` gives `1.25.0`).
+
+    None if `image` is not an ESP32 app image (an `.app-bin`) with the descriptor's magic,
+    or its version is empty or not printable ASCII. A full flash image (bootloader first)
+    is not an app image: its byte 32 is no descriptor.
+    """
+    end = APP_DESC_AT + 16 + VERSION_MAX
+    if len(image) < end or image[0] != IMAGE_MAGIC:
+        return None
+    if struct.unpack_from("<I", image, APP_DESC_AT)[0] != APP_DESC_MAGIC:
+        return None
+    raw = image[APP_DESC_AT + 16 : end].split(b"\0", 1)[0]
+    if not raw or any(b < 0x20 or b > 0x7E for b in raw):
+        return None
+    version = raw.decode()
+    return version[1:] if version[:1] == "v" and version[1:2].isdigit() else version
 
 
 @dataclass(frozen=True)
@@ -74,8 +98,10 @@ def verdict(update: dict[str, Any], build: str | None, version: str, expected_bu
 
 
 def image_verdict(image: dict[str, Any], sha256: str) -> str | None:
-    """Return CONFIRMED or ROLLED_BACK once a node's info["image"] tells how the
-    MicroPython image with this SHA-256 ended, else None."""
+    """Return CONFIRMED or ROLLED_BACK once info["image"] tells how this image ended, else None.
+
+    `sha256` is the image's SHA-256 hex, as in the image command's argument.
+    """
     if image.get("sha256") != sha256:
         return None
     result = image.get("result")

@@ -8,6 +8,10 @@ from bootstate import read_json  # noqa: F401 (fsutil's users read JSON files to
 
 # Never replaced by an update: the rollback lives in main.py, the rest is the board's.
 FIXED = ("boot.py", "main.py", "board.py", "secrets.py", "ca.pem")
+# An update on trial, of the files (fwupdate.py) or of MicroPython (image.py): one at a time.
+FW_PENDING = "fw_pending.json"
+IMG_PENDING = "img_pending.json"
+IMG_RESULT = "img_result.json"  # how the last image install ended
 
 
 class Refused(Exception):

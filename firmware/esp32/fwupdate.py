@@ -3,20 +3,17 @@
 # it, moves each current file to fw_old/ before putting its successor in place, and
 # marks the update as on trial. main.py runs the first boot; a second boot before
 # trial() confirmed it (healthy for confirm_s) restores fw_old/. Loaded on demand.
-import asyncio
 import gc
 import os
 from binascii import hexlify
 from hashlib import sha256
-from time import ticks_diff, ticks_ms
 
-import bootstate
 import log
-from fsutil import FIXED, Refused, exists, read_json, remove, safe_path, write_json
+from fsutil import FIXED, FW_PENDING, IMG_PENDING, Refused, exists, read_json, remove, safe_path, write_json
 
 NEW = "fw_new"  # staged update files
 OLD = "fw_old"  # the previous firmware's files, until the new one is confirmed
-PENDING = "fw_pending.json"  # an update on trial (main.py rolls back if unconfirmed)
+PENDING = FW_PENDING  # an update on trial (main.py rolls back if unconfirmed)
 RESULT = "fw_result.json"  # what happened to the last update (main.py writes rollbacks)
 FIRMWARE = "firmware.json"  # version and build of the installed firmware
 
@@ -35,6 +32,8 @@ def file_sha256(path):
 
 def install(arg):
     """Verify the staged firmware (arg: SHA-256 of its manifest) and swap it in."""
+    if exists(IMG_PENDING):
+        raise Refused("refused: a MicroPython image is on trial")
     manifest = NEW + "/manifest.json"
     if not exists(manifest) or file_sha256(manifest) != arg.lower():
         raise Refused("manifest missing or its SHA-256 does not match")
@@ -73,28 +72,12 @@ def install(arg):
 
 
 async def trial(mqtt, config, config_done, on_confirmed):
-    """Confirm the firmware on trial once healthy for confirm_s; reset after trial_s."""
-    cfg = config.get("mgmt") or {}
-    confirm_ms = int(cfg.get("confirm_s", 60)) * 1000
-    trial_ms = int(cfg.get("trial_s", 600)) * 1000
+    """Confirm the firmware on trial once healthy (trial.py); main.py rolls it back."""
+    import trial as rule
+
     state = read_json(PENDING) or {}
     version = state.get("version")
-    start = ticks_ms()
-    healthy_since = None
-    while True:
-        now = ticks_ms()
-        if not (mqtt.healthy() and config_done.is_set()):
-            healthy_since = None
-        elif healthy_since is None:
-            healthy_since = now
-        elif ticks_diff(now, healthy_since) >= confirm_ms:
-            break
-        if ticks_diff(now, start) > trial_ms:
-            log.error("firmware %s did not become healthy: rolling back" % version)
-            await asyncio.sleep_ms(300)  # let the log line go out
-            await mqtt.disconnect()  # OFFLINE first: a planned reset
-            bootstate.reset()  # planned; main.py restores the previous firmware
-        await asyncio.sleep_ms(500)
+    await rule.healthy(mqtt, config, config_done, "firmware %s" % version)
     for name in state.get("files", ()):
         remove(OLD + "/" + name)
     write_json(RESULT, {"result": "confirmed", "version": version})

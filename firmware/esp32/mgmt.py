@@ -1,5 +1,6 @@
 # Remote management over MQTT (docs/management.md): file put/get/ls/rm, reboot,
-# eval/exec (only if the board enables them) and firmware updates (fwupdate.py).
+# eval/exec (only if the board enables them), firmware updates (fwupdate.py) and
+# MicroPython image updates (image.py).
 # Commands are signed like power commands; file data travels in chunks tied to a
 # signed command's nonce and is checked against the SHA-256 the command carries.
 # Replies: "<nonce> <seq> <kind>\n<body>", kind "more" (a chunk follows), "ok" or
@@ -22,17 +23,37 @@ CHUNK = 1400
 
 
 class Transfer:
+    # A put; image.Receiver is the other kind: write() each chunk, then complete().
+    reset = False
+
     def __init__(self, nonce, path, digest, size):
         self.nonce = nonce
         self.path = path
         self.digest = digest
         self.size = size
         self.tmp = path + ".part"
-        self.seq = 0
+        self.seq = 0  # the next data chunk
+        self.rseq = 0  # the next reply chunk
         self.got = 0
         self.hash = sha256()
         self.at = ticks_ms()
         self.f = open(self.tmp, "wb")
+
+    def write(self, data):
+        self.f.write(data)
+        self.hash.update(data)
+        self.got += len(data)
+
+    async def complete(self):
+        self.close(True)
+        digest = hexlify(self.hash.digest()).decode()
+        if digest != self.digest or self.got != self.size:
+            remove(self.tmp)
+            log.warning("put %s: checksum mismatch, old file kept" % self.path)
+            raise Refused("checksum mismatch: got %s (%d bytes)" % (digest, self.got))
+        replace(self.tmp, self.path)
+        log.info("put %s: %d bytes" % (self.path, self.got))
+        return digest
 
     def close(self, keep):
         f, self.f = self.f, None
@@ -133,7 +154,7 @@ class Manager:
         if t is not None:
             t.close(False)
             log.warning("transfer of %s abandoned: %s" % (t.path, reason))
-            self._reply(t.nonce, 0, "err", "transfer abandoned: %s" % reason)
+            self._reply(t.nonce, t.rseq, "err", "transfer abandoned: %s" % reason)
 
     def _on_data(self, topic, payload, retained):
         t = self._transfer
@@ -152,27 +173,31 @@ class Manager:
             return
         data = memoryview(payload)[end + 1 :]
         try:
-            t.f.write(data)
-        except OSError as err:
-            self._abort("write failed: %r" % err)
+            note = t.write(data)
+        except (OSError, Refused) as err:
+            self._abort("write failed: %r" % err if isinstance(err, OSError) else str(err))
             return
-        t.hash.update(data)
-        t.got += len(data)
+        if note:
+            self._reply(t.nonce, t.rseq, "more", note)
+            t.rseq += 1
         t.seq += 1
         t.at = ticks_ms()
         if head[2] == "more":
             return
         self._transfer = None
-        t.close(True)
-        digest = hexlify(t.hash.digest()).decode()
-        if digest != t.digest or t.got != t.size:
-            remove(t.tmp)
-            log.warning("put %s: checksum mismatch, old file kept" % t.path)
-            self._reply(t.nonce, 0, "err", "checksum mismatch: got %s (%d bytes)" % (digest, t.got))
+        asyncio.create_task(self._complete(t))
+
+    async def _complete(self, t):
+        try:
+            digest = await t.complete()
+        except (OSError, Refused) as err:
+            t.close(False)
+            self._reply(t.nonce, t.rseq, "err", str(err) if isinstance(err, Refused) else "failed: %r" % err)
             return
-        replace(t.tmp, t.path)
-        log.info("put %s: %d bytes" % (t.path, t.got))
-        self._reply(t.nonce, 0, "ok", digest)
+        if t.reset:
+            await self._reboot(t.nonce, t.rseq, digest)
+        else:
+            self._reply(t.nonce, t.rseq, "ok", digest)
 
     async def _idle_guard(self):
         while True:
@@ -235,8 +260,8 @@ class Manager:
     def _cmd_reboot(self, nonce, arg):
         asyncio.create_task(self._reboot(nonce))
 
-    async def _reboot(self, nonce):
-        self._reply(nonce, 0, "ok", "rebooting")
+    async def _reboot(self, nonce, seq=0, body="rebooting"):
+        self._reply(nonce, seq, "ok", body)
         await self._drained()
         await self._mqtt.disconnect()
         bootstate.reset()
@@ -251,6 +276,12 @@ class Manager:
             raise Refused("exec is disabled (mgmt.eval in board.py)")
         exec(arg, {})
         self._reply(nonce, 0, "ok")
+
+    def _cmd_image(self, nonce, arg):
+        import image  # loaded only when needed: the heap is small
+
+        self._abort("a new transfer started")
+        self._transfer = image.Receiver(nonce, arg)
 
     def _cmd_update(self, nonce, arg):
         import fwupdate  # loaded only when needed: the heap is small

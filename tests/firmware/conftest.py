@@ -20,13 +20,15 @@ def make_board(
     micropython: MicroPython, mosquitto: Broker, ntp_server: NtpServer, tmp_path: Path
 ) -> Iterator[Callable[..., Board]]:
     """Create boards (not booted); all are stopped at teardown. `clock` starts a board's
-    wall clock there (Unix time, e.g. POWER_UP) instead of the host's."""
+    wall clock there (Unix time, e.g. POWER_UP) instead of the host's; `partitions` the
+    partition table ("ota", or "factory": a build without OTA partitions)."""
     boards: list[Board] = []
 
     def make(
         secrets: dict[str, Any] | None = None,
         heapsize: str | None = None,
         clock: float | None = None,
+        partitions: str = "ota",
         **board: Any,
     ) -> Board:
         made = Board(
@@ -37,6 +39,7 @@ def make_board(
             mosquitto.certs.ca_pem,
             heapsize=heapsize,
             clock=clock,
+            partitions=partitions,
         )
         boards.append(made)
         return made

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from script.harness import esp_image
 from script.harness.board import KEY, NODE, Board
 from script.harness.mosquitto import Broker
 from script.harness.procs import stop, wait_for
@@ -80,3 +81,34 @@ def test_logs_follow(start_board: Callable[..., Board], mosquitto: Broker, tmp_p
         wait_for(logged, 30, "the management log line")
     finally:
         stop(proc)
+
+
+def test_image_installs_an_app_image_and_refuses_other_files(
+    start_board: Callable[..., Board], mosquitto: Broker, tmp_path: Path
+) -> None:
+    board = start_board(heapsize=HEAP, mgmt={"confirm_s": 2, "trial_s": 60})
+    # a full flash image starts with the bootloader: refused before connecting
+    full = tmp_path / "firmware.bin"
+    image = esp_image.build("v1.26.0", 100 * 1024)
+    full.write_bytes(image[:32] + bytes(4) + image[36:])
+    refused = cli(mosquitto, tmp_path, "image", str(full))
+    assert refused.returncode == 2
+    assert "is not an ESP32 app image: take the OTA build's .app-bin" in refused.stderr
+    app = tmp_path / "ESP32_GENERIC-OTA-v1.26.0.app-bin"
+    app.write_bytes(image)
+    proc = subprocess.Popen(
+        cli_args(mosquitto, tmp_path, "image", str(app), "--confirm-timeout=60"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        board.wait(lambda: proc.poll() is not None, timeout=90, what="smartserver-node image")
+        out, err = proc.communicate()
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert out.startswith(f"installing MicroPython image 1.26.0 ({len(image)} bytes) on {NODE}")
+    assert " 64% written" in out
+    assert out.endswith(f"MicroPython image 1.26.0 confirmed by {NODE}\n")
+    assert board.booted == ["ota_0", "ota_1"]

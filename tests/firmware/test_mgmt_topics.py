@@ -9,6 +9,7 @@ from smartserver_node import mgmt_framing as cli_framing
 from smartserver_node.client import Connection, Node, signature
 
 from custom_components.smartserver import mgmt_framing
+from script.harness import esp_image
 from script.harness.board import FIRMWARE, KEY, NODE
 from script.harness.protocol import load_protocol
 
@@ -39,3 +40,20 @@ def test_the_node_takes_chunks_of_the_framings_size() -> None:
     chunks = mgmt_framing.data_chunks("00ff", b"x" * (2 * mgmt_framing.CHUNK + 1))
     assert [c.split(b"\n", 1)[0] for c in chunks] == [b"00ff 0 more", b"00ff 1 more", b"00ff 2 ok"]
     assert mgmt_framing.data_chunks("00ff", b"") == [b"00ff 0 ok\n"]
+
+
+def test_app_version_reads_the_descriptor_of_an_app_image_only() -> None:
+    image = esp_image.build("v1.25.0", 8192)
+    assert mgmt_framing.app_version(image) == "1.25.0"
+    assert mgmt_framing.app_version(esp_image.build("1.26.0-preview", 8192)) == "1.26.0-preview"
+    assert mgmt_framing.app_version(esp_image.build("vendor-build", 8192)) == "vendor-build"
+    # a full flash image starts with the bootloader: an image header, but no descriptor at 32
+    bootloader = bytearray(image)
+    bootloader[32:36] = bytes(4)
+    assert mgmt_framing.app_version(bytes(bootloader)) is None
+    assert mgmt_framing.app_version(b"\xff" * 4096) is None  # erased flash / a zip / a text
+    assert mgmt_framing.app_version(image[:60]) is None  # cut before the version
+    unprintable = bytearray(image)
+    unprintable[48:50] = b"v\x07"
+    assert mgmt_framing.app_version(bytes(unprintable)) is None
+    assert mgmt_framing.app_version(esp_image.build("", 8192)) is None

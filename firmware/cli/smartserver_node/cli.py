@@ -7,10 +7,12 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .client import Connection, Node, NodeError
 from .firmware import build_firmware
+from .mgmt_framing import app_version
 
 COLOURS = {
     "debug": "\033[2m",
@@ -65,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("source", type=Path)
     up.add_argument("--mpy-cross", default="mpy-cross")
     up.add_argument("--confirm-timeout", type=float, default=900)
+    im = sub.add_parser("image", help="install a MicroPython image (an ESP32 OTA build's .app-bin)")
+    im.add_argument("file", type=Path)
+    im.add_argument("--confirm-timeout", type=float, default=900)
     return p
 
 
@@ -75,6 +80,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.insecure_plain_mqtt:
         print("smartserver-node: warning: MQTT without TLS", file=sys.stderr)
+    image = None
+    if args.command == "image":
+        # checked before connecting: a wrong file is the likely mistake
+        image = args.file.read_bytes()
+        if app_version(image) is None:
+            print(
+                f"smartserver-node: {args.file} is not an ESP32 app image: take the OTA build's "
+                ".app-bin, not the full flash image (docs/management.md)",
+                file=sys.stderr,
+            )
+            return 2
     key = _secret(None, args.key_file, "SMARTSERVER_NODE_KEY")
     if not key:
         print(
@@ -90,7 +106,23 @@ def run(args: argparse.Namespace) -> int:
         args.insecure_plain_mqtt,
     )
     with Node(conn, args.base, args.node, key, timeout=args.timeout) as node:
+        if image is not None:
+            return _image(node, args, image)
         return _command(node, args)
+
+
+def _image(node: Node, args: argparse.Namespace, image: bytes) -> int:
+    print(f"installing MicroPython image {app_version(image)} ({len(image)} bytes) on {args.node}")
+    info = node.image(image, _progress("written"), confirm_timeout=args.confirm_timeout)
+    print(f"\nMicroPython image {info['image']['version']} confirmed by {args.node}")
+    return 0
+
+
+def _progress(word: str) -> Callable[[int, int], None]:
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done * 100 // total:3d}% {word}", end="", flush=True)
+
+    return progress
 
 
 def _command(node: Node, args: argparse.Namespace) -> int:
@@ -118,11 +150,7 @@ def _command(node: Node, args: argparse.Namespace) -> int:
     elif cmd == "update":
         firmware = build_firmware(args.source, args.mpy_cross)
         print(f"installing firmware {firmware.version} ({firmware.build}) on {args.node}")
-
-        def progress(done: int, total: int) -> None:
-            print(f"\r{done * 100 // total:3d}% staged", end="", flush=True)
-
-        info = node.update(firmware, progress, confirm_timeout=args.confirm_timeout)
+        info = node.update(firmware, _progress("staged"), confirm_timeout=args.confirm_timeout)
         print(f"\nfirmware {info['version']} ({info['build']}) confirmed by {args.node}")
     return 0
 

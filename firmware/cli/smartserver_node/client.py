@@ -19,7 +19,23 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .firmware import Firmware
-from .mgmt_framing import CHUNK, CONFIRMED, ROLLED_BACK, Reply, data_chunks, put_arg, verdict
+from .mgmt_framing import (
+    CHUNK,
+    CONFIRMED,
+    ROLLED_BACK,
+    Reply,
+    app_version,
+    data_chunks,
+    image_arg,
+    image_verdict,
+    put_arg,
+    verdict,
+)
+
+# An image goes out at most this far ahead of the node's last "written" report: the
+# broker queues what the node has not taken yet, and drops what exceeds its queue
+# (mosquitto's max_queued_messages, 1000 messages by default).
+IMAGE_WINDOW = 128 * 1024
 
 
 class NodeError(Exception):
@@ -266,16 +282,8 @@ class Node:
                 progress(done, total)
         manifest = firmware.manifest()
         self.put("fw_new/manifest.json", manifest)
-        got: queue.Queue[dict[str, Any]] = queue.Queue()
-
-        def listen(msg: paho.MQTTMessage) -> None:
-            if msg.topic == self.info_topic and msg.payload:
-                with contextlib.suppress(ValueError):
-                    got.put(json.loads(msg.payload))
-
-        self._listeners.append(listen)
+        got, listen = self._live_infos()
         try:
-            self.subscribe(self.info_topic)
             self.call("update", hashlib.sha256(manifest).hexdigest(), timeout=60)
             deadline = time.monotonic() + confirm_timeout
             while True:
@@ -296,6 +304,81 @@ class Node:
                     return info
         finally:
             self._listeners.remove(listen)
+
+    def _live_infos(self) -> tuple[queue.Queue[dict[str, Any]], Callable[[paho.MQTTMessage], None]]:
+        """Return a queue of the info messages published from now on (not the retained one)."""
+        got: queue.Queue[dict[str, Any]] = queue.Queue()
+
+        def listen(msg: paho.MQTTMessage) -> None:
+            if msg.topic == self.info_topic and msg.payload and not msg.retain:
+                with contextlib.suppress(ValueError):
+                    got.put(json.loads(msg.payload))
+
+        self._listeners.append(listen)
+        self.subscribe(self.info_topic)
+        return got, listen
+
+    def image(
+        self,
+        data: bytes,
+        progress: Callable[[int, int], None] | None = None,
+        confirm_timeout: float = 300,
+    ) -> dict[str, Any]:
+        """Install a MicroPython app image; wait until the node confirms it or rolls back.
+
+        Returns the node's info once it runs the image confirmed. NodeError if `data` is
+        not an ESP32 app image, if the node refuses it, or if it rolled back.
+        """
+        version = app_version(data)
+        if version is None:
+            raise NodeError("not an ESP32 app image with an app descriptor (a MicroPython .app-bin)")
+        arg = image_arg(data, version)
+        digest = arg.split("\n", 1)[0]
+        infos, listen = self._live_infos()
+        try:
+            nonce = self.send("image", arg)
+            replies = self.replies(nonce, timeout=60)
+            written = sent = 0
+            for chunk in data_chunks(nonce, data):
+                while sent - written >= IMAGE_WINDOW:
+                    reply = next(replies)
+                    if reply.kind == "ok":
+                        raise NodeError(f"node {self.node} ended the image transfer early")
+                    written = int(reply.body.split()[-1])
+                    if progress:
+                        progress(written, len(data))
+                self.client.publish(self.data_topic, chunk, qos=1)
+                sent = min(sent + CHUNK, len(data))
+            for reply in replies:
+                if reply.kind == "more":
+                    if progress:
+                        progress(int(reply.body.split()[-1]), len(data))
+                elif reply.body.decode() != digest:
+                    raise ChecksumError(f"node {self.node} wrote the image with SHA-256 {reply.body!r}")
+            if progress:
+                progress(len(data), len(data))
+            return self._image_end(infos, digest, version, confirm_timeout)
+        finally:
+            self._listeners.remove(listen)
+
+    def _image_end(
+        self, infos: queue.Queue[dict[str, Any]], digest: str, version: str, timeout: float
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                info = infos.get(timeout=left)
+            except queue.Empty:
+                break
+            end = image_verdict(info.get("image") or {}, digest)
+            if end == ROLLED_BACK:
+                raise NodeError(
+                    f"node {self.node} rolled back MicroPython image {version}: it did not run "
+                    "healthily (see its log)"
+                )
+            if end == CONFIRMED:
+                return info
+        raise NoAnswer(f"node {self.node} did not confirm MicroPython image {version}")
 
     def logs(self, callback: Callable[[str, str], None]) -> None:
         """Call callback(level, line) for each log line the node publishes."""

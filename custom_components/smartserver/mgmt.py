@@ -1,9 +1,10 @@
 """The firmware manager: nodes' infos, the bundled firmware, and installs over management.
 
 One `FirmwareManager` per hub entry follows every node's retained `info` and keeps a
-`NodeFirmware` per node: its installed version, and (with the node's key) the install
-of the bundled firmware over the management topics (docs/management.md): signed
-commands, chunked puts, ordered reply chunks, then the node's verdict on its `info`.
+`NodeFirmware` per node: its installed versions, and (with the node's key) the install
+of the bundled firmware or of a MicroPython image over the management topics
+(docs/management.md): signed commands, chunked data, ordered reply chunks, then the
+node's verdict on its `info`. One install at a time per node.
 It reaches MQTT only through a `Link`, so whoever owns the entry's subscriptions
 decides how they are made. The framing itself is in mgmt_framing.py.
 """
@@ -14,8 +15,9 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,26 @@ from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.exceptions import HomeAssistantError
 
 from . import protocol
+from .app_image import Image, ImageError
 from .const import DOMAIN, LOGGER
 from .helpers import WarnOnce, payload_bytes
-from .mgmt_framing import CONFIRMED, ROLLED_BACK, Reply, data_chunks, put_arg, verdict
+from .mgmt_framing import (
+    CHUNK,
+    CONFIRMED,
+    ROLLED_BACK,
+    Reply,
+    data_chunks,
+    image_arg,
+    image_verdict,
+    put_arg,
+    verdict,
+)
 
 BUNDLE_DIR = Path(__file__).parent / "firmware"
 REPLY_TIMEOUT_S = 30
+# The node writes an image to flash while its chunks queue at the broker: it may answer
+# the last chunk long after HA sent it.
+IMAGE_REPLY_TIMEOUT_S = 120
 CONFIRM_TIMEOUT_S = 900
 MAX_INFO_PAYLOAD = 4096
 MAX_VERSION = 64
@@ -91,6 +107,8 @@ class NodeInfo:
     version: str
     build: str
     update: dict[str, Any]
+    micropython: str = ""  # the running MicroPython's version
+    image: dict[str, Any] = field(default_factory=dict)  # the last image install
 
 
 def parse_info(payload: bytes | bytearray | str) -> NodeInfo | None:
@@ -106,11 +124,63 @@ def parse_info(payload: bytes | bytearray | str) -> NodeInfo | None:
     version, build, update = data.get("version"), data.get("build"), data.get("update")
     if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not str(version):
         return None
+    micropython, image = data.get("micropython"), data.get("image")
     return NodeInfo(
         str(version)[:MAX_VERSION],
         build[:MAX_VERSION] if isinstance(build, str) else "",
         update if isinstance(update, dict) else {},
+        micropython[:MAX_VERSION] if isinstance(micropython, str) else "",
+        image if isinstance(image, dict) else {},
     )
+
+
+class _Replies:
+    """One command's reply chunks, taken in `seq` order (docs/management.md).
+
+    A chunk seen before (an MQTT redelivery) is dropped, a gap (a chunk lost) stops it.
+    `errors` is the prefix of the errors' translation keys (`node`, `micropython`).
+    """
+
+    def __init__(self, firmware: NodeFirmware, cmd: str, errors: str) -> None:
+        self.queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self.done = False
+        self._firmware = firmware
+        self._cmd = cmd
+        self._errors = errors
+        self._expected = 0
+        self._body = b""
+
+    def take_waiting(self) -> None:
+        """Take the chunks already here: a refusal stops a transfer at once."""
+        while not self.done and not self.queue.empty():
+            self._take(self.queue.get_nowait())
+
+    async def body(self, wait_s: float) -> bytes:
+        """Wait for the last chunk (each within `wait_s`); return the reply's body or raise."""
+        while not self.done:
+            try:
+                async with asyncio.timeout(wait_s):
+                    reply = await self.queue.get()
+            except TimeoutError as err:
+                raise self._firmware.error(f"{self._errors}_no_answer") from err
+            self._take(reply)
+        return self._body
+
+    def _take(self, reply: Reply) -> None:
+        if reply.seq < self._expected:
+            LOGGER.debug(
+                "Node %s: dropped reply chunk %d of %s again", self._firmware.node_id, reply.seq, self._cmd
+            )
+            return
+        if reply.kind == "err":
+            raise self._firmware.error(f"{self._errors}_refused", reason=reply.body.decode(errors="replace"))
+        if reply.seq > self._expected:
+            raise self._firmware.error(
+                f"{self._errors}_reply_gap", seq=str(reply.seq), expected=str(self._expected)
+            )
+        self._expected += 1
+        self._body += reply.body
+        self.done = reply.kind == "ok"
 
 
 class NodeFirmware:
@@ -127,6 +197,9 @@ class NodeFirmware:
         self._listeners: list[Callable[[], None]] = []
         self._replies: dict[str, asyncio.Queue[Reply]] = {}
         self._verdict: asyncio.Queue[NodeInfo] | None = None
+        self._running: str | None = None  # the error key that says which install runs
+        # the entity kinds update.py made for this node (added again when they are removed)
+        self.shown: set[str] = set()
 
     @property
     def can_install(self) -> bool:
@@ -161,40 +234,37 @@ class NodeFirmware:
         if reply is not None and reply.nonce in self._replies:
             self._replies[reply.nonce].put_nowait(reply)
 
-    async def command(self, cmd: str, arg: str = "", data: bytes | None = None) -> bytes:
-        """Send a signed command (and a put's data in chunks); return the reply or raise.
+    async def command(
+        self,
+        cmd: str,
+        arg: str = "",
+        data: bytes | None = None,
+        *,
+        sent: Callable[[int], None] | None = None,
+        errors: str = "node",
+        wait_s: float | None = None,
+    ) -> bytes:
+        """Send a signed command (and its data in chunks); return the reply or raise.
 
-        Reply chunks must arrive as `seq` 0, 1, 2, ... (docs/management.md): a chunk
-        seen before (an MQTT redelivery) is dropped, a gap (a chunk lost) stops it.
+        `sent` gets the data bytes sent so far after each chunk; a refusal that arrives
+        while the data goes out stops it. Each reply chunk must come within `wait_s`
+        (REPLY_TIMEOUT_S if None).
         """
         assert self._key is not None  # installs are offered only with the key
         payload = protocol.sign_command(self._key, self.node_id, cmd, int(time.time()), arg)
         nonce = json.loads(payload)["nonce"]
-        replies: asyncio.Queue[Reply] = asyncio.Queue()
-        self._replies[nonce] = replies
+        replies = _Replies(self, cmd, errors)
+        self._replies[nonce] = replies.queue
         try:
             await self._link.publish(self._topic(protocol.NODE_MGMT_CMD), payload)
+            done = 0
             for chunk in data_chunks(nonce, data) if data is not None else ():
+                replies.take_waiting()
                 await self._link.publish(self._topic(protocol.NODE_MGMT_DATA), chunk)
-            body = b""
-            expected = 0
-            while True:
-                try:
-                    async with asyncio.timeout(REPLY_TIMEOUT_S):
-                        reply = await replies.get()
-                except TimeoutError as err:
-                    raise self._error("node_no_answer") from err
-                if reply.seq < expected:
-                    LOGGER.debug("Node %s: dropped reply chunk %d of %s again", self.node_id, reply.seq, cmd)
-                    continue
-                if reply.kind == "err":
-                    raise self._error("node_refused", reason=reply.body.decode(errors="replace"))
-                if reply.seq > expected:
-                    raise self._error("node_reply_gap", seq=str(reply.seq), expected=str(expected))
-                expected += 1
-                body += reply.body
-                if reply.kind == "ok":
-                    return body
+                if sent is not None and data is not None:
+                    done = min(done + CHUNK, len(data))
+                    sent(done)
+            return await replies.body(REPLY_TIMEOUT_S if wait_s is None else wait_s)
         finally:
             self._replies.pop(nonce, None)
 
@@ -202,16 +272,31 @@ class NodeFirmware:
         """Write a file on the node, checked there against its SHA-256."""
         await self.command("put", put_arg(path, data), data)
 
-    async def install(self, progress: Callable[[int], None]) -> None:
-        """Stage the bundle, install it and wait for the node's verdict; progress in %."""
+    @contextmanager
+    def _only(self, running: str) -> Iterator[None]:
+        """One install at a time: `running` is the error key another install then gets."""
+        if self._running is not None:
+            raise self.error(self._running)
+        self._running = running
+        try:
+            yield
+        finally:
+            self._running = None
+
+    async def _with_replies(self, errors: str, install: Callable[[], Awaitable[None]]) -> None:
         try:
             stop_replies = await self.follow_replies()
         except TimeoutError as err:
-            raise self._error("node_no_answer") from err
+            raise self.error(f"{errors}_no_answer") from err
         try:
-            await self._install(progress)
+            await install()
         finally:
             stop_replies()
+
+    async def install(self, progress: Callable[[int], None]) -> None:
+        """Stage the bundle, install it and wait for the node's verdict; progress in %."""
+        with self._only("firmware_update_running"):
+            await self._with_replies("node", lambda: self._install(progress))
 
     async def _install(self, progress: Callable[[int], None]) -> None:
         bundle = self.bundle
@@ -226,24 +311,72 @@ class NodeFirmware:
         self._verdict = asyncio.Queue()  # infos from here on tell the verdict
         try:
             await self.command("update", hashlib.sha256(bundle.manifest).hexdigest())
-            await self._await_verdict(bundle, self._verdict)
+            await self._await_verdict(
+                lambda info: verdict(info.update, info.build, bundle.version, bundle.build),
+                "firmware",
+                bundle.version,
+            )
         finally:
             self._verdict = None
 
-    async def _await_verdict(self, bundle: Bundle, infos: asyncio.Queue[NodeInfo]) -> None:
+    async def install_image(
+        self, image: Image, read: Callable[[], Awaitable[bytes]], progress: Callable[[int], None]
+    ) -> None:
+        """Send a MicroPython image and wait for the node's verdict; progress in % (90 once sent).
+
+        `read` returns the image's bytes (off the event loop) or raises ImageError.
+        """
+        with self._only("micropython_update_running"):
+            try:
+                data = await read()
+            except ImageError as err:
+                raise self.error(
+                    "micropython_image_unreadable", path=image.path.name, reason=str(err)
+                ) from err
+            await self._with_replies("micropython", lambda: self._install_image(image, data, progress))
+
+    async def _install_image(self, image: Image, data: bytes, progress: Callable[[int], None]) -> None:
+        shown = 0
+
+        def sent(done: int) -> None:
+            nonlocal shown
+            if (percent := done * 90 // len(data)) != shown:
+                shown = percent
+                progress(percent)
+
+        self._verdict = asyncio.Queue()  # infos from here on tell the verdict
+        try:
+            await self.command(
+                "image",
+                image_arg(data, image.version),
+                data,
+                sent=sent,
+                errors="micropython",
+                wait_s=IMAGE_REPLY_TIMEOUT_S,
+            )
+            await self._await_verdict(
+                lambda info: image_verdict(info.image, image.sha256), "micropython", image.version
+            )
+        finally:
+            self._verdict = None
+
+    async def _await_verdict(self, end: Callable[[NodeInfo], str | None], what: str, version: str) -> None:
+        """Wait for an info whose `end` is CONFIRMED; `what` prefixes the errors' keys."""
+        infos = self._verdict
+        assert infos is not None
         try:
             async with asyncio.timeout(CONFIRM_TIMEOUT_S):
                 while True:
-                    info = await infos.get()
-                    end = verdict(info.update, info.build, bundle.version, bundle.build)
-                    if end == ROLLED_BACK:
-                        raise self._error("firmware_rolled_back", version=bundle.version)
-                    if end == CONFIRMED:
+                    result = end(await infos.get())
+                    if result == ROLLED_BACK:
+                        raise self.error(f"{what}_rolled_back", version=version)
+                    if result == CONFIRMED:
                         return
         except TimeoutError as err:
-            raise self._error("firmware_not_confirmed", version=bundle.version) from err
+            raise self.error(f"{what}_not_confirmed", version=version) from err
 
-    def _error(self, key: str, **placeholders: str) -> HomeAssistantError:
+    def error(self, key: str, **placeholders: str) -> HomeAssistantError:
+        """Return the translated error `key` about this node."""
         return HomeAssistantError(
             translation_domain=DOMAIN,
             translation_key=key,
@@ -260,15 +393,18 @@ class FirmwareManager:
         base: str,
         bundle: Bundle | None,
         keys: dict[str, str],
-        on_new: Callable[[NodeFirmware], None],
+        on_info: Callable[[NodeFirmware], None],
     ) -> None:
-        """Follow nodes under `base`; `keys` are the node keys HA knows (relay nodes)."""
+        """Follow nodes under `base`; `keys` are the node keys HA knows (relay nodes).
+
+        `on_info` gets a node after each valid info (update.py adds the entities it lacks).
+        """
         self.bundle = bundle
         self.nodes: dict[str, NodeFirmware] = {}
         self._link = link
         self._base = base
         self._keys = keys
-        self._on_new = on_new
+        self._on_node_info = on_info
         self._refuse = WarnOnce()
 
     @callback
@@ -278,12 +414,6 @@ class FirmwareManager:
             self._link, self._base, node, self._keys.get(node), self.bundle
         )
         return firmware
-
-    @callback
-    def forget(self, firmware: NodeFirmware) -> None:
-        """Drop a node (its entity was removed): its next info adds it again."""
-        if self.nodes.get(firmware.node_id) is firmware:
-            del self.nodes[firmware.node_id]
 
     async def start(self) -> CALLBACK_TYPE:
         """Subscribe to every node's info; return the unsubscribe."""
@@ -303,10 +433,6 @@ class FirmwareManager:
                 node[:80],
             )
             return
-        firmware = self.nodes.get(node)
-        if firmware is None:
-            firmware = self.add(node)
-            firmware.handle_info(info)
-            self._on_new(firmware)
-        else:
-            firmware.handle_info(info)
+        firmware = self.nodes.get(node) or self.add(node)
+        firmware.handle_info(info)
+        self._on_node_info(firmware)

@@ -15,6 +15,10 @@ CHUNK = 1400  # the node's chunk size too: well under its 4 KB message limit
 KINDS = ("more", "ok", "err")  # a chunk follows; the last one, success; the last one, failure
 CONFIRMED = "confirmed"
 ROLLED_BACK = "rolled back"
+# An ESP-IDF app image: magic byte, then its esp_app_desc_t at byte 32 (docs/management.md).
+IMAGE_MAGIC = 0xE9
+APP_DESC = 32
+APP_DESC_MAGIC = 0xABCD5432
 
 
 def chunk_payload(nonce: str, seq: int, kind: str, body: bytes) -> bytes:
@@ -37,6 +41,21 @@ def put_arg(path: str, data: bytes) -> str:
 def image_arg(data: bytes, version: str) -> str:
     r"""Return the image command's argument: "<SHA-256 hex>\\n<size>\\n<version>"."""
     return f"{hashlib.sha256(data).hexdigest()}\n{len(data)}\n{version}"
+
+
+def app_version(image: bytes) -> str | None:
+    """Return the version in an ESP32 app image's descriptor (`v1.25.0` gives `1.25.0`).
+
+    None if `image` does not start as an app image with a printable version.
+    """
+    desc = image[APP_DESC : APP_DESC + 48]
+    if len(desc) < 48 or image[0] != IMAGE_MAGIC or int.from_bytes(desc[:4], "little") != APP_DESC_MAGIC:
+        return None
+    raw = desc[16:48].split(b"\0", 1)[0]
+    if not raw.isascii():
+        return None
+    version = raw.decode().removeprefix("v")
+    return version if version and version.isprintable() else None
 
 
 @dataclass(frozen=True)
@@ -74,8 +93,10 @@ def verdict(update: dict[str, Any], build: str | None, version: str, expected_bu
 
 
 def image_verdict(image: dict[str, Any], sha256: str) -> str | None:
-    """Return CONFIRMED or ROLLED_BACK once a node's info["image"] tells how the
-    MicroPython image with this SHA-256 ended, else None."""
+    """Return CONFIRMED or ROLLED_BACK once a node's info tells how an image install ended.
+
+    `image` is the info's `image` field; only the image with this SHA-256 counts, else None.
+    """
     if image.get("sha256") != sha256:
         return None
     result = image.get("result")

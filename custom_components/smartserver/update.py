@@ -28,7 +28,8 @@ from .helpers import node_device_link, node_identifier
 from .mgmt import FirmwareManager, NodeFirmware
 from .mgmt_framing import CONFIRMED, image_verdict
 
-PARALLEL_UPDATES = 1
+# Installs on different nodes may run side by side; on one node the manager allows one.
+PARALLEL_UPDATES = 0
 
 FIRMWARE = "firmware"
 MICROPYTHON = "micropython"

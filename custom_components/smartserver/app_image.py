@@ -20,12 +20,23 @@ IMAGE_PROJECT = b"micropython"  # esp_app_desc_t.project_name of MicroPython's E
 
 
 class ImageError(Exception):
-    """Why a MicroPython image file cannot be used; `key` names the error in strings.json."""
+    """Why a MicroPython image file cannot be used (the message says why)."""
 
-    def __init__(self, key: str, reason: str) -> None:
-        """Keep the options flow's error key and a reason for the log."""
-        super().__init__(reason)
-        self.key = key
+
+class ImageMissing(ImageError):
+    """No such file (or it cannot be read)."""
+
+
+class ImageOutside(ImageError):
+    """The path leads out of the storage folder."""
+
+
+class ImageInvalid(ImageError):
+    """Not a MicroPython ESP32 app image with a version."""
+
+
+class ImageChanged(ImageError):
+    """The file is no longer the one that was loaded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +53,9 @@ class Image:
         try:
             data = self.path.read_bytes()
         except OSError as err:
-            raise ImageError("image_not_found", str(err)) from err
+            raise ImageMissing(str(err)) from err
         if hashlib.sha256(data).hexdigest() != self.sha256:
-            raise ImageError("image_changed", "the file changed since SmartServer loaded it")
+            raise ImageChanged("the file changed since SmartServer loaded it")
         return data
 
 
@@ -52,14 +63,14 @@ def load_image(path: Path) -> Image:
     """Read and check a MicroPython image (blocking); raise ImageError if it is none."""
     try:
         if path.stat().st_size > MAX_IMAGE:
-            raise ImageError("invalid_image", f"bigger than {MAX_IMAGE} bytes")
+            raise ImageInvalid(f"bigger than {MAX_IMAGE} bytes")
         data = path.read_bytes()
     except OSError as err:
-        raise ImageError("image_not_found", err.strerror or str(err)) from err
+        raise ImageMissing(err.strerror or str(err)) from err
     version = app_version(data)
     # An image of another project (ESPHome, ...) would take the node out of reach for good.
     if version is None or data[80:112].split(b"\0", 1)[0] != IMAGE_PROJECT:
-        raise ImageError("invalid_image", "not a MicroPython ESP32 app image (.app-bin)")
+        raise ImageInvalid("not a MicroPython ESP32 app image (.app-bin)")
     return Image(path, version, hashlib.sha256(data).hexdigest(), len(data))
 
 
@@ -67,7 +78,7 @@ def image_in_storage(storage: Path, name: str) -> Path:
     """Return the file `name` names in the storage folder; ImageError if it is outside."""
     path = (storage / name).resolve()
     if not path.is_relative_to(storage.resolve()):
-        raise ImageError("image_outside_storage", "not inside the storage folder")
+        raise ImageOutside("not inside the storage folder")
     return path
 
 

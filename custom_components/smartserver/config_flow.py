@@ -34,7 +34,7 @@ from homeassistant.helpers.selector import (
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 
 from . import protocol
-from .app_image import ImageError, image_in_storage, load_image
+from .app_image import ImageError, ImageMissing, ImageOutside, image_in_storage, load_image
 from .const import (
     AGENT_ENV,
     CONF_BASE_TOPIC,
@@ -228,12 +228,12 @@ async def _check_hub(
     return {CONF_BASE_TOPIC: base, CONF_STORAGE: folder}
 
 
-def _check_image(storage: Path, name: str) -> str | None:
-    """Return the error key if `name` is not a MicroPython image in `storage` (blocking)."""
+def _image_problem(storage: Path, name: str) -> ImageError | None:
+    """Return why `name` is not a MicroPython image in `storage` (blocking), or None."""
     try:
         load_image(image_in_storage(storage, name))
     except ImageError as err:
-        return err.key
+        return err
     return None
 
 
@@ -247,8 +247,13 @@ class SmartServerOptionsFlow(OptionsFlowWithReload):
             # a path in the (new) storage folder; empty: the image bundled with the release, if any
             image = user_input.get(CONF_MICROPYTHON_IMAGE, "").strip()
             storage = Path(self.hass.config.path(hub[CONF_STORAGE]))
-            if image and (error := await self.hass.async_add_executor_job(_check_image, storage, image)):
-                errors[CONF_MICROPYTHON_IMAGE] = error
+            problem = image and await self.hass.async_add_executor_job(_image_problem, storage, image)
+            if isinstance(problem, ImageOutside):
+                errors[CONF_MICROPYTHON_IMAGE] = "image_outside_storage"
+            elif isinstance(problem, ImageMissing):
+                errors[CONF_MICROPYTHON_IMAGE] = "image_not_found"
+            elif problem:
+                errors[CONF_MICROPYTHON_IMAGE] = "invalid_image"
             else:
                 return self.async_create_entry(
                     data={

@@ -31,7 +31,6 @@ from .const import DOMAIN, LOGGER
 from .helpers import WarnOnce, payload_bytes
 from .mgmt_framing import (
     CHUNK,
-    CONFIRMED,
     ROLLED_BACK,
     Reply,
     data_chunks,
@@ -138,15 +137,15 @@ class _Replies:
     """One command's reply chunks, taken in `seq` order (docs/management.md).
 
     A chunk seen before (an MQTT redelivery) is dropped, a gap (a chunk lost) stops it.
-    `errors` is the prefix of the errors' translation keys (`node`, `micropython`).
+    The errors name the firmware update, or with `image` the MicroPython update.
     """
 
-    def __init__(self, firmware: NodeFirmware, cmd: str, errors: str) -> None:
+    def __init__(self, firmware: NodeFirmware, cmd: str, image: bool) -> None:
         self.queue: asyncio.Queue[Reply] = asyncio.Queue()
         self.done = False
         self._firmware = firmware
         self._cmd = cmd
-        self._errors = errors
+        self._image = image
         self._expected = 0
         self._body = b""
 
@@ -162,7 +161,7 @@ class _Replies:
                 async with asyncio.timeout(wait_s):
                     reply = await self.queue.get()
             except TimeoutError as err:
-                raise self._firmware.error(f"{self._errors}_no_answer") from err
+                raise self._firmware.no_answer(self._image) from err
             self._take(reply)
         return self._body
 
@@ -172,12 +171,17 @@ class _Replies:
                 "Node %s: dropped reply chunk %d of %s again", self._firmware.node_id, reply.seq, self._cmd
             )
             return
+        error = self._firmware._error  # the reply side of NodeFirmware
         if reply.kind == "err":
-            raise self._firmware.error(f"{self._errors}_refused", reason=reply.body.decode(errors="replace"))
+            reason = reply.body.decode(errors="replace")
+            if self._image:
+                raise error("micropython_refused", reason=reason)
+            raise error("node_refused", reason=reason)
         if reply.seq > self._expected:
-            raise self._firmware.error(
-                f"{self._errors}_reply_gap", seq=str(reply.seq), expected=str(self._expected)
-            )
+            seq, expected = str(reply.seq), str(self._expected)
+            if self._image:
+                raise error("micropython_reply_gap", seq=seq, expected=expected)
+            raise error("node_reply_gap", seq=seq, expected=expected)
         self._expected += 1
         self._body += reply.body
         self.done = reply.kind == "ok"
@@ -197,7 +201,7 @@ class NodeFirmware:
         self._listeners: list[Callable[[], None]] = []
         self._replies: dict[str, asyncio.Queue[Reply]] = {}
         self._verdict: asyncio.Queue[NodeInfo] | None = None
-        self._running: str | None = None  # the error key that says which install runs
+        self._installing: bool | None = None  # an install runs: True for an image
         # the entity kinds update.py made for this node (added again when they are removed)
         self.shown: set[str] = set()
 
@@ -241,19 +245,19 @@ class NodeFirmware:
         data: bytes | None = None,
         *,
         sent: Callable[[int], None] | None = None,
-        errors: str = "node",
+        image: bool = False,
         wait_s: float | None = None,
     ) -> bytes:
         """Send a signed command (and its data in chunks); return the reply or raise.
 
         `sent` gets the data bytes sent so far after each chunk; a refusal that arrives
         while the data goes out stops it. Each reply chunk must come within `wait_s`
-        (REPLY_TIMEOUT_S if None).
+        (REPLY_TIMEOUT_S if None). With `image` the errors name the MicroPython update.
         """
         assert self._key is not None  # installs are offered only with the key
         payload = protocol.sign_command(self._key, self.node_id, cmd, int(time.time()), arg)
         nonce = json.loads(payload)["nonce"]
-        replies = _Replies(self, cmd, errors)
+        replies = _Replies(self, cmd, image)
         self._replies[nonce] = replies.queue
         try:
             await self._link.publish(self._topic(protocol.NODE_MGMT_CMD), payload)
@@ -273,21 +277,23 @@ class NodeFirmware:
         await self.command("put", put_arg(path, data), data)
 
     @contextmanager
-    def _only(self, running: str) -> Iterator[None]:
-        """One install at a time: `running` is the error key another install then gets."""
-        if self._running is not None:
-            raise self.error(self._running)
-        self._running = running
+    def _only(self, image: bool) -> Iterator[None]:
+        """One install at a time on a node: the other is refused, not queued."""
+        if self._installing is True:
+            raise self._error("micropython_update_running")
+        if self._installing is False:
+            raise self._error("firmware_update_running")
+        self._installing = image
         try:
             yield
         finally:
-            self._running = None
+            self._installing = None
 
-    async def _with_replies(self, errors: str, install: Callable[[], Awaitable[None]]) -> None:
+    async def _with_replies(self, image: bool, install: Callable[[], Awaitable[None]]) -> None:
         try:
             stop_replies = await self.follow_replies()
         except TimeoutError as err:
-            raise self.error(f"{errors}_no_answer") from err
+            raise self.no_answer(image) from err
         try:
             await install()
         finally:
@@ -295,8 +301,8 @@ class NodeFirmware:
 
     async def install(self, progress: Callable[[int], None]) -> None:
         """Stage the bundle, install it and wait for the node's verdict; progress in %."""
-        with self._only("firmware_update_running"):
-            await self._with_replies("node", lambda: self._install(progress))
+        with self._only(image=False):
+            await self._with_replies(False, lambda: self._install(progress))
 
     async def _install(self, progress: Callable[[int], None]) -> None:
         bundle = self.bundle
@@ -311,13 +317,15 @@ class NodeFirmware:
         self._verdict = asyncio.Queue()  # infos from here on tell the verdict
         try:
             await self.command("update", hashlib.sha256(bundle.manifest).hexdigest())
-            await self._await_verdict(
-                lambda info: verdict(info.update, info.build, bundle.version, bundle.build),
-                "firmware",
-                bundle.version,
+            end = await self._await_verdict(
+                lambda info: verdict(info.update, info.build, bundle.version, bundle.build)
             )
         finally:
             self._verdict = None
+        if end == ROLLED_BACK:
+            raise self._error("firmware_rolled_back", version=bundle.version)
+        if end is None:
+            raise self._error("firmware_not_confirmed", version=bundle.version)
 
     async def install_image(
         self, image: Image, read: Callable[[], Awaitable[bytes]], progress: Callable[[int], None]
@@ -326,14 +334,14 @@ class NodeFirmware:
 
         `read` returns the image's bytes (off the event loop) or raises ImageError.
         """
-        with self._only("micropython_update_running"):
+        with self._only(image=True):
             try:
                 data = await read()
             except ImageError as err:
-                raise self.error(
+                raise self._error(
                     "micropython_image_unreadable", path=image.path.name, reason=str(err)
                 ) from err
-            await self._with_replies("micropython", lambda: self._install_image(image, data, progress))
+            await self._with_replies(True, lambda: self._install_image(image, data, progress))
 
     async def _install_image(self, image: Image, data: bytes, progress: Callable[[int], None]) -> None:
         shown = 0
@@ -351,32 +359,39 @@ class NodeFirmware:
                 image_arg(data, image.version),
                 data,
                 sent=sent,
-                errors="micropython",
+                image=True,
                 wait_s=IMAGE_REPLY_TIMEOUT_S,
             )
-            await self._await_verdict(
-                lambda info: image_verdict(info.image, image.sha256), "micropython", image.version
-            )
+            end = await self._await_verdict(lambda info: image_verdict(info.image, image.sha256))
         finally:
             self._verdict = None
+        if end == ROLLED_BACK:
+            raise self._error("micropython_rolled_back", version=image.version)
+        if end is None:
+            raise self._error("micropython_not_confirmed", version=image.version)
 
-    async def _await_verdict(self, end: Callable[[NodeInfo], str | None], what: str, version: str) -> None:
-        """Wait for an info whose `end` is CONFIRMED; `what` prefixes the errors' keys."""
+    async def _await_verdict(self, end: Callable[[NodeInfo], str | None]) -> str | None:
+        """Return `end` of the first info it is not None for (CONFIRMED, ROLLED_BACK).
+
+        None if no info tells within CONFIRM_TIMEOUT_S.
+        """
         infos = self._verdict
         assert infos is not None
         try:
             async with asyncio.timeout(CONFIRM_TIMEOUT_S):
                 while True:
-                    result = end(await infos.get())
-                    if result == ROLLED_BACK:
-                        raise self.error(f"{what}_rolled_back", version=version)
-                    if result == CONFIRMED:
-                        return
-        except TimeoutError as err:
-            raise self.error(f"{what}_not_confirmed", version=version) from err
+                    if (result := end(await infos.get())) is not None:
+                        return result
+        except TimeoutError:
+            return None
 
-    def error(self, key: str, **placeholders: str) -> HomeAssistantError:
-        """Return the translated error `key` about this node."""
+    def no_answer(self, image: bool) -> HomeAssistantError:
+        """Return the error for a node that did not answer an install's command."""
+        if image:
+            return self._error("micropython_no_answer")
+        return self._error("node_no_answer")
+
+    def _error(self, key: str, **placeholders: str) -> HomeAssistantError:
         return HomeAssistantError(
             translation_domain=DOMAIN,
             translation_key=key,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeassistant.components.update import UpdateEntity, UpdateEntityFeature
+from homeassistant.components.update import UpdateEntity, UpdateEntityDescription, UpdateEntityFeature
+from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -31,8 +32,8 @@ from .mgmt_framing import CONFIRMED, image_verdict
 # Installs on different nodes may run side by side; on one node the manager allows one.
 PARALLEL_UPDATES = 0
 
-FIRMWARE = "firmware"
-MICROPYTHON = "micropython"
+FIRMWARE = UpdateEntityDescription(key="firmware", translation_key="firmware")
+MICROPYTHON = UpdateEntityDescription(key="micropython", translation_key="micropython")
 
 NO_BUNDLE = (
     "This install of SmartServer carries no usable node firmware (it was not installed from a "
@@ -65,9 +66,9 @@ async def async_setup_entry(
     def add_missing(firmware: NodeFirmware) -> None:
         """Add the entities the node lacks (new, or removed with its device)."""
         entities: list[NodeUpdateEntity] = []
-        if FIRMWARE not in firmware.shown:
+        if FIRMWARE.key not in firmware.shown:
             entities.append(NodeFirmwareEntity(firmware))
-        if MICROPYTHON not in firmware.shown and firmware.info and firmware.info.micropython:
+        if MICROPYTHON.key not in firmware.shown and firmware.info and firmware.info.micropython:
             entities.append(NodeMicroPythonEntity(firmware, image))
         if entities:
             # On the node's device, which belongs to the hub entry (created here if new).
@@ -85,19 +86,20 @@ async def async_setup_entry(
 class NodeUpdateEntity(SmartServerEntity, UpdateEntity):
     """One software part of a node: versions from its info, and (with its key) the install."""
 
-    kind: str
-
-    def __init__(self, firmware: NodeFirmware) -> None:
+    def __init__(self, firmware: NodeFirmware, description: UpdateEntityDescription) -> None:
         """Describe the entity of one node; without its key it offers no install."""
+        self.entity_description = description
         self.firmware = firmware
-        firmware.shown.add(self.kind)
+        firmware.shown.add(description.key)
         node = firmware.node_id
-        self._attr_unique_id = f"node_{node}_{self.kind}"
-        self._attr_translation_key = self.kind
+        self._attr_unique_id = f"node_{node}_{description.key}"
         # Identifiers only: a name here would overwrite the one from device_names.yaml.
         self._attr_device_info = DeviceInfo(identifiers={node_identifier(node)})
+        # UpdateEntity's rule, which a description would override: config if it installs
+        self._attr_entity_category = EntityCategory.DIAGNOSTIC
         if firmware.can_install:
             self._attr_supported_features |= UpdateEntityFeature.INSTALL | UpdateEntityFeature.PROGRESS
+            self._attr_entity_category = EntityCategory.CONFIG
 
     async def async_added_to_hass(self) -> None:
         """Follow the node's infos (an install follows the replies itself)."""
@@ -107,7 +109,7 @@ class NodeUpdateEntity(SmartServerEntity, UpdateEntity):
 
     async def async_will_remove_from_hass(self) -> None:
         """Let the node's next info add the entity again (its device was removed)."""
-        self.firmware.shown.discard(self.kind)
+        self.firmware.shown.discard(self.entity_description.key)
 
     @callback
     def _on_info(self) -> None:
@@ -141,12 +143,11 @@ class NodeUpdateEntity(SmartServerEntity, UpdateEntity):
 class NodeFirmwareEntity(NodeUpdateEntity):
     """A node's firmware: installed, bundled, and (with the node's key) the install."""
 
-    kind = FIRMWARE
     _attr_supported_features = UpdateEntityFeature.RELEASE_NOTES
 
     def __init__(self, firmware: NodeFirmware) -> None:
         """Describe the firmware entity of one node."""
-        super().__init__(firmware)
+        super().__init__(firmware, FIRMWARE)
         self._other_build = False
 
     def _show(self) -> None:
@@ -184,12 +185,11 @@ class NodeFirmwareEntity(NodeUpdateEntity):
 class NodeMicroPythonEntity(NodeUpdateEntity):
     """A node's MicroPython: running version, the configured image, and its install."""
 
-    kind = MICROPYTHON
     _attr_supported_features = UpdateEntityFeature(0)
 
     def __init__(self, firmware: NodeFirmware, image: Image | ImageError | None) -> None:
         """Describe the MicroPython entity of one node, offering `image` if it is one."""
-        super().__init__(firmware)
+        super().__init__(firmware, MICROPYTHON)
         self.image = image if isinstance(image, Image) else None
         if image is None:
             self._attr_release_summary = NO_IMAGE

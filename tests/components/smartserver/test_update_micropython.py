@@ -19,8 +19,9 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, snapshot_platform
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
+from syrupy.assertion import SnapshotAssertion
 
 from custom_components.smartserver.const import (
     CONF_EVENT_LEVEL,
@@ -35,6 +36,7 @@ from custom_components.smartserver.helpers import node_identifier
 from custom_components.smartserver.mgmt_framing import app_version, image_arg
 from script.harness.ha import RELAY_NODE
 
+from .nodes_common import write
 from .update_common import (
     BUILD,
     NODE2,
@@ -151,6 +153,19 @@ def test_app_version_reads_the_app_descriptor(data: bytes, expected: str | None)
 # Offered or not ----------------------------------------------------------------------
 
 
+async def test_entities(
+    hass: HomeAssistant,
+    setup: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+    snapshot: SnapshotAssertion,
+) -> None:
+    """relay1 (install) and node2 (no key): firmware and MicroPython, with the bundled image."""
+    publish_info(hass, RELAY_NODE, info(micropython=RUNNING))
+    publish_info(hass, NODE2, info(VERSION, BUILD, micropython="1.25.0"))
+    await hass.async_block_till_done()
+    await snapshot_platform(hass, entity_registry, snapshot, setup.entry_id)
+
+
 async def test_offered_for_a_node_reporting_micropython(
     hass: HomeAssistant, node: FakeNode, entity_registry: er.EntityRegistry
 ) -> None:
@@ -233,9 +248,7 @@ async def test_the_image_in_the_options_comes_before_the_bundled_one(
     server_config_entry: MockConfigEntry,
     bundle_dir: Path,
 ) -> None:
-    folder = Path(hass.config.path("smartserver", "images"))
-    folder.mkdir(parents=True)
-    (folder / "mp.app-bin").write_bytes(app_image("v1.26.0"))
+    write(Path(hass.config.path("smartserver", "images", "mp.app-bin")), app_image("v1.26.0"))
     server_config_entry.add_to_hass(hass)
     hass.config_entries.async_update_entry(
         server_config_entry, options=options(server_config_entry, "images/mp.app-bin")
@@ -267,10 +280,8 @@ async def test_an_unusable_image_in_the_options_offers_nothing_and_says_why(
     reason: str,
 ) -> None:
     """Not replaced by the bundled image either: the user chose this file."""
-    storage = Path(hass.config.path("smartserver"))
-    storage.mkdir()
     if content is not None:
-        (storage / name).write_bytes(content)
+        write(Path(hass.config.path("smartserver", name)), content)
     server_config_entry.add_to_hass(hass)
     hass.config_entries.async_update_entry(server_config_entry, options=options(server_config_entry, name))
     async with running_hub(hass, server_config_entry, bundle_dir):
@@ -441,8 +452,8 @@ async def test_one_install_at_a_time_per_node(
     publish_info(hass, RELAY_NODE, info(micropython=RUNNING))  # firmware 0.1.0: both offered
     node.script["image"] = node.script["put"] = [(0, "more", b"")]  # never ends
     running = hass.async_create_task(install(hass, first))
-    while not node.commands:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        await node.commanded.wait()
     with pytest.raises(HomeAssistantError) as err:
         await install(hass, second)
     assert err.value.translation_key == key
@@ -494,10 +505,9 @@ async def test_options_refuse_what_is_no_micropython_image_in_the_storage_folder
     hass: HomeAssistant, init_integration: MockConfigEntry, name: str, error: str
 ) -> None:
     images = Path(hass.config.path("smartserver", "images"))
-    images.mkdir(parents=True)
-    (images / "firmware.bin").write_bytes(b"\x00" * 4096)
-    (images / "esphome.app-bin").write_bytes(app_image("2025.5.0", project=b"esphome"))
-    Path(hass.config.path("outside.app-bin")).write_bytes(app_image())
+    write(images / "firmware.bin", b"\x00" * 4096)
+    write(images / "esphome.app-bin", app_image("2025.5.0", project=b"esphome"))
+    write(Path(hass.config.path("outside.app-bin")), app_image())
     result = await hass.config_entries.options.async_init(init_integration.entry_id)
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {**init_integration.options, **GOOD, CONF_MICROPYTHON_IMAGE: name}
@@ -510,9 +520,7 @@ async def test_options_refuse_what_is_no_micropython_image_in_the_storage_folder
 async def test_options_take_an_image_and_clear_it(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
-    images = Path(hass.config.path("store", "images"))
-    images.mkdir(parents=True)
-    (images / "mp.app-bin").write_bytes(app_image())
+    write(Path(hass.config.path("store", "images", "mp.app-bin")), app_image())
     result = await hass.config_entries.options.async_init(init_integration.entry_id)
     # relative to the storage folder entered in the same step
     result = await hass.config_entries.options.async_configure(

@@ -3,6 +3,7 @@ MicroPython images, node infos, and a scripted node that answers management comm
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -137,6 +138,7 @@ class FakeNode:
     files: dict[str, bytes] = field(default_factory=dict)
     image: bytes | None = None
     data_chunks: int = 0
+    commanded: asyncio.Event = field(default_factory=asyncio.Event)  # a command arrived
     _seen: dict[str, float] = field(default_factory=dict)
     _puts: dict[str, tuple[str, bytearray]] = field(default_factory=dict)
 
@@ -151,6 +153,7 @@ class FakeNode:
         if msg.topic.endswith("/cmd"):
             command = protocol.verify_command(NODE_KEY, self.node, msg.payload, time.time(), self._seen)
             self.commands.append(command)
+            self.commanded.set()
             refused = self.script.get(command.cmd, [(0, "ok", b"")])[0][1] == "err"
             if command.cmd in ("put", "image") and not refused:
                 self._puts[command.nonce] = (command.arg.split("\n")[0], bytearray())

@@ -13,7 +13,7 @@ from unittest.mock import patch
 import pytest
 from homeassistant.components.update import UpdateEntityFeature
 from homeassistant.const import ATTR_SUPPORTED_FEATURES
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
@@ -40,9 +40,9 @@ from .update_common import (
     info,
     install,
     make_bundle,
+    progress_of,
     publish_info,
     running_hub,
-    setup_update,
     versions,
 )
 
@@ -90,12 +90,11 @@ async def test_entities(
     snapshot: SnapshotAssertion,
 ) -> None:
     """The relay node's entity (install) and one of a node whose key HA lacks (none)."""
-    await setup_update(hass, server_config_entry, bundle_dir)
-    publish_info(hass, RELAY_NODE, info())
-    publish_info(hass, NODE2, info(VERSION, BUILD))
-    await hass.async_block_till_done()
-    await snapshot_platform(hass, entity_registry, snapshot, server_config_entry.entry_id)
-    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    async with running_hub(hass, server_config_entry, bundle_dir):
+        publish_info(hass, RELAY_NODE, info())
+        publish_info(hass, NODE2, info(VERSION, BUILD))
+        await hass.async_block_till_done()
+        await snapshot_platform(hass, entity_registry, snapshot, server_config_entry.entry_id)
 
 
 async def test_a_node_gets_its_entity_with_its_first_info(
@@ -303,11 +302,10 @@ async def test_a_bundle_without_build_compares_versions_only(
     server_config_entry: MockConfigEntry,
     tmp_path: Path,
 ) -> None:
-    await setup_update(hass, server_config_entry, make_bundle(tmp_path / "fw", build=""))
-    publish_info(hass, RELAY_NODE, info(VERSION, "0123456789ab"))
-    await hass.async_block_till_done()
-    assert versions(hass, RELAY) == ("off", VERSION, VERSION)
-    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    async with running_hub(hass, server_config_entry, make_bundle(tmp_path / "fw", build="")):
+        publish_info(hass, RELAY_NODE, info(VERSION, "0123456789ab"))
+        await hass.async_block_till_done()
+        assert versions(hass, RELAY) == ("off", VERSION, VERSION)
 
 
 async def test_without_a_bundle_only_the_installed_version_shows(
@@ -316,16 +314,15 @@ async def test_without_a_bundle_only_the_installed_version_shows(
     mqtt_client_closing: None,
     server_config_entry: MockConfigEntry,
 ) -> None:
-    await setup_update(hass, server_config_entry, Path("/nonexistent"))
-    assert versions(hass, RELAY) == ("unknown", None, None)  # nothing known yet
-    publish_info(hass, RELAY_NODE, info())
-    await hass.async_block_till_done()
-    # no "unknown" once the node's version is known: nothing to offer, and why
-    assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
-    summary = hass.states.get(RELAY).attributes["release_summary"]  # type: ignore[union-attr]
-    assert "no usable node firmware" in summary
-    assert len(summary) <= 255
-    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    async with running_hub(hass, server_config_entry, Path("/nonexistent")):
+        assert versions(hass, RELAY) == ("unknown", None, None)  # nothing known yet
+        publish_info(hass, RELAY_NODE, info())
+        await hass.async_block_till_done()
+        # no "unknown" once the node's version is known: nothing to offer, and why
+        assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
+        summary = hass.states.get(RELAY).attributes["release_summary"]  # type: ignore[union-attr]
+        assert "no usable node firmware" in summary
+        assert len(summary) <= 255
 
 
 async def test_a_corrupt_bundle_is_not_offered(
@@ -337,12 +334,11 @@ async def test_a_corrupt_bundle_is_not_offered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (bundle_dir / "node.mpy").write_bytes(b"tampered")
-    await setup_update(hass, server_config_entry, bundle_dir)
-    publish_info(hass, RELAY_NODE, info())
-    await hass.async_block_till_done()
-    assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
-    assert "node.mpy does not match its manifest" in caplog.text
-    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    async with running_hub(hass, server_config_entry, bundle_dir):
+        publish_info(hass, RELAY_NODE, info())
+        await hass.async_block_till_done()
+        assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
+        assert "node.mpy does not match its manifest" in caplog.text
 
 
 # Install --------------------------------------------------------------------------------
@@ -351,17 +347,7 @@ async def test_a_corrupt_bundle_is_not_offered(
 async def test_install_stages_the_bundle_and_waits_for_the_confirmation(
     hass: HomeAssistant, node: FakeNode, bundle_dir: Path
 ) -> None:
-    progress: list[int | None] = []
-    hass.bus.async_listen(
-        "state_changed",
-        callback(
-            lambda event: (
-                progress.append(event.data["new_state"].attributes.get("update_percentage"))
-                if event.data["entity_id"] == RELAY
-                else None
-            )
-        ),
-    )
+    progress = progress_of(hass, RELAY)
     await install(hass)
     manifest = (bundle_dir / "manifest.json").read_bytes()
     assert node.files == {f"fw_new/{n}": d for n, d in FILES.items()} | {"fw_new/manifest.json": manifest}

@@ -14,7 +14,7 @@ from unittest.mock import patch
 import pytest
 from homeassistant.components.update import UpdateEntityFeature
 from homeassistant.const import ATTR_SUPPORTED_FEATURES
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr
@@ -47,6 +47,7 @@ from .update_common import (
     info,
     install,
     make_bundle,
+    progress_of,
     publish_info,
     running_hub,
     versions,
@@ -96,22 +97,6 @@ async def node(hass: HomeAssistant, setup: MockConfigEntry) -> AsyncGenerator[Fa
     await hass.async_block_till_done()
     yield fake
     unsubscribe()
-
-
-def progress_of(hass: HomeAssistant, entity_id: str) -> list[int | None]:
-    """Collect the entity's update_percentage, in order, from here on."""
-    seen: list[int | None] = []
-    hass.bus.async_listen(
-        "state_changed",
-        callback(
-            lambda event: (
-                seen.append(event.data["new_state"].attributes.get("update_percentage"))
-                if event.data["entity_id"] == entity_id
-                else None
-            )
-        ),
-    )
-    return seen
 
 
 # The image's version -----------------------------------------------------------------

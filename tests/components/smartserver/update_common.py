@@ -74,6 +74,22 @@ def publish_info(hass: HomeAssistant, node: str, payload: str | bytes, retain: b
     async_fire_mqtt_message(hass, f"home/node/{node}/info", payload, qos=1, retain=retain)
 
 
+def progress_of(hass: HomeAssistant, entity_id: str) -> list[int | None]:
+    """Collect the entity's update_percentage, in order, from here on."""
+    seen: list[int | None] = []
+    hass.bus.async_listen(
+        "state_changed",
+        callback(
+            lambda event: (
+                seen.append(event.data["new_state"].attributes.get("update_percentage"))
+                if event.data["entity_id"] == entity_id
+                else None
+            )
+        ),
+    )
+    return seen
+
+
 def versions(hass: HomeAssistant, entity_id: str) -> tuple[str, str | None, str | None]:
     """State, installed and latest version of an update entity."""
     state = hass.states.get(entity_id)
@@ -84,17 +100,6 @@ def versions(hass: HomeAssistant, entity_id: str) -> tuple[str, str | None, str 
 async def install(hass: HomeAssistant, entity_id: str = RELAY) -> None:
     """Press install on an update entity, waiting until it ends."""
     await hass.services.async_call("update", "install", {ATTR_ENTITY_ID: entity_id}, blocking=True)
-
-
-async def setup_update(hass: HomeAssistant, entry: MockConfigEntry, bundle: Path) -> None:
-    """Set up the hub with only the update platform, carrying `bundle` as the bundled firmware."""
-    entry.add_to_hass(hass)
-    with (
-        patch("custom_components.smartserver.mgmt.BUNDLE_DIR", bundle),
-        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
-    ):
-        assert await hass.config_entries.async_setup(entry.entry_id)
-        await hass.async_block_till_done()
 
 
 @asynccontextmanager

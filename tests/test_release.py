@@ -10,7 +10,9 @@ from pathlib import Path
 
 from smartserver_node.firmware import firmware_version
 
+from custom_components.smartserver.app_image import load_image
 from custom_components.smartserver.mgmt import load_bundle
+from tests.components.smartserver.update_common import app_image
 
 ROOT = Path(__file__).parents[1]
 
@@ -61,3 +63,25 @@ def test_release_refuses_a_tag_that_is_not_the_manifest_version(tmp_path: Path) 
     built = _release(tmp_path / "right", "--tag", f"v{version}")
     assert built.returncode == 0, built.stderr
     assert (tmp_path / "right" / "smartserver.zip").is_file()
+
+
+def test_release_carries_a_micropython_image_when_given_one(tmp_path: Path) -> None:
+    image = tmp_path / "ESP32_GENERIC-OTA-v1.25.0.app-bin"
+    image.write_bytes(app_image("v1.25.0"))
+    built = _release(tmp_path / "out", "--image", str(image))
+    assert built.returncode == 0, built.stderr
+    assert "MicroPython 1.25.0" in built.stdout
+    with zipfile.ZipFile(tmp_path / "out" / "smartserver.zip") as zf:
+        zf.extractall(tmp_path / "installed")
+    shipped = load_image(tmp_path / "installed" / "firmware" / "micropython.app-bin")
+    assert shipped.version == "1.25.0"
+    assert shipped.path.read_bytes() == image.read_bytes()
+
+
+def test_release_refuses_an_image_that_is_not_micropython(tmp_path: Path) -> None:
+    image = tmp_path / "esphome.bin"
+    image.write_bytes(app_image("2025.5.0", project=b"esphome"))
+    refused = _release(tmp_path / "out", "--image", str(image))
+    assert refused.returncode == 2
+    assert "not a MicroPython ESP32 app image" in refused.stdout
+    assert not (tmp_path / "out").exists()

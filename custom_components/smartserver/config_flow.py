@@ -34,6 +34,7 @@ from homeassistant.helpers.selector import (
 from homeassistant.helpers.service_info.mqtt import MqttServiceInfo
 
 from . import protocol
+from .app_image import ImageError, ImageMissing, ImageOutside, image_in_storage, load_image
 from .const import (
     AGENT_ENV,
     CONF_BASE_TOPIC,
@@ -42,6 +43,7 @@ from .const import (
     CONF_LOG_BACKUPS,
     CONF_LOG_MAX_KB,
     CONF_MAC,
+    CONF_MICROPYTHON_IMAGE,
     CONF_NODE_KEY,
     CONF_POWER_ON,
     CONF_RATE_LIMIT,
@@ -198,6 +200,7 @@ def _options_schema() -> vol.Schema:
                 )
             ),
             vol.Required(CONF_RATE_LIMIT, default=DEFAULT_RATE_LIMIT): _number(1, 1000, "/s"),
+            vol.Optional(CONF_MICROPYTHON_IMAGE): TextSelector(),
         }
     )
 
@@ -225,6 +228,15 @@ async def _check_hub(
     return {CONF_BASE_TOPIC: base, CONF_STORAGE: folder}
 
 
+def _image_problem(storage: Path, name: str) -> ImageError | None:
+    """Return why `name` is not a MicroPython image in `storage` (blocking), or None."""
+    try:
+        load_image(image_in_storage(storage, name))
+    except ImageError as err:
+        return err
+    return None
+
+
 class SmartServerOptionsFlow(OptionsFlowWithReload):
     """Change the hub's options; the entry reloads to apply them."""
 
@@ -232,16 +244,28 @@ class SmartServerOptionsFlow(OptionsFlowWithReload):
         """Show and validate the options."""
         errors: dict[str, str] = {}
         if user_input is not None and (hub := await _check_hub(self.hass, user_input, errors)):
-            return self.async_create_entry(
-                data={
-                    **self.config_entry.options,
-                    **hub,
-                    CONF_LOG_MAX_KB: int(user_input[CONF_LOG_MAX_KB]),
-                    CONF_LOG_BACKUPS: int(user_input[CONF_LOG_BACKUPS]),
-                    CONF_EVENT_LEVEL: user_input[CONF_EVENT_LEVEL],
-                    CONF_RATE_LIMIT: int(user_input[CONF_RATE_LIMIT]),
-                }
-            )
+            # a path in the (new) storage folder; empty: the image bundled with the release, if any
+            image = user_input.get(CONF_MICROPYTHON_IMAGE, "").strip()
+            storage = Path(self.hass.config.path(hub[CONF_STORAGE]))
+            problem = image and await self.hass.async_add_executor_job(_image_problem, storage, image)
+            if isinstance(problem, ImageOutside):
+                errors[CONF_MICROPYTHON_IMAGE] = "image_outside_storage"
+            elif isinstance(problem, ImageMissing):
+                errors[CONF_MICROPYTHON_IMAGE] = "image_not_found"
+            elif problem:
+                errors[CONF_MICROPYTHON_IMAGE] = "invalid_image"
+            else:
+                return self.async_create_entry(
+                    data={
+                        **self.config_entry.options,
+                        **hub,
+                        CONF_LOG_MAX_KB: int(user_input[CONF_LOG_MAX_KB]),
+                        CONF_LOG_BACKUPS: int(user_input[CONF_LOG_BACKUPS]),
+                        CONF_EVENT_LEVEL: user_input[CONF_EVENT_LEVEL],
+                        CONF_RATE_LIMIT: int(user_input[CONF_RATE_LIMIT]),
+                        CONF_MICROPYTHON_IMAGE: image,
+                    }
+                )
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(

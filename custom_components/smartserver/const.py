@@ -55,6 +55,8 @@ CONF_LOG_MAX_KB: Final = "log_max_kb"
 CONF_LOG_BACKUPS: Final = "log_backups"
 CONF_EVENT_LEVEL: Final = "event_level"
 CONF_RATE_LIMIT: Final = "rate_limit"
+# A MicroPython image (.app-bin) in the storage folder for the nodes' MicroPython updates
+CONF_MICROPYTHON_IMAGE: Final = "micropython_image"
 DEFAULT_STORAGE: Final = "smartserver"
 DEFAULT_LOG_MAX_KB: Final = 1024
 DEFAULT_LOG_BACKUPS: Final = 5

@@ -1,9 +1,10 @@
 """The firmware manager: nodes' infos, the bundled firmware, and installs over management.
 
 One `FirmwareManager` per hub entry follows every node's retained `info` and keeps a
-`NodeFirmware` per node: its installed version, and (with the node's key) the install
-of the bundled firmware over the management topics (docs/management.md): signed
-commands, chunked puts, ordered reply chunks, then the node's verdict on its `info`.
+`NodeFirmware` per node: its installed versions, and (with the node's key) the install
+of the bundled firmware or of a MicroPython image over the management topics
+(docs/management.md): signed commands, chunked data, ordered reply chunks, then the
+node's verdict on its `info`. One install at a time per node.
 It reaches MQTT only through a `Link`, so whoever owns the entry's subscriptions
 decides how they are made. The framing itself is in mgmt_framing.py.
 """
@@ -14,8 +15,9 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,25 @@ from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.exceptions import HomeAssistantError
 
 from . import protocol
+from .app_image import Image, ImageError
 from .const import DOMAIN, LOGGER
 from .helpers import WarnOnce, payload_bytes
-from .mgmt_framing import CONFIRMED, ROLLED_BACK, Reply, data_chunks, put_arg, verdict
+from .mgmt_framing import (
+    CHUNK,
+    ROLLED_BACK,
+    Reply,
+    data_chunks,
+    image_arg,
+    image_verdict,
+    put_arg,
+    verdict,
+)
 
 BUNDLE_DIR = Path(__file__).parent / "firmware"
 REPLY_TIMEOUT_S = 30
+# The node writes an image to flash while its chunks queue at the broker: it may answer
+# the last chunk long after HA sent it.
+IMAGE_REPLY_TIMEOUT_S = 120
 CONFIRM_TIMEOUT_S = 900
 MAX_INFO_PAYLOAD = 4096
 MAX_VERSION = 64
@@ -91,6 +106,8 @@ class NodeInfo:
     version: str
     build: str
     update: dict[str, Any]
+    micropython: str = ""  # the running MicroPython's version
+    image: dict[str, Any] = field(default_factory=dict)  # the last image install
 
 
 def parse_info(payload: bytes | bytearray | str) -> NodeInfo | None:
@@ -106,11 +123,68 @@ def parse_info(payload: bytes | bytearray | str) -> NodeInfo | None:
     version, build, update = data.get("version"), data.get("build"), data.get("update")
     if isinstance(version, bool) or not isinstance(version, (str, int, float)) or not str(version):
         return None
+    micropython, image = data.get("micropython"), data.get("image")
     return NodeInfo(
         str(version)[:MAX_VERSION],
         build[:MAX_VERSION] if isinstance(build, str) else "",
         update if isinstance(update, dict) else {},
+        micropython[:MAX_VERSION] if isinstance(micropython, str) else "",
+        image if isinstance(image, dict) else {},
     )
+
+
+class _Replies:
+    """One command's reply chunks, taken in `seq` order (docs/management.md).
+
+    A chunk seen before (an MQTT redelivery) is dropped, a gap (a chunk lost) stops it.
+    The errors name the firmware update, or with `image` the MicroPython update.
+    """
+
+    def __init__(self, firmware: NodeFirmware, cmd: str, image: bool) -> None:
+        self.queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self.done = False
+        self._firmware = firmware
+        self._cmd = cmd
+        self._image = image
+        self._expected = 0
+        self._body = b""
+
+    def take_waiting(self) -> None:
+        """Take the chunks already here: a refusal stops a transfer at once."""
+        while not self.done and not self.queue.empty():
+            self._take(self.queue.get_nowait())
+
+    async def body(self, wait_s: float) -> bytes:
+        """Wait for the last chunk (each within `wait_s`); return the reply's body or raise."""
+        while not self.done:
+            try:
+                async with asyncio.timeout(wait_s):
+                    reply = await self.queue.get()
+            except TimeoutError as err:
+                raise self._firmware.no_answer(self._image) from err
+            self._take(reply)
+        return self._body
+
+    def _take(self, reply: Reply) -> None:
+        if reply.seq < self._expected:
+            LOGGER.debug(
+                "Node %s: dropped reply chunk %d of %s again", self._firmware.node_id, reply.seq, self._cmd
+            )
+            return
+        error = self._firmware._error  # the reply side of NodeFirmware
+        if reply.kind == "err":
+            reason = reply.body.decode(errors="replace")
+            if self._image:
+                raise error("micropython_refused", reason=reason)
+            raise error("node_refused", reason=reason)
+        if reply.seq > self._expected:
+            seq, expected = str(reply.seq), str(self._expected)
+            if self._image:
+                raise error("micropython_reply_gap", seq=seq, expected=expected)
+            raise error("node_reply_gap", seq=seq, expected=expected)
+        self._expected += 1
+        self._body += reply.body
+        self.done = reply.kind == "ok"
 
 
 class NodeFirmware:
@@ -127,6 +201,9 @@ class NodeFirmware:
         self._listeners: list[Callable[[], None]] = []
         self._replies: dict[str, asyncio.Queue[Reply]] = {}
         self._verdict: asyncio.Queue[NodeInfo] | None = None
+        self._installing: bool | None = None  # an install runs: True for an image
+        # the entity kinds update.py made for this node (added again when they are removed)
+        self.shown: set[str] = set()
 
     @property
     def can_install(self) -> bool:
@@ -161,40 +238,37 @@ class NodeFirmware:
         if reply is not None and reply.nonce in self._replies:
             self._replies[reply.nonce].put_nowait(reply)
 
-    async def command(self, cmd: str, arg: str = "", data: bytes | None = None) -> bytes:
-        """Send a signed command (and a put's data in chunks); return the reply or raise.
+    async def command(
+        self,
+        cmd: str,
+        arg: str = "",
+        data: bytes | None = None,
+        *,
+        sent: Callable[[int], None] | None = None,
+        image: bool = False,
+        wait_s: float | None = None,
+    ) -> bytes:
+        """Send a signed command (and its data in chunks); return the reply or raise.
 
-        Reply chunks must arrive as `seq` 0, 1, 2, ... (docs/management.md): a chunk
-        seen before (an MQTT redelivery) is dropped, a gap (a chunk lost) stops it.
+        `sent` gets the data bytes sent so far after each chunk; a refusal that arrives
+        while the data goes out stops it. Each reply chunk must come within `wait_s`
+        (REPLY_TIMEOUT_S if None). With `image` the errors name the MicroPython update.
         """
         assert self._key is not None  # installs are offered only with the key
         payload = protocol.sign_command(self._key, self.node_id, cmd, int(time.time()), arg)
         nonce = json.loads(payload)["nonce"]
-        replies: asyncio.Queue[Reply] = asyncio.Queue()
-        self._replies[nonce] = replies
+        replies = _Replies(self, cmd, image)
+        self._replies[nonce] = replies.queue
         try:
             await self._link.publish(self._topic(protocol.NODE_MGMT_CMD), payload)
+            done = 0
             for chunk in data_chunks(nonce, data) if data is not None else ():
+                replies.take_waiting()
                 await self._link.publish(self._topic(protocol.NODE_MGMT_DATA), chunk)
-            body = b""
-            expected = 0
-            while True:
-                try:
-                    async with asyncio.timeout(REPLY_TIMEOUT_S):
-                        reply = await replies.get()
-                except TimeoutError as err:
-                    raise self._error("node_no_answer") from err
-                if reply.seq < expected:
-                    LOGGER.debug("Node %s: dropped reply chunk %d of %s again", self.node_id, reply.seq, cmd)
-                    continue
-                if reply.kind == "err":
-                    raise self._error("node_refused", reason=reply.body.decode(errors="replace"))
-                if reply.seq > expected:
-                    raise self._error("node_reply_gap", seq=str(reply.seq), expected=str(expected))
-                expected += 1
-                body += reply.body
-                if reply.kind == "ok":
-                    return body
+                if sent is not None and data is not None:
+                    done = min(done + CHUNK, len(data))
+                    sent(done)
+            return await replies.body(REPLY_TIMEOUT_S if wait_s is None else wait_s)
         finally:
             self._replies.pop(nonce, None)
 
@@ -202,16 +276,33 @@ class NodeFirmware:
         """Write a file on the node, checked there against its SHA-256."""
         await self.command("put", put_arg(path, data), data)
 
-    async def install(self, progress: Callable[[int], None]) -> None:
-        """Stage the bundle, install it and wait for the node's verdict; progress in %."""
+    @contextmanager
+    def _only(self, image: bool) -> Iterator[None]:
+        """One install at a time on a node: the other is refused, not queued."""
+        if self._installing is True:
+            raise self._error("micropython_update_running")
+        if self._installing is False:
+            raise self._error("firmware_update_running")
+        self._installing = image
+        try:
+            yield
+        finally:
+            self._installing = None
+
+    async def _with_replies(self, image: bool, install: Callable[[], Awaitable[None]]) -> None:
         try:
             stop_replies = await self.follow_replies()
         except TimeoutError as err:
-            raise self._error("node_no_answer") from err
+            raise self.no_answer(image) from err
         try:
-            await self._install(progress)
+            await install()
         finally:
             stop_replies()
+
+    async def install(self, progress: Callable[[int], None]) -> None:
+        """Stage the bundle, install it and wait for the node's verdict; progress in %."""
+        with self._only(image=False):
+            await self._with_replies(False, lambda: self._install(progress))
 
     async def _install(self, progress: Callable[[int], None]) -> None:
         bundle = self.bundle
@@ -226,22 +317,79 @@ class NodeFirmware:
         self._verdict = asyncio.Queue()  # infos from here on tell the verdict
         try:
             await self.command("update", hashlib.sha256(bundle.manifest).hexdigest())
-            await self._await_verdict(bundle, self._verdict)
+            end = await self._await_verdict(
+                lambda info: verdict(info.update, info.build, bundle.version, bundle.build)
+            )
         finally:
             self._verdict = None
+        if end == ROLLED_BACK:
+            raise self._error("firmware_rolled_back", version=bundle.version)
+        if end is None:
+            raise self._error("firmware_not_confirmed", version=bundle.version)
 
-    async def _await_verdict(self, bundle: Bundle, infos: asyncio.Queue[NodeInfo]) -> None:
+    async def install_image(
+        self, image: Image, read: Callable[[], Awaitable[bytes]], progress: Callable[[int], None]
+    ) -> None:
+        """Send a MicroPython image and wait for the node's verdict; progress in % (90 once sent).
+
+        `read` returns the image's bytes (off the event loop) or raises ImageError.
+        """
+        with self._only(image=True):
+            try:
+                data = await read()
+            except ImageError as err:
+                raise self._error(
+                    "micropython_image_unreadable", path=image.path.name, reason=str(err)
+                ) from err
+            await self._with_replies(True, lambda: self._install_image(image, data, progress))
+
+    async def _install_image(self, image: Image, data: bytes, progress: Callable[[int], None]) -> None:
+        shown = 0
+
+        def sent(done: int) -> None:
+            nonlocal shown
+            if (percent := done * 90 // len(data)) != shown:
+                shown = percent
+                progress(percent)
+
+        self._verdict = asyncio.Queue()  # infos from here on tell the verdict
+        try:
+            await self.command(
+                "image",
+                image_arg(data, image.version),
+                data,
+                sent=sent,
+                image=True,
+                wait_s=IMAGE_REPLY_TIMEOUT_S,
+            )
+            end = await self._await_verdict(lambda info: image_verdict(info.image, image.sha256))
+        finally:
+            self._verdict = None
+        if end == ROLLED_BACK:
+            raise self._error("micropython_rolled_back", version=image.version)
+        if end is None:
+            raise self._error("micropython_not_confirmed", version=image.version)
+
+    async def _await_verdict(self, end: Callable[[NodeInfo], str | None]) -> str | None:
+        """Return `end` of the first info it is not None for (CONFIRMED, ROLLED_BACK).
+
+        None if no info tells within CONFIRM_TIMEOUT_S.
+        """
+        infos = self._verdict
+        assert infos is not None
         try:
             async with asyncio.timeout(CONFIRM_TIMEOUT_S):
                 while True:
-                    info = await infos.get()
-                    end = verdict(info.update, info.build, bundle.version, bundle.build)
-                    if end == ROLLED_BACK:
-                        raise self._error("firmware_rolled_back", version=bundle.version)
-                    if end == CONFIRMED:
-                        return
-        except TimeoutError as err:
-            raise self._error("firmware_not_confirmed", version=bundle.version) from err
+                    if (result := end(await infos.get())) is not None:
+                        return result
+        except TimeoutError:
+            return None
+
+    def no_answer(self, image: bool) -> HomeAssistantError:
+        """Return the error for a node that did not answer an install's command."""
+        if image:
+            return self._error("micropython_no_answer")
+        return self._error("node_no_answer")
 
     def _error(self, key: str, **placeholders: str) -> HomeAssistantError:
         return HomeAssistantError(
@@ -260,15 +408,18 @@ class FirmwareManager:
         base: str,
         bundle: Bundle | None,
         keys: dict[str, str],
-        on_new: Callable[[NodeFirmware], None],
+        on_info: Callable[[NodeFirmware], None],
     ) -> None:
-        """Follow nodes under `base`; `keys` are the node keys HA knows (relay nodes)."""
+        """Follow nodes under `base`; `keys` are the node keys HA knows (relay nodes).
+
+        `on_info` gets a node after each valid info (update.py adds the entities it lacks).
+        """
         self.bundle = bundle
         self.nodes: dict[str, NodeFirmware] = {}
         self._link = link
         self._base = base
         self._keys = keys
-        self._on_new = on_new
+        self._on_node_info = on_info
         self._refuse = WarnOnce()
 
     @callback
@@ -278,12 +429,6 @@ class FirmwareManager:
             self._link, self._base, node, self._keys.get(node), self.bundle
         )
         return firmware
-
-    @callback
-    def forget(self, firmware: NodeFirmware) -> None:
-        """Drop a node (its entity was removed): its next info adds it again."""
-        if self.nodes.get(firmware.node_id) is firmware:
-            del self.nodes[firmware.node_id]
 
     async def start(self) -> CALLBACK_TYPE:
         """Subscribe to every node's info; return the unsubscribe."""
@@ -303,10 +448,6 @@ class FirmwareManager:
                 node[:80],
             )
             return
-        firmware = self.nodes.get(node)
-        if firmware is None:
-            firmware = self.add(node)
-            firmware.handle_info(info)
-            self._on_new(firmware)
-        else:
-            firmware.handle_info(info)
+        firmware = self.nodes.get(node) or self.add(node)
+        firmware.handle_info(info)
+        self._on_node_info(firmware)

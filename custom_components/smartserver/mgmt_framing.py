@@ -63,6 +63,17 @@ def app_version(image: bytes) -> str | None:
     return version[1:] if version[:1] == "v" and version[1:2].isdigit() else version
 
 
+def is_micropython(image: bytes) -> bool:
+    """Whether `image` is an app image of MicroPython's ESP32 port (its descriptor's project).
+
+    An image of another project (ESPHome, ...) would take the node out of reach for good.
+    """
+    return (
+        app_version(image) is not None
+        and image[APP_DESC_AT + 48 : APP_DESC_AT + 80].split(b"\0", 1)[0] == b"micropython"
+    )
+
+
 @dataclass(frozen=True)
 class Reply:
     """One reply chunk from the node."""

@@ -93,7 +93,11 @@ def test_image_installs_an_app_image_and_refuses_other_files(
     full.write_bytes(image[:32] + bytes(4) + image[36:])
     refused = cli(mosquitto, tmp_path, "image", str(full))
     assert refused.returncode == 2
-    assert "is not an ESP32 app image: take the OTA build's .app-bin" in refused.stderr
+    assert "is not a MicroPython ESP32 app image: take the OTA build's .app-bin" in refused.stderr
+    # another project's image (ESPHome, ...) would never come back to MQTT: refused too
+    other = tmp_path / "esphome.bin"
+    other.write_bytes(esp_image.build("2025.4.0", 100 * 1024, project="esphome"))
+    assert cli(mosquitto, tmp_path, "image", str(other)).returncode == 2
     app = tmp_path / "ESP32_GENERIC-OTA-v1.26.0.app-bin"
     app.write_bytes(image)
     proc = subprocess.Popen(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .client import Connection, Node, NodeError
 from .firmware import build_firmware
-from .mgmt_framing import app_version
+from .mgmt_framing import app_version, is_micropython
 
 COLOURS = {
     "debug": "\033[2m",
@@ -84,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "image":
         # checked before connecting: a wrong file is the likely mistake
         image = args.file.read_bytes()
-        if app_version(image) is None:
+        if not is_micropython(image):
             print(
-                f"smartserver-node: {args.file} is not an ESP32 app image: take the OTA build's "
+                f"smartserver-node: {args.file} is not a MicroPython ESP32 app image: take the OTA build's "
                 ".app-bin, not the full flash image (docs/management.md)",
                 file=sys.stderr,
             )

@@ -16,6 +16,7 @@ from custom_components.smartserver.const import (
     CONF_EVENT_LEVEL,
     CONF_LOG_BACKUPS,
     CONF_LOG_MAX_KB,
+    CONF_MICROPYTHON_IMAGE,
     CONF_RATE_LIMIT,
     CONF_STORAGE,
 )
@@ -50,6 +51,7 @@ async def test_options_flow_applies_everything(
         CONF_LOG_BACKUPS: 3,
         CONF_EVENT_LEVEL: "critical",
         CONF_RATE_LIMIT: 20,
+        CONF_MICROPYTHON_IMAGE: "",
     }
     await settle(hass)
     options = (await get_diagnostics_for_config_entry(hass, hass_client, init_integration))["nodes"][

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
 import pytest
-from homeassistant.components import mqtt
 from homeassistant.components.update import UpdateEntityFeature
-from homeassistant.const import ATTR_ENTITY_ID, ATTR_SUPPORTED_FEATURES, Platform
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.const import ATTR_SUPPORTED_FEATURES
+from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
@@ -28,71 +25,26 @@ from pytest_homeassistant_custom_component.common import (
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 from syrupy.assertion import SnapshotAssertion
 
-from custom_components.smartserver import protocol
 from custom_components.smartserver.const import DOMAIN
 from custom_components.smartserver.helpers import node_device_info, node_identifier
-from script.harness.ha import NODE_KEY, RELAY_NODE
+from script.harness.ha import RELAY_NODE
 
-RELAY = f"update.{RELAY_NODE}_firmware"
-NODE2 = "node2"
-OTHER = f"update.{NODE2}_firmware"
-VERSION = "0.2.0"
-FILES = {"node.mpy": b"N" * 3000, "mgmt.mpy": b"M" * 100}
-
-
-def build_hash(files: dict[str, bytes]) -> str:
-    """The build hash of smartserver-node and script/deploy-firmware."""
-    lines = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()[:12]
-
-
-BUILD = build_hash(FILES)
-
-
-def make_bundle(directory: Path, version: str = VERSION, build: str = BUILD) -> Path:
-    """The integration's firmware/ folder as script/release writes it."""
-    directory.mkdir()
-    for name, data in FILES.items():
-        (directory / name).write_bytes(data)
-    digests = {n: hashlib.sha256(d).hexdigest() for n, d in sorted(FILES.items())}
-    manifest = {"version": version, "build": build, "files": digests}
-    (directory / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))
-    (directory / "CHANGELOG.md").write_text(f"## {version}\n\n- test release\n")
-    return directory
-
-
-def info(version: str = "0.1.0", build: str | None = "0123456789ab", update: Any = None) -> str:
-    """A node's info as firmware/esp32/node.py publishes it (the fields used here)."""
-    data: dict[str, Any] = {"version": version, "update": update, "uptime_s": 12}
-    if build is not None:
-        data["build"] = build
-    return json.dumps(data)
-
-
-def publish_info(hass: HomeAssistant, node: str, payload: str | bytes, retain: bool = False) -> None:
-    """The node's info; the broker marks it retained only when it delivers the stored copy."""
-    async_fire_mqtt_message(hass, f"home/node/{node}/info", payload, qos=1, retain=retain)
-
-
-def versions(hass: HomeAssistant, entity_id: str) -> tuple[str, str | None, str | None]:
-    state = hass.states.get(entity_id)
-    assert state is not None
-    return state.state, state.attributes["installed_version"], state.attributes["latest_version"]
-
-
-async def install(hass: HomeAssistant, entity_id: str = RELAY) -> None:
-    await hass.services.async_call("update", "install", {ATTR_ENTITY_ID: entity_id}, blocking=True)
-
-
-async def setup_update(hass: HomeAssistant, entry: MockConfigEntry, bundle: Path) -> None:
-    """Set up the hub with only the update platform, carrying `bundle` as the bundled firmware."""
-    entry.add_to_hass(hass)
-    with (
-        patch("custom_components.smartserver.mgmt.BUNDLE_DIR", bundle),
-        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
-    ):
-        assert await hass.config_entries.async_setup(entry.entry_id)
-        await hass.async_block_till_done()
+from .update_common import (
+    BUILD,
+    FILES,
+    NODE2,
+    OTHER,
+    RELAY,
+    VERSION,
+    FakeNode,
+    info,
+    install,
+    make_bundle,
+    progress_of,
+    publish_info,
+    running_hub,
+    versions,
+)
 
 
 @pytest.fixture
@@ -110,73 +62,8 @@ async def setup(
     bundle_dir: Path,
 ) -> AsyncGenerator[MockConfigEntry]:
     """The hub with its server (relay1) and only the update platform, carrying the bundle."""
-    server_config_entry.add_to_hass(hass)
-    with (
-        patch("custom_components.smartserver.mgmt.BUNDLE_DIR", bundle_dir),
-        patch("custom_components.smartserver.PLATFORMS", [Platform.UPDATE]),
-    ):
-        assert await hass.config_entries.async_setup(server_config_entry.entry_id)
-        await hass.async_block_till_done()
-        yield server_config_entry
-        await hass.config_entries.async_unload(server_config_entry.entry_id)
-        await hass.async_block_till_done()
-
-
-Reply = tuple[int, str, bytes]
-
-
-@dataclass
-class FakeNode:
-    """relay1's management side: checks the signatures, stores puts, replies as scripted.
-
-    `script` maps a command to the reply chunks it gets instead of a plain `ok`;
-    after `update` the node publishes the infos in `after_update`.
-    """
-
-    hass: HomeAssistant
-    node: str = RELAY_NODE
-    script: dict[str, list[Reply]] = field(default_factory=dict)
-    after_update: list[str] = field(default_factory=list)
-    commands: list[protocol.Command] = field(default_factory=list)
-    files: dict[str, bytes] = field(default_factory=dict)
-    _seen: dict[str, float] = field(default_factory=dict)
-    _puts: dict[str, tuple[str, bytearray]] = field(default_factory=dict)
-
-    async def start(self) -> Callable[[], None]:
-        return await mqtt.async_subscribe(
-            self.hass, f"home/node/{self.node}/mgmt/+", self._on_message, qos=1, encoding=None
-        )
-
-    @callback
-    def _on_message(self, msg: mqtt.ReceiveMessage) -> None:
-        assert isinstance(msg.payload, bytes)
-        if msg.topic.endswith("/cmd"):
-            command = protocol.verify_command(NODE_KEY, self.node, msg.payload, time.time(), self._seen)
-            self.commands.append(command)
-            if command.cmd == "put":
-                self._puts[command.nonce] = (command.arg.split("\n")[0], bytearray())
-            else:
-                self._answer(command, b"")
-        elif msg.topic.endswith("/data"):
-            head, _, body = msg.payload.partition(b"\n")
-            nonce, _seq, kind = head.decode().split(" ")
-            path, data = self._puts[nonce]
-            data += body
-            if kind == "ok":
-                self.files[path] = bytes(data)
-                command = next(c for c in self.commands if c.nonce == nonce)
-                self._answer(command, hashlib.sha256(data).hexdigest().encode())
-
-    def _answer(self, command: protocol.Command, body: bytes) -> None:
-        chunks = self.script.get(command.cmd, [(0, "ok", body)])
-        for seq, kind, part in chunks:
-            payload = f"{command.nonce} {seq} {kind}\n".encode() + part
-            self.hass.loop.call_soon(
-                async_fire_mqtt_message, self.hass, f"home/node/{self.node}/mgmt/reply", payload, 1
-            )
-        if command.cmd == "update" and chunks[-1][1] == "ok":
-            for text in self.after_update:
-                self.hass.loop.call_soon(publish_info, self.hass, self.node, text)
+    async with running_hub(hass, server_config_entry, bundle_dir) as entry:
+        yield entry
 
 
 @pytest.fixture
@@ -203,12 +90,11 @@ async def test_entities(
     snapshot: SnapshotAssertion,
 ) -> None:
     """The relay node's entity (install) and one of a node whose key HA lacks (none)."""
-    await setup_update(hass, server_config_entry, bundle_dir)
-    publish_info(hass, RELAY_NODE, info())
-    publish_info(hass, NODE2, info(VERSION, BUILD))
-    await hass.async_block_till_done()
-    await snapshot_platform(hass, entity_registry, snapshot, server_config_entry.entry_id)
-    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    async with running_hub(hass, server_config_entry, bundle_dir):
+        publish_info(hass, RELAY_NODE, info())
+        publish_info(hass, NODE2, info(VERSION, BUILD))
+        await hass.async_block_till_done()
+        await snapshot_platform(hass, entity_registry, snapshot, server_config_entry.entry_id)
 
 
 async def test_a_node_gets_its_entity_with_its_first_info(
@@ -416,11 +302,10 @@ async def test_a_bundle_without_build_compares_versions_only(
     server_config_entry: MockConfigEntry,
     tmp_path: Path,
 ) -> None:
-    await setup_update(hass, server_config_entry, make_bundle(tmp_path / "fw", build=""))
-    publish_info(hass, RELAY_NODE, info(VERSION, "0123456789ab"))
-    await hass.async_block_till_done()
-    assert versions(hass, RELAY) == ("off", VERSION, VERSION)
-    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    async with running_hub(hass, server_config_entry, make_bundle(tmp_path / "fw", build="")):
+        publish_info(hass, RELAY_NODE, info(VERSION, "0123456789ab"))
+        await hass.async_block_till_done()
+        assert versions(hass, RELAY) == ("off", VERSION, VERSION)
 
 
 async def test_without_a_bundle_only_the_installed_version_shows(
@@ -429,16 +314,15 @@ async def test_without_a_bundle_only_the_installed_version_shows(
     mqtt_client_closing: None,
     server_config_entry: MockConfigEntry,
 ) -> None:
-    await setup_update(hass, server_config_entry, Path("/nonexistent"))
-    assert versions(hass, RELAY) == ("unknown", None, None)  # nothing known yet
-    publish_info(hass, RELAY_NODE, info())
-    await hass.async_block_till_done()
-    # no "unknown" once the node's version is known: nothing to offer, and why
-    assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
-    summary = hass.states.get(RELAY).attributes["release_summary"]  # type: ignore[union-attr]
-    assert "no usable node firmware" in summary
-    assert len(summary) <= 255
-    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    async with running_hub(hass, server_config_entry, Path("/nonexistent")):
+        assert versions(hass, RELAY) == ("unknown", None, None)  # nothing known yet
+        publish_info(hass, RELAY_NODE, info())
+        await hass.async_block_till_done()
+        # no "unknown" once the node's version is known: nothing to offer, and why
+        assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
+        summary = hass.states.get(RELAY).attributes["release_summary"]  # type: ignore[union-attr]
+        assert "no usable node firmware" in summary
+        assert len(summary) <= 255
 
 
 async def test_a_corrupt_bundle_is_not_offered(
@@ -450,12 +334,11 @@ async def test_a_corrupt_bundle_is_not_offered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (bundle_dir / "node.mpy").write_bytes(b"tampered")
-    await setup_update(hass, server_config_entry, bundle_dir)
-    publish_info(hass, RELAY_NODE, info())
-    await hass.async_block_till_done()
-    assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
-    assert "node.mpy does not match its manifest" in caplog.text
-    assert await hass.config_entries.async_unload(server_config_entry.entry_id)
+    async with running_hub(hass, server_config_entry, bundle_dir):
+        publish_info(hass, RELAY_NODE, info())
+        await hass.async_block_till_done()
+        assert versions(hass, RELAY) == ("off", "0.1.0", "0.1.0")
+        assert "node.mpy does not match its manifest" in caplog.text
 
 
 # Install --------------------------------------------------------------------------------
@@ -464,17 +347,7 @@ async def test_a_corrupt_bundle_is_not_offered(
 async def test_install_stages_the_bundle_and_waits_for_the_confirmation(
     hass: HomeAssistant, node: FakeNode, bundle_dir: Path
 ) -> None:
-    progress: list[int | None] = []
-    hass.bus.async_listen(
-        "state_changed",
-        callback(
-            lambda event: (
-                progress.append(event.data["new_state"].attributes.get("update_percentage"))
-                if event.data["entity_id"] == RELAY
-                else None
-            )
-        ),
-    )
+    progress = progress_of(hass, RELAY)
     await install(hass)
     manifest = (bundle_dir / "manifest.json").read_bytes()
     assert node.files == {f"fw_new/{n}": d for n, d in FILES.items()} | {"fw_new/manifest.json": manifest}

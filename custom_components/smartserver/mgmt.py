@@ -12,6 +12,7 @@ decides how they are made. The framing itself is in mgmt_framing.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -45,6 +46,10 @@ REPLY_TIMEOUT_S = 30
 # The node writes an image to flash while its chunks queue at the broker: it may answer
 # the last chunk long after HA sent it.
 IMAGE_REPLY_TIMEOUT_S = 120
+# An image goes out at most this far ahead of the node's last "written" report (every
+# 64 KB): the broker queues what the node has not taken yet and drops what exceeds its
+# queue (mosquitto's max_queued_messages, 1000 messages by default).
+IMAGE_WINDOW = 128 * 1024
 CONFIRM_TIMEOUT_S = 900
 MAX_INFO_PAYLOAD = 4096
 MAX_VERSION = 64
@@ -148,6 +153,16 @@ class _Replies:
         self._image = image
         self._expected = 0
         self._body = b""
+        self.written = 0  # what an image's node reported written so far
+
+    async def next(self, wait_s: float) -> None:
+        """Wait for the next chunk (within `wait_s`) and take it."""
+        try:
+            async with asyncio.timeout(wait_s):
+                reply = await self.queue.get()
+        except TimeoutError as err:
+            raise self._firmware.no_answer(self._image) from err
+        self._take(reply)
 
     def take_waiting(self) -> None:
         """Take the chunks already here: a refusal stops a transfer at once."""
@@ -157,12 +172,7 @@ class _Replies:
     async def body(self, wait_s: float) -> bytes:
         """Wait for the last chunk (each within `wait_s`); return the reply's body or raise."""
         while not self.done:
-            try:
-                async with asyncio.timeout(wait_s):
-                    reply = await self.queue.get()
-            except TimeoutError as err:
-                raise self._firmware.no_answer(self._image) from err
-            self._take(reply)
+            await self.next(wait_s)
         return self._body
 
     def _take(self, reply: Reply) -> None:
@@ -183,6 +193,10 @@ class _Replies:
                 raise error("micropython_reply_gap", seq=seq, expected=expected)
             raise error("node_reply_gap", seq=seq, expected=expected)
         self._expected += 1
+        if self._image and reply.kind == "more":  # progress: "written <bytes>"
+            with contextlib.suppress(ValueError):
+                self.written = int(reply.body.split()[-1])
+            return
         self._body += reply.body
         self.done = reply.kind == "ok"
 
@@ -247,28 +261,36 @@ class NodeFirmware:
         sent: Callable[[int], None] | None = None,
         image: bool = False,
         wait_s: float | None = None,
+        window: int = 0,
     ) -> bytes:
         """Send a signed command (and its data in chunks); return the reply or raise.
 
         `sent` gets the data bytes sent so far after each chunk; a refusal that arrives
         while the data goes out stops it. Each reply chunk must come within `wait_s`
-        (REPLY_TIMEOUT_S if None). With `image` the errors name the MicroPython update.
+        (REPLY_TIMEOUT_S if None). With `image` the errors name the MicroPython update,
+        and with a `window` the data goes out at most that far ahead of what the node
+        reported written.
         """
         assert self._key is not None  # installs are offered only with the key
         payload = protocol.sign_command(self._key, self.node_id, cmd, int(time.time()), arg)
         nonce = json.loads(payload)["nonce"]
         replies = _Replies(self, cmd, image)
         self._replies[nonce] = replies.queue
+        wait_s = REPLY_TIMEOUT_S if wait_s is None else wait_s
         try:
             await self._link.publish(self._topic(protocol.NODE_MGMT_CMD), payload)
             done = 0
             for chunk in data_chunks(nonce, data) if data is not None else ():
                 replies.take_waiting()
+                while window and done - replies.written >= window and not replies.done:
+                    await replies.next(wait_s)
+                if replies.done:
+                    break  # the node ended it early: its reply says why
                 await self._link.publish(self._topic(protocol.NODE_MGMT_DATA), chunk)
                 if sent is not None and data is not None:
                     done = min(done + CHUNK, len(data))
                     sent(done)
-            return await replies.body(REPLY_TIMEOUT_S if wait_s is None else wait_s)
+            return await replies.body(wait_s)
         finally:
             self._replies.pop(nonce, None)
 
@@ -354,14 +376,17 @@ class NodeFirmware:
 
         self._verdict = asyncio.Queue()  # infos from here on tell the verdict
         try:
-            await self.command(
+            written = await self.command(
                 "image",
                 image_arg(data, image.version),
                 data,
                 sent=sent,
                 image=True,
                 wait_s=IMAGE_REPLY_TIMEOUT_S,
+                window=IMAGE_WINDOW,
             )
+            if written.decode(errors="replace") != image.sha256:
+                raise self._error("micropython_refused", reason=f"wrote an image with SHA-256 {written!r}")
             end = await self._await_verdict(lambda info: image_verdict(info.image, image.sha256))
         finally:
             self._verdict = None

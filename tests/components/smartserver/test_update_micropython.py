@@ -33,7 +33,7 @@ from custom_components.smartserver.const import (
     DOMAIN,
 )
 from custom_components.smartserver.helpers import node_identifier
-from custom_components.smartserver.mgmt_framing import app_version, image_arg
+from custom_components.smartserver.mgmt_framing import CHUNK, app_version, image_arg
 from script.harness.ha import RELAY_NODE
 
 from .nodes_common import write
@@ -366,7 +366,8 @@ async def test_a_lost_reply_chunk_is_no_success(hass: HomeAssistant, node: FakeN
     with pytest.raises(HomeAssistantError) as err:
         await install(hass, MICROPYTHON)
     assert err.value.translation_key == "micropython_reply_gap"
-    assert "sent reply chunk 2 of the MicroPython update where chunk 1 was due" in str(err.value)
+    # the node reported 3 times 64 KB written before: their chunks count first
+    assert "sent reply chunk 5 of the MicroPython update where chunk 4 was due" in str(err.value)
 
 
 async def test_a_rollback_is_an_error(hass: HomeAssistant, node: FakeNode) -> None:
@@ -402,6 +403,31 @@ async def test_a_node_that_does_not_answer(hass: HomeAssistant, node: FakeNode) 
         await install(hass, MICROPYTHON)
     assert err.value.translation_key == "micropython_no_answer"
     assert "did not answer the MicroPython update" in str(err.value)
+
+
+async def test_the_image_goes_out_no_further_than_128_kb_ahead_of_the_node(
+    hass: HomeAssistant, node: FakeNode
+) -> None:
+    # mosquitto drops what exceeds a client's queue (1000 messages by default): a node
+    # that reports nothing written gets no more than the window
+    node.progress = False
+    with (
+        patch("custom_components.smartserver.mgmt.IMAGE_REPLY_TIMEOUT_S", 0.05),
+        pytest.raises(HomeAssistantError) as err,
+    ):
+        await install(hass, MICROPYTHON)
+    assert err.value.translation_key == "micropython_no_answer"
+    assert node.data_chunks == -(-128 * 1024 // CHUNK)
+    assert node.image is None
+
+
+async def test_a_node_that_wrote_another_image_is_no_success(hass: HomeAssistant, node: FakeNode) -> None:
+    node.script["image"] = [(0, "ok", b"0" * 64)]
+    node.after_image = [image_info(result="confirmed")]
+    with pytest.raises(HomeAssistantError) as err:
+        await install(hass, MICROPYTHON)
+    assert err.value.translation_key == "micropython_refused"
+    assert "wrote an image with SHA-256" in str(err.value)
 
 
 async def test_an_image_changed_since_setup_is_not_sent(

@@ -123,6 +123,7 @@ async def running_hub(
 
 
 Reply = tuple[int, str, bytes]
+PROGRESS = 64 * 1024  # the firmware's "written" report interval (firmware/esp32/image.py)
 
 
 @dataclass
@@ -132,7 +133,9 @@ class FakeNode:
     `script` maps a command to the reply chunks it gets instead of a plain `ok`; a
     script that starts with `err` answers a put or image command before its data, as a
     node refuses a command it will not take. After `update` the node publishes the infos
-    in `after_update`, after `image` those in `after_image`.
+    in `after_update`, after `image` those in `after_image`. Like the firmware, it
+    reports `written <bytes>` every 64 KB of an image (unless `progress` is off); the
+    scripted chunks' seqs count after those.
     """
 
     hass: HomeAssistant
@@ -144,9 +147,11 @@ class FakeNode:
     files: dict[str, bytes] = field(default_factory=dict)
     image: bytes | None = None
     data_chunks: int = 0
+    progress: bool = True
     commanded: asyncio.Event = field(default_factory=asyncio.Event)  # a command arrived
     _seen: dict[str, float] = field(default_factory=dict)
     _puts: dict[str, tuple[str, bytearray]] = field(default_factory=dict)
+    _reported: dict[str, int] = field(default_factory=dict)  # progress chunks per nonce
 
     async def start(self) -> Callable[[], None]:
         return await mqtt.async_subscribe(
@@ -172,9 +177,13 @@ class FakeNode:
             if nonce not in self._puts:
                 return  # refused: the node drops the data
             path, data = self._puts[nonce]
+            before = len(data)
             data += body
+            command = next(c for c in self.commands if c.nonce == nonce)
+            if self.progress and command.cmd == "image" and len(data) // PROGRESS > before // PROGRESS:
+                seq = self._reported[nonce] = self._reported.get(nonce, 0) + 1
+                self._send(nonce, seq - 1, "more", f"written {len(data) // PROGRESS * PROGRESS}".encode())
             if kind == "ok":
-                command = next(c for c in self.commands if c.nonce == nonce)
                 if command.cmd == "image":
                     self.image = bytes(data)
                 else:
@@ -183,15 +192,19 @@ class FakeNode:
 
     def _answer(self, command: protocol.Command, body: bytes) -> None:
         chunks = self.script.get(command.cmd, [(0, "ok", body)])
+        reported = self._reported.get(command.nonce, 0)
         for seq, kind, part in chunks:
-            payload = f"{command.nonce} {seq} {kind}\n".encode() + part
-            self.hass.loop.call_soon(
-                async_fire_mqtt_message, self.hass, f"home/node/{self.node}/mgmt/reply", payload, 1
-            )
+            self._send(command.nonce, reported + seq, kind, part)
         after = {"update": self.after_update, "image": self.after_image}.get(command.cmd, [])
         if chunks and chunks[-1][1] == "ok":
             for text in after:
                 self.hass.loop.call_soon(publish_info, self.hass, self.node, text)
+
+    def _send(self, nonce: str, seq: int, kind: str, body: bytes) -> None:
+        payload = f"{nonce} {seq} {kind}\n".encode() + body
+        self.hass.loop.call_soon(
+            async_fire_mqtt_message, self.hass, f"home/node/{self.node}/mgmt/reply", payload, 1
+        )
 
 
 def app_image(version: str = "v1.25.0", project: bytes = b"micropython", size: int = 200_000) -> bytes:

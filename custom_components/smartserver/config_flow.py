@@ -262,8 +262,9 @@ def _server_schema(*, new: bool, nodes: list[str]) -> vol.Schema:
     fields: dict[Any, Any] = {vol.Required(CONF_NAME): TextSelector()}
     if new:
         fields[vol.Required(CONF_SERVER_ID)] = TextSelector()
-    # the nodes SmartServer has heard from, or a node id typed in (not flashed yet)
-    fields[vol.Required(CONF_RELAY_NODE)] = SelectSelector(
+    # the nodes SmartServer has heard from, or a node id typed in (not flashed yet); none
+    # for a server that Home Assistant wakes itself or that is off only
+    fields[vol.Optional(CONF_RELAY_NODE)] = SelectSelector(
         SelectSelectorConfig(options=nodes, custom_value=True, sort=True, mode=SelectSelectorMode.DROPDOWN)
     )
     fields[vol.Required(CONF_START_GRACE, default=DEFAULT_START_GRACE)] = _GRACE
@@ -283,6 +284,15 @@ def _server_schema(*, new: bool, nodes: list[str]) -> vol.Schema:
     if not new:
         fields[vol.Required(CONF_ROTATE_KEYS, default=False)] = BooleanSelector()
     return vol.Schema(fields)
+
+
+# The power-on methods that send their command to the server's node.
+NODE_METHODS = (PowerOn.RELAY, PowerOn.WOL_NODE)
+
+
+def _relay_node(user_input: dict[str, Any]) -> str | None:
+    """Return the node id entered, None for no node."""
+    return str(user_input.get(CONF_RELAY_NODE) or "").strip() or None
 
 
 def _uses_wol(user_input: dict[str, Any]) -> bool:
@@ -365,10 +375,13 @@ class ServerSubentryFlow(ConfigSubentryFlow):
                 errors[CONF_SERVER_ID] = "invalid_id"
             elif any(data[CONF_SERVER_ID] == server_id for data in others):
                 errors[CONF_SERVER_ID] = "server_id_in_use"
-        relay = user_input[CONF_RELAY_NODE]
-        if not protocol.valid_id(relay):
+        relay = _relay_node(user_input)
+        if relay is None:
+            if user_input.get(CONF_POWER_ON, PowerOn.RELAY) in NODE_METHODS:
+                errors[CONF_RELAY_NODE] = "relay_node_required"
+        elif not protocol.valid_id(relay):
             errors[CONF_RELAY_NODE] = "invalid_id"
-        elif any(data[CONF_RELAY_NODE] == relay for data in others):
+        elif any(data.get(CONF_RELAY_NODE) == relay for data in others):
             errors[CONF_RELAY_NODE] = "relay_node_in_use"
         if not user_input[CONF_NAME].strip():
             errors[CONF_NAME] = "name_required"
@@ -382,10 +395,12 @@ class ServerSubentryFlow(ConfigSubentryFlow):
         return sorted({node for device in devices if (node := node_id_of_device(device)) is not None})
 
     def _take(self, user_input: dict[str, Any]) -> None:
+        self._data.pop(CONF_RELAY_NODE, None)  # reconfigured to no node
+        if relay := _relay_node(user_input):
+            self._data[CONF_RELAY_NODE] = relay
         self._data.update(
             {
                 CONF_NAME: user_input[CONF_NAME].strip(),
-                CONF_RELAY_NODE: user_input[CONF_RELAY_NODE],
                 CONF_START_GRACE: int(user_input[CONF_START_GRACE]),
                 CONF_STOP_GRACE: int(user_input[CONF_STOP_GRACE]),
                 **_wol_data(user_input),
@@ -433,6 +448,7 @@ class ServerSubentryFlow(ConfigSubentryFlow):
     async def async_step_agent(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         """Show the agent's settings and the relay node's key; saving happens on submit."""
         data = self._data
+        relay = data.get(CONF_RELAY_NODE)
         if user_input is not None:
             title = data[CONF_NAME]
             if self.source == SOURCE_USER:
@@ -440,23 +456,34 @@ class ServerSubentryFlow(ConfigSubentryFlow):
                     title=title,
                     data=data,
                     unique_id=data[CONF_SERVER_ID],
-                    description_placeholders={"name": title, "relay_node": data[CONF_RELAY_NODE]},
+                    description=None if relay else "agent_only",
+                    description_placeholders={"name": title, **({"relay_node": relay} if relay else {})},
                 )
             return self.async_update_and_abort(
                 self._get_entry(), self._get_reconfigure_subentry(), title=title, data=data
             )
+        placeholders = {
+            "name": data[CONF_NAME],
+            "agent_settings": self._agent_settings(),
+            "agent_docs": f"{DOCS_URL}/agent.md",
+        }
+        if not relay:
+            # a server without a node: nothing to put on a node
+            return self.async_show_form(
+                step_id="agent_only", data_schema=vol.Schema({}), description_placeholders=placeholders
+            )
+        placeholders |= {
+            "relay_node": relay,
+            "node_key": data[CONF_NODE_KEY],
+            "firmware_docs": f"{DOCS_URL}/firmware.md#setup",
+        }
         return self.async_show_form(
-            step_id="agent",
-            data_schema=vol.Schema({}),
-            description_placeholders={
-                "name": data[CONF_NAME],
-                "agent_settings": self._agent_settings(),
-                "relay_node": data[CONF_RELAY_NODE],
-                "node_key": data[CONF_NODE_KEY],
-                "agent_docs": f"{DOCS_URL}/agent.md",
-                "firmware_docs": f"{DOCS_URL}/firmware.md#setup",
-            },
+            step_id="agent", data_schema=vol.Schema({}), description_placeholders=placeholders
         )
+
+    async def async_step_agent_only(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Show the agent's settings of a server without a node; saving happens on submit."""
+        return await self.async_step_agent(user_input)
 
     def _agent_settings(self) -> str:
         """Return the agent's environment lines; the broker is the one HA's MQTT uses."""

@@ -276,7 +276,8 @@ class SmartServerCoordinator:
             for server in self.servers.servers.values():
                 config = server.config
                 topics[protocol.server_topic(self.base, config.server_id, protocol.SERVER_REFRESH)] = None
-                topics[protocol.node_topic(self.base, config.relay_node, protocol.NODE_REFRESH)] = None
+                if config.relay_node:
+                    topics[protocol.node_topic(self.base, config.relay_node, protocol.NODE_REFRESH)] = None
         if nodes:
             for node_id in self.nodes.registry.nodes:
                 topics[protocol.node_topic(self.base, node_id, protocol.NODE_REFRESH)] = None

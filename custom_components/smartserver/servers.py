@@ -111,7 +111,7 @@ class ServerConfig(PowerConfig):
             subentry_id=subentry.subentry_id,
             server_id=data[CONF_SERVER_ID],
             name=data.get(CONF_NAME, subentry.title),
-            relay_node=data[CONF_RELAY_NODE],
+            relay_node=data.get(CONF_RELAY_NODE) or None,
             start_grace=float(data.get(CONF_START_GRACE, DEFAULT_START_GRACE)),
             stop_grace=float(data.get(CONF_STOP_GRACE, DEFAULT_STOP_GRACE)),
             command_key=data[CONF_COMMAND_KEY],
@@ -348,7 +348,7 @@ class Server:
             {
                 "name": self.config.name,
                 "server_id": self.config.server_id,
-                "relay_node": self.config.relay_node,
+                "relay_node": self.config.relay_node or "",
                 **placeholders,
             },
             data={"entry_id": self.entry_id, "subentry_id": self.config.subentry_id} if fixable else None,
@@ -401,6 +401,8 @@ class Server:
             key, target = config.command_key, config.server_id
             topic = protocol.server_topic(self.base, target, protocol.SERVER_SYSTEM)
         else:
+            # decide() refuses a node's command to a server without a node
+            assert config.relay_node is not None
             key, target = config.node_key, config.relay_node
             topic = protocol.node_topic(self.base, target, protocol.NODE_POWER_SET)
         await self._publish(topic, protocol.sign_command(key, target, send.cmd, int(time.time()), arg))
@@ -465,7 +467,7 @@ class ServerHub:
             server.mqtt_connected = connected
         self.configs = {s.config.server_id: s.config for s in self.servers.values()}
         self._by_id = {s.config.server_id: s for s in self.servers.values()}
-        self._by_node = {s.config.relay_node: s for s in self.servers.values()}
+        self._by_node = {node: s for s in self.servers.values() if (node := s.config.relay_node)}
         self._loaded = _snapshot(entry)
 
     @callback

@@ -142,14 +142,12 @@ async def test_add_a_server_without_a_node(
 ) -> None:
     flow_id = await start_add(hass, init_server)
     wol = {CONF_MAC: MAC} if method == "wol_ha" else {}
-    result = dict(
-        await hass.config_entries.subentries.async_configure(
-            flow_id, {**BACKUP, CONF_POWER_ON: method, **wol}
-        )
+    shown = await hass.config_entries.subentries.async_configure(
+        flow_id, {**BACKUP, CONF_POWER_ON: method, **wol}
     )
     # no node: the last step shows the agent's settings only
-    assert result["step_id"] == "agent_only"
-    assert "node_key" not in dict(result["description_placeholders"])
+    assert shown["step_id"] == "agent_only"
+    assert "node_key" not in (shown["description_placeholders"] or {})
     result = dict(await hass.config_entries.subentries.async_configure(flow_id, {}))
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["description"] == "agent_only"

@@ -262,3 +262,29 @@ def test_wol_sends_the_magic_packet(make_board: Callable[..., Board], peer: Peer
         assert board.pulses(25) == []
     finally:
         listener.close()
+
+
+def test_wol_only_node(make_board: Callable[..., Board], peer: Peer) -> None:
+    """A node with a `wol` section and no relay takes WOL; PRESS and HOLD are refused, said in its log."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    try:
+        board = make_board(relay=None, power_sense=None, wol={})
+        board.boot()
+        board.wait_output("running: wol")
+        board.wait_commands()
+        mac = "02:00:5E:10:00:02"
+        peer.publish(POWER_SET, signed(protocol.PRESS))
+        peer.publish(POWER_SET, signed(protocol.HOLD))
+        peer.publish(POWER_SET, signed(protocol.WOL, arg=protocol.wol_arg(mac, "127.0.0.1", port)))
+        packet, _sender = listener.recvfrom(1024)
+        assert packet == b"\xff" * 6 + bytes.fromhex(mac.replace(":", "")) * 16
+        board.wait_output(f"WOL: magic packet for {mac} to 127.0.0.1:{port}")
+        out = board.output()
+        for cmd in ("PRESS", "HOLD"):
+            assert f"power command refused: {cmd} needs a relay, and this node has none (WOL only)" in out
+        assert board.pulses(25) == []
+    finally:
+        listener.close()

@@ -45,7 +45,9 @@ from .const import (
     CONF_NODE_KEY,
     CONF_POWER_ON,
     CONF_RATE_LIMIT,
+    CONF_REACH_BY,
     CONF_REACH_HOST,
+    CONF_REACH_INTERVAL,
     CONF_REACH_PORT,
     CONF_RELAY_NODE,
     CONF_ROTATE_KEYS,
@@ -59,15 +61,19 @@ from .const import (
     DEFAULT_LOG_BACKUPS,
     DEFAULT_LOG_MAX_KB,
     DEFAULT_RATE_LIMIT,
+    DEFAULT_REACH_INTERVAL,
     DEFAULT_START_GRACE,
     DEFAULT_STOP_GRACE,
     DEFAULT_STORAGE,
     DOCS_URL,
     DOMAIN,
+    MAX_REACH_INTERVAL,
+    MIN_REACH_INTERVAL,
     SUBENTRY_SERVER,
 )
 from .helpers import node_id_of_device
 from .power import PowerOn
+from .servers import ReachBy
 
 
 def _base_schema(default: str) -> vol.Schema:
@@ -281,6 +287,14 @@ def _server_schema(*, new: bool, nodes: list[str]) -> vol.Schema:
     fields[vol.Required(CONF_WOL_PORT, default=protocol.WOL_PORT)] = _number(1, 65535)
     fields[vol.Optional(CONF_REACH_HOST)] = TextSelector()
     fields[vol.Optional(CONF_REACH_PORT)] = _number(1, 65535)
+    fields[vol.Required(CONF_REACH_BY, default=ReachBy.HA.value)] = SelectSelector(
+        SelectSelectorConfig(
+            options=[by.value for by in ReachBy], translation_key=CONF_REACH_BY, mode=SelectSelectorMode.LIST
+        )
+    )
+    fields[vol.Required(CONF_REACH_INTERVAL, default=DEFAULT_REACH_INTERVAL)] = _number(
+        MIN_REACH_INTERVAL, MAX_REACH_INTERVAL, "s"
+    )
     if not new:
         fields[vol.Required(CONF_ROTATE_KEYS, default=False)] = BooleanSelector()
     return vol.Schema(fields)
@@ -333,21 +347,36 @@ _HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 
 
 def _check_reach(user_input: dict[str, Any]) -> dict[str, str]:
-    """Validate the reachability check: no host (no check), or a host and a port."""
+    """Validate the reachability check: no host (no check), or a host, a port, who checks, how often."""
     host = user_input.get(CONF_REACH_HOST, "").strip()
+    interval = user_input.get(CONF_REACH_INTERVAL, DEFAULT_REACH_INTERVAL)
+    if not MIN_REACH_INTERVAL <= interval <= MAX_REACH_INTERVAL:
+        return {CONF_REACH_INTERVAL: "reach_interval_range"}
     if not host:
         return {}
     if not _HOST.fullmatch(host):
         return {CONF_REACH_HOST: "invalid_host"}
     if not user_input.get(CONF_REACH_PORT):
         return {CONF_REACH_PORT: "reach_port_required"}
+    if user_input.get(CONF_REACH_BY) == ReachBy.NODE:
+        if _relay_node(user_input) is None:
+            return {CONF_RELAY_NODE: "relay_node_required"}
+        try:
+            protocol.validate_ipv4(host)  # the node looks no names up
+        except ValueError:
+            return {CONF_REACH_HOST: "reach_host_ipv4"}
     return {}
 
 
 def _reach_data(user_input: dict[str, Any]) -> dict[str, Any]:
-    """Return the reachability check's host and port (validated); an empty host: no check."""
+    """Return the reachability check's settings (validated); an empty host: no check."""
     host = user_input.get(CONF_REACH_HOST, "").strip()
-    return {CONF_REACH_HOST: host, CONF_REACH_PORT: int(user_input[CONF_REACH_PORT]) if host else 0}
+    return {
+        CONF_REACH_HOST: host,
+        CONF_REACH_PORT: int(user_input[CONF_REACH_PORT]) if host else 0,
+        CONF_REACH_BY: user_input.get(CONF_REACH_BY, ReachBy.HA),
+        CONF_REACH_INTERVAL: int(user_input.get(CONF_REACH_INTERVAL, DEFAULT_REACH_INTERVAL)),
+    }
 
 
 def _new_key() -> str:

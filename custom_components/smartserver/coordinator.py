@@ -91,6 +91,10 @@ class SmartServerCoordinator:
                 protocol.NODE_POWER,
                 lambda node, msg: servers.async_power(node, _stripped(msg)),
             )
+            await self.async_subscribe_nodes(
+                protocol.NODE_REACH,
+                lambda node, msg: servers.async_node_reach(node, _stripped(msg)),
+            )
         entry.async_on_unload(mqtt.async_subscribe_connection_status(hass, self._on_connection))
         self._refresh(servers=True)
 
@@ -334,6 +338,11 @@ def build_runtime_data(hass: HomeAssistant, entry: SmartServerConfigEntry) -> Sm
     connected = mqtt.is_connected(hass)
     servers = ServerHub(hass, entry, base, connected=connected)
     nodes = NodeManager(
-        hass, entry, NodeOptions.from_entry(hass, entry, base), servers.configs, connected=connected
+        hass,
+        entry,
+        NodeOptions.from_entry(hass, entry, base),
+        servers.configs,
+        servers.node_sections(),
+        connected=connected,
     )
     return SmartServerData(base, SmartServerCoordinator(hass, entry, base, nodes, servers), nodes, servers)

@@ -491,11 +491,14 @@ class PowerMachine:
         self._update()
         return self._take()
 
-    def on_reachable(self, answered: bool, now: float) -> list[Effect]:
-        """Take a check of the server's TCP port: an answer means on; no answer proves nothing."""
+    def on_reachable(self, answered: bool | None, now: float) -> list[Effect]:
+        """Take a check of the server's TCP port: an answer means on; no answer proves nothing.
+
+        None: the checker is gone (the node went offline): its last answer no longer holds.
+        """
         self._now = now
         evidence = self.evidence
-        if not answered:
+        if answered is False:
             evidence.await_gone = False
         if evidence.reachable is answered:
             return []

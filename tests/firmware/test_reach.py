@@ -5,11 +5,13 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
-from script.harness.board import NODE, Board, protocol
+from script.harness.board import NODE, Board, ConfigServer, protocol, signed
 from script.harness.clients import Peer
 
 REACH = protocol.node_topic("home", NODE, protocol.NODE_REACH)
+POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 
 
 def free_port() -> int:
@@ -37,7 +39,9 @@ def wait_report(board: Board, peer: Peer, payload: str, after: int) -> None:
 
 def test_node_checks_the_port(make_board: Callable[..., Board], peer: Peer) -> None:
     port = free_port()
-    board = make_board(relay=None, power_sense=None, reach={"host": "127.0.0.1", "port": port, "interval_s": 1})
+    board = make_board(
+        relay=None, power_sense=None, reach={"host": "127.0.0.1", "port": port, "interval_s": 1}
+    )
     board.boot()
     board.wait_output("running: reach")
     # nobody listens: no answer
@@ -67,3 +71,20 @@ def test_names_and_bad_settings_are_refused(make_board: Callable[..., Board], pe
     board.wait_output("running: no modules")
     assert "reach refused: host 'nas.lan' is not an IPv4 address (no name lookups)" in board.output()
     assert board.count_events("dns", "nas.lan") == 0
+
+
+def test_served_by_home_assistant(
+    make_board: Callable[..., Board], config_server: Callable[[dict[str, Any]], ConfigServer], peer: Peer
+) -> None:
+    """HA serves `reach` and `wol` to the node of a server that needs them: a node without a relay runs both."""
+    port = free_port()
+    config_server(
+        {"reach": {"host": "127.0.0.1", "port": port, "interval_s": 1, "timeout_ms": 500}, "wol": {}}
+    )
+    board = make_board(relay=None, power_sense=None)
+    board.boot()
+    board.wait_output("running: reach, wol")
+    wait_report(board, peer, protocol.REACH_OFF, 0)
+    board.wait_commands()
+    peer.publish(POWER_SET, signed(protocol.PRESS))
+    board.wait_output("power command refused: PRESS needs a relay")

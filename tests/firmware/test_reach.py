@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 from script.harness.board import NODE, Board, ConfigServer, protocol, signed
 from script.harness.clients import Peer
+from script.harness.procs import free_port, tcp_listener
 
 REACH = protocol.node_topic("home", NODE, protocol.NODE_REACH)
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def listen(port: int) -> socket.socket:
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
-    server.listen()
-    return server
 
 
 def reports(peer: Peer) -> list[str]:
@@ -46,7 +31,7 @@ def test_node_checks_the_port(make_board: Callable[..., Board], peer: Peer) -> N
     board.wait_output("running: reach")
     # nobody listens: no answer
     wait_report(board, peer, protocol.REACH_OFF, 0)
-    server = listen(port)
+    server = tcp_listener(port)
     try:
         # the port answers (nothing accepted, nothing sent: the connect alone counts)
         wait_report(board, peer, protocol.REACH_ON, len(reports(peer)))
@@ -76,7 +61,7 @@ def test_names_and_bad_settings_are_refused(make_board: Callable[..., Board], pe
 def test_served_by_home_assistant(
     make_board: Callable[..., Board], config_server: Callable[[dict[str, Any]], ConfigServer], peer: Peer
 ) -> None:
-    """HA serves `reach` and `wol` to the node of a server that needs them: a node without a relay runs both."""
+    """HA serves `reach` and `wol` to a server's node that needs them; without a relay it runs both."""
     port = free_port()
     config_server(
         {"reach": {"host": "127.0.0.1", "port": port, "interval_s": 1, "timeout_ms": 500}, "wol": {}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -44,16 +43,6 @@ BACKUP = {
     CONF_START_GRACE: 200,
     CONF_STOP_GRACE: 90,
 }
-
-
-@pytest.fixture
-def listener(socket_enabled: None) -> Generator[socket.socket]:
-    """A UDP socket on loopback where the magic packet is sent."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
-    yield sock
-    sock.close()
 
 
 @pytest.fixture

@@ -104,6 +104,8 @@ class Machine:
             self.agent.kill()  # no clean exit: the broker publishes the agent's Will
         elif running:
             self.agent.terminate()  # systemd stops the agent on the way down
+        if self.powered:
+            self.report(f"demo: {self.server_id} is off")
         self.powered = False
 
     def stop(self) -> None:
@@ -147,7 +149,12 @@ class WolServer:
                 self.machine.report(
                     f"demo: a UDP packet that is not the magic packet for {self.mac}: ignored"
                 )
-            elif not self.machine.powered:
+            elif self.machine.powered:
+                # as a real network card: a running (or halting) machine ignores it
+                self.machine.report(
+                    f"demo: a Wake-on-LAN packet for {self.mac} arrived while it is on: ignored"
+                )
+            else:
                 self.machine.power_up(f"a Wake-on-LAN packet for {self.mac} arrived")
         self.machine.step()
 

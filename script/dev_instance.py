@@ -2,7 +2,7 @@
 
 Everything lives in the git-ignored .dev/ folder (SMARTSERVER_DEV_DIR) and is reused by
 the next run: certificates, the broker's password, ports, Home Assistant's config and its
-owner. With --demo it also runs a simulated relay node and server (script/harness/demo.py), so
+owner. With --demo it also runs a simulated relay node and two servers (script/harness/demo.py), so
 the dashboard has a power switch to try. Ctrl-C stops what this started, by PID. Run
 through script/develop (it bootstraps).
 """
@@ -23,7 +23,16 @@ from types import FrameType
 from typing import Any
 
 from script.harness.certs import certs_at, certs_valid, make_certs
-from script.harness.demo import NODE, SERVER, SERVER_NAME, DemoServer, write_node_config
+from script.harness.demo import (
+    NODE,
+    SERVER,
+    SERVER_NAME,
+    WOL_MAC,
+    WOL_SERVER,
+    WOL_SERVER_NAME,
+    DemoServer,
+    write_node_config,
+)
 from script.harness.hass_process import REPO, HassApi, HassProcess, Owner, agent_settings, set_up
 from script.harness.mosquitto import Broker
 from script.harness.procs import free_port, port_open
@@ -60,21 +69,48 @@ def load_state() -> dict[str, Any]:
     return state
 
 
-async def demo_keys(api: HassApi, state: dict[str, Any]) -> tuple[str, str]:
-    """The demo server's keys: added through the server flow once, then kept."""
+async def demo_keys(api: HassApi, state: dict[str, Any]) -> tuple[str, str, tuple[str, int]]:
+    """The demo servers' keys (and the WOL server's port): added through the server flow once, then kept."""
     entry = await api.wait_loaded("smartserver")
-    servers = [s for s in await api.subentries(entry["entry_id"]) if s["title"] == SERVER_NAME]
-    keys = state.get("demo")
-    if servers and keys:
-        return keys["node_key"], keys["command_key"]
-    for server in servers:  # its keys were lost with dev.json: add it again
-        await api.ws(
-            "config_entries/subentries/delete", entry_id=entry["entry_id"], subentry_id=server["subentry_id"]
-        )
-    shown = await api.add_server(entry["entry_id"], SERVER_NAME, SERVER, NODE)
-    state["demo"] = {"node_key": shown["node_key"], "command_key": agent_settings(shown)["SMARTSERVER_KEY"]}
-    save_state(state)
-    return state["demo"]["node_key"], state["demo"]["command_key"]
+    subentries = await api.subentries(entry["entry_id"])
+
+    async def added(name: str, kept: str) -> bool:
+        servers = [s for s in subentries if s["title"] == name]
+        if servers and kept in state:
+            return True
+        for server in servers:  # its keys were lost with dev.json: add it again
+            await api.ws(
+                "config_entries/subentries/delete",
+                entry_id=entry["entry_id"],
+                subentry_id=server["subentry_id"],
+            )
+        return False
+
+    if not await added(SERVER_NAME, "demo"):
+        shown = await api.add_server(entry["entry_id"], SERVER_NAME, SERVER, NODE)
+        state["demo"] = {
+            "node_key": shown["node_key"],
+            "command_key": agent_settings(shown)["SMARTSERVER_KEY"],
+        }
+        save_state(state)
+    if not await added(WOL_SERVER_NAME, "demo_wol"):
+        # woken by Home Assistant itself, to the simulated network card on loopback
+        port = free_port()
+        wol: dict[str, Any] = {
+            "power_on": "wol_ha",
+            "mac": WOL_MAC,
+            "wol_address": "127.0.0.1",
+            "wol_port": port,
+        }
+        shown = await api.add_server(entry["entry_id"], WOL_SERVER_NAME, WOL_SERVER, None, **wol)
+        state["demo_wol"] = {"command_key": agent_settings(shown)["SMARTSERVER_KEY"], "port": port}
+        save_state(state)
+    wol_server = state["demo_wol"]
+    return (
+        state["demo"]["node_key"],
+        state["demo"]["command_key"],
+        (wol_server["command_key"], wol_server["port"]),
+    )
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -107,6 +143,9 @@ def demo_banner(demo: DemoServer) -> str:
   History and Logbook (sidebar) show what the server and the node did.
   Let the UPS run on battery (a critical log line):  echo 0 > {demo.ups_input}
   and back on mains:                                 echo 1 > {demo.ups_input}
+  "{WOL_SERVER_NAME}" runs, and has no node: switch it off, then on again, and Home Assistant
+  wakes it with a Wake-on-LAN packet (sent to 127.0.0.1 here, where the simulated server
+  listens). It has no force-off button: no node holds its power button.
 """
 
 
@@ -137,7 +176,7 @@ def main() -> int:
         hass.start()
         print(f"starting Home Assistant on {hass.url} (log: {hass.config_dir / 'home-assistant.log'}) ...")
 
-        async def prepare() -> tuple[str, str] | None:
+        async def prepare() -> tuple[str, str, tuple[str, int]] | None:
             async with HassApi(hass) as api:
                 await set_up(api, owner, broker, report=lambda step: print(step, flush=True))
                 return await demo_keys(api, state) if args.demo else None
@@ -145,7 +184,15 @@ def main() -> int:
         keys = asyncio.run(prepare())
         if keys is not None:
             write_node_config(hass.config_dir)
-            demo = DemoServer(DEV / "demo", broker, *keys, report=lambda line: print(line, flush=True))
+            node_key, command_key, wol = keys
+            demo = DemoServer(
+                DEV / "demo",
+                broker,
+                node_key,
+                command_key,
+                report=lambda line: print(line, flush=True),
+                wol=wol,
+            )
             demo.start()
         print(banner(hass, broker, owner, time.monotonic() - started), flush=True)
         if demo is not None:

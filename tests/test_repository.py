@@ -204,7 +204,7 @@ def test_every_translation_key_in_the_code_exists() -> None:
     assert {"link", "agent"} <= used["entity.binary_sensor"]
     assert {"node_no_answer", "publish_failed", "mqtt_not_ready"} <= used["exceptions"]
     assert {"agent_lost", "config_file_error"} <= used["issues"]
-    assert used["selector"] == {"event_level", "power_on"}
+    assert used["selector"] == {"event_level", "power_on", "reach_by"}
     missing = {section: sorted(keys - set(_section(section))) for section, keys in used.items()}
     assert {section: keys for section, keys in missing.items() if keys} == {}
     for key in used["selector"]:

@@ -21,6 +21,8 @@ class ServerButtonDescription(ButtonEntityDescription):
     """A server button and the command it sends."""
 
     press: Callable[[Server], Awaitable[None]]
+    # the command goes to the server's node: a server without one gets no such button
+    needs_node: bool = False
 
 
 DESCRIPTIONS = (
@@ -33,6 +35,7 @@ DESCRIPTIONS = (
         translation_key="force_off",
         entity_registry_enabled_default=False,
         press=Server.async_force_off,
+        needs_node=True,
     ),
 )
 
@@ -42,13 +45,14 @@ async def async_setup_entry(
     entry: SmartServerConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add a reboot and a force-off button per server subentry."""
+    """Add a reboot and (for a server with a node) a force-off button per server subentry."""
     async_setup_platform(
         hass,
         entry,
         async_add_entities,
         server_entity=ServerButton,
         server_descriptions=DESCRIPTIONS,
+        server_has=lambda server, description: bool(server.config.relay_node) or not description.needs_node,
     )
 
 

@@ -47,7 +47,9 @@ from .const import (
     CONF_NODE_KEY,
     CONF_POWER_ON,
     CONF_RATE_LIMIT,
+    CONF_REACH_BY,
     CONF_REACH_HOST,
+    CONF_REACH_INTERVAL,
     CONF_REACH_PORT,
     CONF_RELAY_NODE,
     CONF_ROTATE_KEYS,
@@ -61,15 +63,19 @@ from .const import (
     DEFAULT_LOG_BACKUPS,
     DEFAULT_LOG_MAX_KB,
     DEFAULT_RATE_LIMIT,
+    DEFAULT_REACH_INTERVAL,
     DEFAULT_START_GRACE,
     DEFAULT_STOP_GRACE,
     DEFAULT_STORAGE,
     DOCS_URL,
     DOMAIN,
+    MAX_REACH_INTERVAL,
+    MIN_REACH_INTERVAL,
     SUBENTRY_SERVER,
 )
 from .helpers import node_id_of_device
 from .power import PowerOn
+from .servers import ReachBy
 
 
 def _base_schema(default: str) -> vol.Schema:
@@ -286,8 +292,9 @@ def _server_schema(*, new: bool, nodes: list[str]) -> vol.Schema:
     fields: dict[Any, Any] = {vol.Required(CONF_NAME): TextSelector()}
     if new:
         fields[vol.Required(CONF_SERVER_ID)] = TextSelector()
-    # the nodes SmartServer has heard from, or a node id typed in (not flashed yet)
-    fields[vol.Required(CONF_RELAY_NODE)] = SelectSelector(
+    # the nodes SmartServer has heard from, or a node id typed in (not flashed yet); none
+    # for a server that Home Assistant wakes itself or that is off only
+    fields[vol.Optional(CONF_RELAY_NODE)] = SelectSelector(
         SelectSelectorConfig(options=nodes, custom_value=True, sort=True, mode=SelectSelectorMode.DROPDOWN)
     )
     fields[vol.Required(CONF_START_GRACE, default=DEFAULT_START_GRACE)] = _GRACE
@@ -304,9 +311,26 @@ def _server_schema(*, new: bool, nodes: list[str]) -> vol.Schema:
     fields[vol.Required(CONF_WOL_PORT, default=protocol.WOL_PORT)] = _number(1, 65535)
     fields[vol.Optional(CONF_REACH_HOST)] = TextSelector()
     fields[vol.Optional(CONF_REACH_PORT)] = _number(1, 65535)
+    fields[vol.Required(CONF_REACH_BY, default=ReachBy.HA.value)] = SelectSelector(
+        SelectSelectorConfig(
+            options=[by.value for by in ReachBy], translation_key=CONF_REACH_BY, mode=SelectSelectorMode.LIST
+        )
+    )
+    fields[vol.Required(CONF_REACH_INTERVAL, default=DEFAULT_REACH_INTERVAL)] = _number(
+        MIN_REACH_INTERVAL, MAX_REACH_INTERVAL, "s"
+    )
     if not new:
         fields[vol.Required(CONF_ROTATE_KEYS, default=False)] = BooleanSelector()
     return vol.Schema(fields)
+
+
+# The power-on methods that send their command to the server's node.
+NODE_METHODS = (PowerOn.RELAY, PowerOn.WOL_NODE)
+
+
+def _relay_node(user_input: dict[str, Any]) -> str | None:
+    """Return the node id entered, None for no node."""
+    return str(user_input.get(CONF_RELAY_NODE) or "").strip() or None
 
 
 def _uses_wol(user_input: dict[str, Any]) -> bool:
@@ -347,7 +371,8 @@ _HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 
 
 def _check_reach(user_input: dict[str, Any]) -> dict[str, str]:
-    """Validate the reachability check: no host (no check), or a host and a port."""
+    """Validate the reachability check: no host (no check), or a host, a port and who checks."""
+    # the interval's bounds are the selector's: HA refuses a value outside them
     host = user_input.get(CONF_REACH_HOST, "").strip()
     if not host:
         return {}
@@ -355,13 +380,25 @@ def _check_reach(user_input: dict[str, Any]) -> dict[str, str]:
         return {CONF_REACH_HOST: "invalid_host"}
     if not user_input.get(CONF_REACH_PORT):
         return {CONF_REACH_PORT: "reach_port_required"}
+    if user_input.get(CONF_REACH_BY) == ReachBy.NODE:
+        if _relay_node(user_input) is None:
+            return {CONF_RELAY_NODE: "relay_node_required"}
+        try:
+            protocol.validate_ipv4(host)  # the node looks no names up
+        except ValueError:
+            return {CONF_REACH_HOST: "reach_host_ipv4"}
     return {}
 
 
 def _reach_data(user_input: dict[str, Any]) -> dict[str, Any]:
-    """Return the reachability check's host and port (validated); an empty host: no check."""
+    """Return the reachability check's settings (validated); an empty host: no check."""
     host = user_input.get(CONF_REACH_HOST, "").strip()
-    return {CONF_REACH_HOST: host, CONF_REACH_PORT: int(user_input[CONF_REACH_PORT]) if host else 0}
+    return {
+        CONF_REACH_HOST: host,
+        CONF_REACH_PORT: int(user_input[CONF_REACH_PORT]) if host else 0,
+        CONF_REACH_BY: user_input.get(CONF_REACH_BY, ReachBy.HA),
+        CONF_REACH_INTERVAL: int(user_input.get(CONF_REACH_INTERVAL, DEFAULT_REACH_INTERVAL)),
+    }
 
 
 def _new_key() -> str:
@@ -389,10 +426,13 @@ class ServerSubentryFlow(ConfigSubentryFlow):
                 errors[CONF_SERVER_ID] = "invalid_id"
             elif any(data[CONF_SERVER_ID] == server_id for data in others):
                 errors[CONF_SERVER_ID] = "server_id_in_use"
-        relay = user_input[CONF_RELAY_NODE]
-        if not protocol.valid_id(relay):
+        relay = _relay_node(user_input)
+        if relay is None:
+            if user_input.get(CONF_POWER_ON, PowerOn.RELAY) in NODE_METHODS:
+                errors[CONF_RELAY_NODE] = "relay_node_required"
+        elif not protocol.valid_id(relay):
             errors[CONF_RELAY_NODE] = "invalid_id"
-        elif any(data[CONF_RELAY_NODE] == relay for data in others):
+        elif any(data.get(CONF_RELAY_NODE) == relay for data in others):
             errors[CONF_RELAY_NODE] = "relay_node_in_use"
         if not user_input[CONF_NAME].strip():
             errors[CONF_NAME] = "name_required"
@@ -406,10 +446,12 @@ class ServerSubentryFlow(ConfigSubentryFlow):
         return sorted({node for device in devices if (node := node_id_of_device(device)) is not None})
 
     def _take(self, user_input: dict[str, Any]) -> None:
+        self._data.pop(CONF_RELAY_NODE, None)  # reconfigured to no node
+        if relay := _relay_node(user_input):
+            self._data[CONF_RELAY_NODE] = relay
         self._data.update(
             {
                 CONF_NAME: user_input[CONF_NAME].strip(),
-                CONF_RELAY_NODE: user_input[CONF_RELAY_NODE],
                 CONF_START_GRACE: int(user_input[CONF_START_GRACE]),
                 CONF_STOP_GRACE: int(user_input[CONF_STOP_GRACE]),
                 **_wol_data(user_input),
@@ -457,6 +499,7 @@ class ServerSubentryFlow(ConfigSubentryFlow):
     async def async_step_agent(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         """Show the agent's settings and the relay node's key; saving happens on submit."""
         data = self._data
+        relay = data.get(CONF_RELAY_NODE)
         if user_input is not None:
             title = data[CONF_NAME]
             if self.source == SOURCE_USER:
@@ -464,23 +507,34 @@ class ServerSubentryFlow(ConfigSubentryFlow):
                     title=title,
                     data=data,
                     unique_id=data[CONF_SERVER_ID],
-                    description_placeholders={"name": title, "relay_node": data[CONF_RELAY_NODE]},
+                    description=None if relay else "agent_only",
+                    description_placeholders={"name": title, **({"relay_node": relay} if relay else {})},
                 )
             return self.async_update_and_abort(
                 self._get_entry(), self._get_reconfigure_subentry(), title=title, data=data
             )
+        placeholders = {
+            "name": data[CONF_NAME],
+            "agent_settings": self._agent_settings(),
+            "agent_docs": f"{DOCS_URL}/agent.md",
+        }
+        if not relay:
+            # a server without a node: nothing to put on a node
+            return self.async_show_form(
+                step_id="agent_only", data_schema=vol.Schema({}), description_placeholders=placeholders
+            )
+        placeholders |= {
+            "relay_node": relay,
+            "node_key": data[CONF_NODE_KEY],
+            "firmware_docs": f"{DOCS_URL}/firmware.md#setup",
+        }
         return self.async_show_form(
-            step_id="agent",
-            data_schema=vol.Schema({}),
-            description_placeholders={
-                "name": data[CONF_NAME],
-                "agent_settings": self._agent_settings(),
-                "relay_node": data[CONF_RELAY_NODE],
-                "node_key": data[CONF_NODE_KEY],
-                "agent_docs": f"{DOCS_URL}/agent.md",
-                "firmware_docs": f"{DOCS_URL}/firmware.md#setup",
-            },
+            step_id="agent", data_schema=vol.Schema({}), description_placeholders=placeholders
         )
+
+    async def async_step_agent_only(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Show the agent's settings of a server without a node; saving happens on submit."""
+        return await self.async_step_agent(user_input)
 
     def _agent_settings(self) -> str:
         """Return the agent's environment lines; the broker is the one HA's MQTT uses."""

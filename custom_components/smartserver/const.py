@@ -26,10 +26,14 @@ CONF_POWER_ON: Final = "power_on"
 CONF_MAC: Final = "mac"
 CONF_WOL_ADDRESS: Final = "wol_address"
 CONF_WOL_PORT: Final = "wol_port"
-# Reachability: a TCP port on the server that HA checks every REACH_INTERVAL_S
+# Reachability: a TCP port on the server that HA or the server's node checks at an interval
 CONF_REACH_HOST: Final = "reach_host"
 CONF_REACH_PORT: Final = "reach_port"
-REACH_INTERVAL_S: Final = 30
+CONF_REACH_BY: Final = "reach_by"
+CONF_REACH_INTERVAL: Final = "reach_interval"
+DEFAULT_REACH_INTERVAL: Final = 30
+MIN_REACH_INTERVAL: Final = 5
+MAX_REACH_INTERVAL: Final = 3600
 REACH_TIMEOUT_S: Final = 5
 DEFAULT_START_GRACE: Final = 300
 DEFAULT_STOP_GRACE: Final = 180

@@ -91,6 +91,10 @@ class SmartServerCoordinator:
                 protocol.NODE_POWER,
                 lambda node, msg: servers.async_power(node, _stripped(msg)),
             )
+            await self.async_subscribe_nodes(
+                protocol.NODE_REACH,
+                lambda node, msg: servers.async_node_reach(node, _stripped(msg)),
+            )
         entry.async_on_unload(mqtt.async_subscribe_connection_status(hass, self._on_connection))
         self._refresh(servers=True)
 
@@ -276,7 +280,8 @@ class SmartServerCoordinator:
             for server in self.servers.servers.values():
                 config = server.config
                 topics[protocol.server_topic(self.base, config.server_id, protocol.SERVER_REFRESH)] = None
-                topics[protocol.node_topic(self.base, config.relay_node, protocol.NODE_REFRESH)] = None
+                if config.relay_node:
+                    topics[protocol.node_topic(self.base, config.relay_node, protocol.NODE_REFRESH)] = None
         if nodes:
             for node_id in self.nodes.registry.nodes:
                 topics[protocol.node_topic(self.base, node_id, protocol.NODE_REFRESH)] = None
@@ -333,6 +338,11 @@ def build_runtime_data(hass: HomeAssistant, entry: SmartServerConfigEntry) -> Sm
     connected = mqtt.is_connected(hass)
     servers = ServerHub(hass, entry, base, connected=connected)
     nodes = NodeManager(
-        hass, entry, NodeOptions.from_entry(hass, entry, base), servers.configs, connected=connected
+        hass,
+        entry,
+        NodeOptions.from_entry(hass, entry, base),
+        servers.configs,
+        servers.node_sections(),
+        connected=connected,
     )
     return SmartServerData(base, SmartServerCoordinator(hass, entry, base, nodes, servers), nodes, servers)

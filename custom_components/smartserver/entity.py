@@ -104,11 +104,13 @@ def async_setup_platform[N: EntityDescription, S: EntityDescription](
     node_descriptions: Sequence[N] = (),
     server_entity: Callable[[Server, S, DeviceInfo], Entity] | None = None,
     server_descriptions: Sequence[S] = (),
+    server_has: Callable[[Server, S], bool] = lambda _server, _description: True,
 ) -> None:
     """Add a platform's entities: per node known or new, per agent's log lines, per server.
 
     An agent has no status or configuration: its log lines get the descriptions in
-    SERVER_LOG_KEYS only, on its server's subentry.
+    SERVER_LOG_KEYS only, on its server's subentry. `server_has` says which of the
+    server descriptions a server gets (a server without a node has no force off).
     """
     nodes, servers = entry.runtime_data.nodes, entry.runtime_data.servers.servers.values()
     if node_entity is not None:
@@ -128,5 +130,7 @@ def async_setup_platform[N: EntityDescription, S: EntityDescription](
     if server_entity is not None:
         for server in servers:
             device_info = nodes.registry.server_device_info(server.config)
-            entities = [server_entity(server, d, device_info) for d in server_descriptions]
+            entities = [
+                server_entity(server, d, device_info) for d in server_descriptions if server_has(server, d)
+            ]
             async_add_entities(entities, config_subentry_id=server.config.subentry_id)

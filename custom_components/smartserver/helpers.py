@@ -54,15 +54,17 @@ def node_device_link(hass: HomeAssistant, entry_id: str, node_id: str) -> dr.Dev
     return device
 
 
-def server_device_info(server_id: str, name: str, relay_device_id: str) -> DeviceInfo:
-    """Device info of a server, linked via its relay node's device."""
-    return DeviceInfo(
+def server_device_info(server_id: str, name: str, relay_device_id: str | None) -> DeviceInfo:
+    """Device info of a server, linked via its relay node's device (a server may have none)."""
+    info = DeviceInfo(
         identifiers={server_identifier(server_id)},
         name=name,
         manufacturer="SmartServer",
         model="Homelab server",
-        via_device_id=relay_device_id,
     )
+    if relay_device_id is not None:
+        info["via_device_id"] = relay_device_id
+    return info
 
 
 @callback

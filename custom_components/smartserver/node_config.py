@@ -6,8 +6,10 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.config_entries import ConfigEntry
@@ -20,7 +22,7 @@ from .const import DOMAIN, LOGGER
 from .helpers import WarnOnce, create_issue
 from .node_registry import NodeRegistry
 from .node_states import NodeStates
-from .storage import ConfigFileError, Storage
+from .storage import ORDER, ConfigFileError, Storage
 
 
 @dataclass(slots=True)
@@ -34,9 +36,17 @@ class Answer:
     warnings: list[str]
 
 
-def prepare_answer(storage: Storage, node_id: str) -> Answer:
-    """Read and serialise a node's configuration (blocking: run in an executor)."""
+def prepare_answer(storage: Storage, node_id: str, served: Mapping[str, Any] | None = None) -> Answer:
+    """Read and serialise a node's configuration (blocking: run in an executor).
+
+    `served`: sections HA adds for the node's server (wol, reach); they win over the files.
+    """
     loaded = storage.load_config(node_id)
+    if served:
+        loaded.config.update(served)
+        order = loaded.config.get(ORDER)
+        if isinstance(order, list):
+            order.extend(name for name in served if name not in order)
     payload = json.dumps(loaded.config, separators=(",", ":"))
     components: list[tuple[str, str]] = []
     for name, value in loaded.components():
@@ -50,12 +60,14 @@ def prepare_answer(storage: Storage, node_id: str) -> Answer:
     return Answer(loaded.name, payload, digest, components, loaded.warnings)
 
 
-def prepare_answers(storage: Storage, node_ids: list[str]) -> list[Answer | Exception]:
+def prepare_answers(
+    storage: Storage, node_ids: list[str], served: Mapping[str, Mapping[str, Any]]
+) -> list[Answer | Exception]:
     """Prepare several answers in one executor job; a failure is returned in its place."""
     results: list[Answer | Exception] = []
     for node_id in node_ids:
         try:
-            results.append(prepare_answer(storage, node_id))
+            results.append(prepare_answer(storage, node_id, served.get(node_id)))
         except Exception as err:  # raised again in that request's own task
             results.append(err)
     return results
@@ -93,14 +105,16 @@ class ConfigServer:
         storage: Storage,
         registry: NodeRegistry,
         states: NodeStates,
+        served: Mapping[str, Mapping[str, Any]],
     ) -> None:
-        """Serve from `storage` on `base`."""
+        """Serve from `storage` on `base`, with the sections `served` adds per node."""
         self.hass = hass
         self.entry = entry
         self.base = base
         self.storage = storage
         self.registry = registry
         self.states = states
+        self.served = served
         self._answers: dict[str, asyncio.Task[None]] = {}
         # Requests of one event-loop turn, prepared together in one executor job.
         self._to_prepare: list[tuple[str, asyncio.Future[Answer]]] = []
@@ -233,5 +247,7 @@ class ConfigServer:
     @callback
     def _prepare_batch(self) -> None:
         batch, self._to_prepare = self._to_prepare, []
-        job = self.hass.async_add_executor_job(prepare_answers, self.storage, [n for n, _f in batch])
+        job = self.hass.async_add_executor_job(
+            prepare_answers, self.storage, [n for n, _f in batch], self.served
+        )
         job.add_done_callback(partial(resolve_batch, [future for _n, future in batch]))

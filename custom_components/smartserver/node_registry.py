@@ -83,9 +83,15 @@ class NodeRegistry:
             self.nodes[node_id] = new_node(node_id, device.name, device.id)
         # the servers' devices link to their relay nodes' (no entities until a node talks)
         self._relay_devices = {
-            config.relay_node: node_device_link(hass, entry_id, config.relay_node).id
+            node: node_device_link(hass, entry_id, node).id
             for config in servers.values()
+            if (node := config.relay_node)
         }
+        for config in servers.values():
+            # a server reconfigured to have no node keeps no link to its old one
+            server = registry.async_get_device_by_identifier(server_identifier(config.server_id), entry_id)
+            if config.relay_node is None and server is not None and server.via_device_id is not None:
+                registry.async_update_device(server.id, via_device_id=None)
 
     async def async_scan(self) -> None:
         """Read which nodes are on disk (at start; again for a held-back id, see RESCAN_S)."""
@@ -111,8 +117,9 @@ class NodeRegistry:
         return node_id in self.on_disk
 
     def server_device_info(self, config: ServerConfig) -> DeviceInfo:
-        """Return the device of a server's entities, linked via its relay node."""
-        return server_device_info(config.server_id, config.name, self._relay_devices[config.relay_node])
+        """Return the device of a server's entities, linked via its relay node if it has one."""
+        via = self._relay_devices[config.relay_node] if config.relay_node else None
+        return server_device_info(config.server_id, config.name, via)
 
     def device_info(self, node: Node) -> DeviceInfo:
         """Return the device a node's entities go on: its own, or the server's for an agent."""

@@ -100,10 +100,14 @@ class NodeManager:
         entry: ConfigEntry[Any],
         options: NodeOptions,
         servers: Mapping[str, ServerConfig],
+        served: Mapping[str, Mapping[str, Any]],
         *,
         connected: bool,
     ) -> None:
-        """Wire the managers; `servers` by server id (their agents' lines go to the server)."""
+        """Wire the managers; `servers` by server id (their agents' lines go to the server).
+
+        `served`: node id -> the sections HA adds to that node's configuration (wol, reach).
+        """
         self.hass = hass
         self.options = options
         self.storage = Storage(options.storage)
@@ -125,7 +129,9 @@ class NodeManager:
             event_rank=LEVEL_RANK[options.event_level],
             rate=options.rate,
         )
-        self.config = ConfigServer(hass, entry, options.base, self.storage, self.registry, self.states)
+        self.config = ConfigServer(
+            hass, entry, options.base, self.storage, self.registry, self.states, served
+        )
         # node entities are unavailable while HA's MQTT client is disconnected
         self.connected = connected
         self.signal_connection = f"{DOMAIN}_{entry.entry_id}_mqtt_connection"

@@ -112,6 +112,7 @@ class Refusal(StrEnum):
     AGENT_NOT_CONNECTED = "agent_not_connected"
     REBOOT_AGENT_NOT_CONNECTED = "reboot_agent_not_connected"
     RELAY_NODE_OFFLINE = "relay_node_offline"
+    NO_RELAY_NODE = "no_relay_node"
     POWER_SENSE_CONTRADICTS = "power_sense_contradicts"
     NO_POWER_ON = "no_power_on"
 
@@ -226,7 +227,8 @@ class PowerConfig:
     """What the machine needs to know of its server."""
 
     server_id: str
-    relay_node: str
+    # None: a server without a node (powered on by HA's Wake-on-LAN, or not at all)
+    relay_node: str | None
     start_grace: float
     stop_grace: float
     power_on: PowerOn = field(default=PowerOn.RELAY, kw_only=True)
@@ -489,11 +491,14 @@ class PowerMachine:
         self._update()
         return self._take()
 
-    def on_reachable(self, answered: bool, now: float) -> list[Effect]:
-        """Take a check of the server's TCP port: an answer means on; no answer proves nothing."""
+    def on_reachable(self, answered: bool | None, now: float) -> list[Effect]:
+        """Take a check of the server's TCP port: an answer means on; no answer proves nothing.
+
+        None: the checker is gone (the node went offline): its last answer no longer holds.
+        """
         self._now = now
         evidence = self.evidence
-        if not answered:
+        if answered is False:
             evidence.await_gone = False
         if evidence.reachable is answered:
             return []
@@ -676,7 +681,7 @@ class PowerMachine:
             return self._reboot()
         if self.evidence.contradicted:
             # Not a silent no-op: the user sees off on the node's side and must know why.
-            return Refuse(Refusal.POWER_SENSE_CONTRADICTS, {"relay_node": self.config.relay_node})
+            return Refuse(Refusal.POWER_SENSE_CONTRADICTS, {"relay_node": self.config.relay_node or ""})
         if self.state in (PowerState.ON, PowerState.STARTING):
             LOGGER.debug("Server %s is %s: not pressing its power button", self.config.server_id, self.state)
             return None
@@ -703,6 +708,8 @@ class PowerMachine:
         return Send(protocol.REBOOT, to_agent=True)
 
     def _press(self, cmd: str) -> Send | Refuse:
+        if self.config.relay_node is None:
+            return Refuse(Refusal.NO_RELAY_NODE)
         if self.evidence.node_status == protocol.OFFLINE:
             # A command to an offline node is lost (never retained): say so now.
             return Refuse(Refusal.RELAY_NODE_OFFLINE, {"relay_node": self.config.relay_node})

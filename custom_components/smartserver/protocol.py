@@ -131,6 +131,10 @@ def server_topic(base: str, server: str, leaf: str) -> str:
 NODE_STATUS: Final = "status"
 NODE_POWER: Final = "power"
 NODE_POWER_SET: Final = "power/set"
+# The node's check of a TCP port on its server: ON answered, OFF no answer (not retained)
+NODE_REACH: Final = "reach"
+REACH_ON: Final = "ON"
+REACH_OFF: Final = "OFF"
 NODE_REFRESH: Final = "refresh"
 NODE_INFO: Final = "info"
 # Remote management (docs/management.md): signed commands, file data, replies.

@@ -50,7 +50,7 @@ class ForceOffRepairFlow(RepairsFlow):
             # the issue's own text is this step's description: the same placeholders
             description_placeholders={
                 "name": server.config.name,
-                "relay_node": server.config.relay_node,
+                "relay_node": server.config.relay_node or "",
                 "grace": f"{server.config.stop_grace:g}",
             },
         )

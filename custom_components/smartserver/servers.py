@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import partial
 from typing import Any
 
@@ -37,7 +38,9 @@ from .const import (
     CONF_MAC,
     CONF_NODE_KEY,
     CONF_POWER_ON,
+    CONF_REACH_BY,
     CONF_REACH_HOST,
+    CONF_REACH_INTERVAL,
     CONF_REACH_PORT,
     CONF_RELAY_NODE,
     CONF_SERVER_ID,
@@ -45,11 +48,11 @@ from .const import (
     CONF_STOP_GRACE,
     CONF_WOL_ADDRESS,
     CONF_WOL_PORT,
+    DEFAULT_REACH_INTERVAL,
     DEFAULT_START_GRACE,
     DEFAULT_STOP_GRACE,
     DOMAIN,
     LOGGER,
-    REACH_INTERVAL_S,
     REACH_TIMEOUT_S,
     SUBENTRY_SERVER,
 )
@@ -76,7 +79,7 @@ from .power import (
 )
 
 # The platforms and tests import the power state and the issues from here as well.
-__all__ = ["Issue", "PowerState", "Server", "ServerConfig", "ServerHub"]
+__all__ = ["Issue", "PowerState", "ReachBy", "Server", "ServerConfig", "ServerHub"]
 
 # Network results are small; anything larger is not from our agent.
 MAX_NETWORK_PAYLOAD = 16384
@@ -86,6 +89,13 @@ NETWORK_CHECKS: Mapping[str, tuple[str, ...]] = {
     "default_route": ("default_route",),
     "internet": ("reachable", "internet"),
 }
+
+
+class ReachBy(StrEnum):
+    """Who checks the server's TCP port; the values are stored in its subentry."""
+
+    HA = "ha"
+    NODE = "node"  # the server's node, on its network segment (firmware reach.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +109,11 @@ class ServerConfig(PowerConfig):
     mac: str = ""
     wol_address: str = protocol.WOL_ADDRESS
     wol_port: int = protocol.WOL_PORT
-    # the TCP port HA checks for reachability; no host: no check
+    # the TCP port checked for reachability (by HA or the node), how often; no host: no check
     reach_host: str = ""
     reach_port: int = 0
+    reach_by: ReachBy = ReachBy.HA
+    reach_interval: int = DEFAULT_REACH_INTERVAL
 
     @classmethod
     def from_subentry(cls, subentry: ConfigSubentry) -> ServerConfig:
@@ -111,7 +123,7 @@ class ServerConfig(PowerConfig):
             subentry_id=subentry.subentry_id,
             server_id=data[CONF_SERVER_ID],
             name=data.get(CONF_NAME, subentry.title),
-            relay_node=data[CONF_RELAY_NODE],
+            relay_node=data.get(CONF_RELAY_NODE) or None,
             start_grace=float(data.get(CONF_START_GRACE, DEFAULT_START_GRACE)),
             stop_grace=float(data.get(CONF_STOP_GRACE, DEFAULT_STOP_GRACE)),
             command_key=data[CONF_COMMAND_KEY],
@@ -123,7 +135,27 @@ class ServerConfig(PowerConfig):
             wol_port=int(data.get(CONF_WOL_PORT, protocol.WOL_PORT)),
             reach_host=data.get(CONF_REACH_HOST, ""),
             reach_port=int(data.get(CONF_REACH_PORT, 0)),
+            reach_by=ReachBy(data.get(CONF_REACH_BY, ReachBy.HA)),
+            reach_interval=int(data.get(CONF_REACH_INTERVAL, DEFAULT_REACH_INTERVAL)),
         )
+
+    def checks(self, by: ReachBy) -> bool:
+        """Whether `by` checks the server's port."""
+        return bool(self.reach_host) and self.reach_by is by
+
+    def node_sections(self) -> dict[str, Any]:
+        """Return the configuration sections HA serves to the server's node for this server."""
+        sections: dict[str, Any] = {}
+        if self.power_on is PowerOn.WOL_NODE:
+            sections["wol"] = {}  # a node without a relay takes WOL too
+        if self.checks(ReachBy.NODE):
+            sections["reach"] = {
+                "host": self.reach_host,
+                "port": self.reach_port,
+                "interval_s": self.reach_interval,
+                "timeout_ms": REACH_TIMEOUT_S * 1000,
+            }
+        return sections
 
 
 def server_subentries(entry: ConfigEntry[Any]) -> list[ConfigSubentry]:
@@ -261,6 +293,17 @@ class Server:
         """Take the relay node's availability: ONLINE or OFFLINE."""
         if self._valid("relay node status", payload, (protocol.ONLINE, protocol.OFFLINE)):
             self._apply(self.machine.on_node_status(payload))
+            if payload == protocol.OFFLINE and self.config.checks(ReachBy.NODE):
+                # the node's last answer no longer holds: nobody checks now
+                self._apply(self.machine.on_reachable(None, time.monotonic()))
+
+    @callback
+    def async_node_reach(self, payload: str) -> None:
+        """Take the node's check of the server's port: ON (answered) or OFF (no answer)."""
+        if not self.config.checks(ReachBy.NODE):
+            return  # HA checks, or nobody: a node's report is not asked for
+        if self._valid("reachability report", payload, (protocol.REACH_ON, protocol.REACH_OFF)):
+            self._apply(self.machine.on_reachable(payload == protocol.REACH_ON, time.monotonic()))
 
     @callback
     def async_mqtt_connected(self, connected: bool) -> None:
@@ -310,10 +353,13 @@ class Server:
 
     @callback
     def async_start_checks(self) -> None:
-        """Check the server's TCP port at an interval, if one is configured."""
-        if self.config.reach_host:
+        """Check the server's TCP port at its interval, if HA is the one to check it."""
+        if self.config.checks(ReachBy.HA):
             self._stop_checks = async_track_time_interval(
-                self.hass, self._check, timedelta(seconds=REACH_INTERVAL_S), cancel_on_shutdown=True
+                self.hass,
+                self._check,
+                timedelta(seconds=self.config.reach_interval),
+                cancel_on_shutdown=True,
             )
 
     async def _check(self, _now: datetime | None = None) -> None:
@@ -348,7 +394,7 @@ class Server:
             {
                 "name": self.config.name,
                 "server_id": self.config.server_id,
-                "relay_node": self.config.relay_node,
+                "relay_node": self.config.relay_node or "",
                 **placeholders,
             },
             data={"entry_id": self.entry_id, "subentry_id": self.config.subentry_id} if fixable else None,
@@ -401,6 +447,8 @@ class Server:
             key, target = config.command_key, config.server_id
             topic = protocol.server_topic(self.base, target, protocol.SERVER_SYSTEM)
         else:
+            # decide() refuses a node's command to a server without a node
+            assert config.relay_node is not None
             key, target = config.node_key, config.relay_node
             topic = protocol.node_topic(self.base, target, protocol.NODE_POWER_SET)
         await self._publish(topic, protocol.sign_command(key, target, send.cmd, int(time.time()), arg))
@@ -465,7 +513,7 @@ class ServerHub:
             server.mqtt_connected = connected
         self.configs = {s.config.server_id: s.config for s in self.servers.values()}
         self._by_id = {s.config.server_id: s for s in self.servers.values()}
-        self._by_node = {s.config.relay_node: s for s in self.servers.values()}
+        self._by_node = {node: s for s in self.servers.values() if (node := s.config.relay_node)}
         self._loaded = _snapshot(entry)
 
     @callback
@@ -506,6 +554,20 @@ class ServerHub:
         """Take a relay node's availability."""
         if server := self._by_node.get(node_id):
             server.async_node_status(text)
+
+    @callback
+    def async_node_reach(self, node_id: str, text: str) -> None:
+        """Take a node's check of its server's port."""
+        if server := self._by_node.get(node_id):
+            server.async_node_reach(text)
+
+    def node_sections(self) -> dict[str, dict[str, Any]]:
+        """Return the sections HA serves to each server's node (node id -> sections), if any."""
+        return {
+            node: sections
+            for server in self.servers.values()
+            if (node := server.config.relay_node) and (sections := server.config.node_sections())
+        }
 
     @callback
     def async_connection(self, connected: bool) -> None:

@@ -60,7 +60,8 @@ async def async_setup_entry(
     # Install needs the node's key: HA knows those of its servers' relay nodes.
     keys: dict[str, str] = {}
     for server in entry.runtime_data.servers.servers.values():
-        keys.setdefault(server.config.relay_node, server.config.node_key)
+        if server.config.relay_node:  # a server without a node has no node key in use
+            keys.setdefault(server.config.relay_node, server.config.node_key)
 
     @callback
     def add_missing(firmware: NodeFirmware) -> None:

@@ -1,6 +1,7 @@
 # Board configuration: copy to board.py and adjust. Secrets go to secrets.py.
 # The remote configuration from HA may override the relay, power_sense, alarms and
-# log sections (same keys); everything else stays as set here.
+# log sections (same keys), and HA adds wol and reach for a server that needs them;
+# everything else stays as set here.
 BOARD = {
     "node_id": None,  # None: the chip id (machine.unique_id() in hex); else [A-Za-z0-9_-]{1,64}
     "base": "home",  # base topic, the same as in the integration's options
@@ -14,6 +15,8 @@ BOARD = {
         "max_skew_s": 30,  # commands older or newer than this are refused
         "timer": 0,  # machine.Timer that also ends a pulse (its callback is scheduled)
     },
+    # A node that only sends Wake-on-LAN (nothing wired): "relay": None and "wol": {}
+    # (HA serves wol itself when the server's power-on method is WOL by the node).
     # Power LED through an optocoupler; None if not wired.
     "power_sense": {
         "pin": 34,  # input-only pins 34-39 are fine here (use an external pull-up)

@@ -31,7 +31,7 @@ _CONNACK_ERRORS = {
 }
 
 
-def _writable(sock):
+def writable(sock):
     # asyncio's own wait for a writable socket (extmod/asyncio/stream.py does the same)
     yield asyncio.core._io_queue.queue_write(sock)
 
@@ -318,7 +318,7 @@ class MQTT:
         reader = writer = self._stream = self._open(addr, ssl, hostname)
         # as asyncio.open_connection does: lwIP refuses a write (EINPROGRESS, which TLS
         # does not retry) until the TCP connect is done; a dead address times out here
-        await asyncio.wait_for_ms(_writable(writer.s), self._timeout_ms)
+        await asyncio.wait_for_ms(writable(writer.s), self._timeout_ms)
         gc.collect()
         flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, Will, Will QoS 1, Will retained
         body = b"\x00\x04MQTT\x04" + bytes([0]) + struct.pack("!H", self._keepalive) + _field(self._client_id)

@@ -1,5 +1,6 @@
-# The node: configuration, MQTT, logging and remote configuration always; relay and
-# power sense unless the node is in safe mode (decided by main.py with bootstate.py).
+# The node: configuration, MQTT, logging and remote configuration always; relay, power
+# sense, alarms, power commands (relay, WOL) and reachability unless the node is in safe
+# mode (decided by main.py with bootstate.py).
 import asyncio
 import gc
 import json
@@ -17,7 +18,7 @@ import topics
 from mqtt import MQTT, ONLINE
 
 VERSION = remote_config.VERSION
-MODULES = ("relay", "power_sense", "alarms")
+MODULES = ("relay", "power_sense", "alarms", "reach")
 
 
 class Node:
@@ -214,11 +215,23 @@ class Node:
             log.info("clock set to the last time known until NTP answers: %d" % self.clock_from)
 
     def _start_modules(self):
+        config = self.config
         for name in MODULES:
-            if self.config.get(name):
-                module = __import__(name)
-                self.modules[name] = module.start(self.mqtt, self.config)
+            if config.get(name):
+                started = __import__(name).start(self.mqtt, config)
+                if started is not None:  # None: refused, the reason logged
+                    self.modules[name] = started
                 gc.collect()
+        relay = self.modules.get("relay")
+        wol_section = isinstance(config.get("wol"), dict)
+        if relay or wol_section:
+            # signed commands: a relay's PRESS/HOLD, and WOL (also on a node without a relay)
+            import commands
+
+            listener = commands.start(self.mqtt, config, relay)
+            if wol_section:
+                self.modules["wol"] = listener
+            gc.collect()
 
     async def main(self):
         asyncio.get_event_loop().set_exception_handler(self._on_task_error)

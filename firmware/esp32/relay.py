@@ -1,18 +1,14 @@
 # Relay (or optocoupler) across the server's power-button header. PRESS and HOLD
-# are timed here and the on-time is capped. On the ESP32 no Python code runs while the
+# (checked and handed over by commands.py) are timed here and the on-time is capped. On the ESP32 no Python code runs while the
 # loop is inside a blocking call (DNS, TLS handshake): a machine.Timer callback is only
 # scheduled. So the blocking steps wait until a pulse has ended (MQTT.blocking_ok).
 import asyncio
 from time import ticks_diff, ticks_ms
 
 import log
-import sign
-import topics
+from commands import HOLD, PRESS
 from machine import Pin, Timer
 
-PRESS = "PRESS"
-HOLD = "HOLD"
-WOL = "WOL"  # Wake-on-LAN: the magic packet instead of a pulse (wol.py)
 CAP_MS = 10000  # never hold a power button longer, whatever the configuration says
 # HOLD must outlast the forced power-off of common boards (ATX: more than 4 s, some
 # more than 6 s), and max_on_ms the HOLD, or it cuts the HOLD short.
@@ -32,11 +28,7 @@ class Relay:
         times = _times(cfg)
         self.max_on_ms = min(times["max_on_ms"], CAP_MS)
         self.times = {PRESS: times["press_ms"], HOLD: times["hold_ms"]}
-        self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
         self._on_at = None
-        self._mqtt = mqtt
-        self.topic = topics.node_topic(config, "power/set")
-        mqtt.subscribe(self.topic, self._on_command, qos=1)
         mqtt.before_blocking.append(self.idle)
         asyncio.create_task(self._guard())
 
@@ -52,33 +44,13 @@ class Relay:
     def _timer_off(self, _timer):
         self._pin.value(1 - self._active)
 
-    def _on_command(self, topic, payload, retained):
-        try:
-            cmd, arg = self._verifier.check(payload, retained)
-        except sign.Refused as err:
-            log.warning("power command refused: %s" % err)
-            return
-        if cmd == WOL:
-            self._wake(arg)
-            return
-        if cmd not in self.times:
-            log.warning("power command refused: unknown command %r" % cmd)
-            return
+    def command(self, cmd):
+        """Pulse for a verified PRESS or HOLD, unless a pulse is running."""
         if self._on_at is not None:
             log.warning("power command %s ignored: a pulse is running" % cmd)
             return
         self._on_at = ticks_ms()  # busy from now: no blocking step may start
         asyncio.create_task(self.pulse(cmd))
-
-    def _wake(self, arg):
-        import wol  # loaded for the first WOL only: most nodes press a button
-
-        try:
-            log.info("WOL: magic packet for %s" % wol.send(arg))
-        except ValueError as err:
-            log.warning("power command refused: WOL %s" % err)
-        except OSError as err:
-            log.error("WOL: magic packet not sent: %s" % err)
 
     async def pulse(self, cmd):
         ms = min(self.times[cmd], self.max_on_ms)

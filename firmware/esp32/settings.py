@@ -9,6 +9,7 @@ DEFAULTS = {
     "node_id": None,
     "base": "home",
     "relay": None,
+    "wol": None,  # {} (or {"max_skew_s": 30}): take signed WOL without a relay
     "power_sense": None,
     "alarms": None,
     "log": {"level": "info", "buffer_lines": 32, "buffer_bytes": 3072},
@@ -23,9 +24,10 @@ DEFAULTS = {
     "key": "",
 }
 # Sections the remote configuration may change; broker, WiFi, key and mgmt stay local.
+# HA serves `wol` and `reach` itself to the node of a server that needs them.
 # Of the relay only its pulse times: whoever can publish an answer must not move or
 # invert an output pin (boot.py drives the board's relay pin before any check runs).
-REMOTE_SECTIONS = ("relay", "power_sense", "alarms", "log")
+REMOTE_SECTIONS = ("relay", "wol", "power_sense", "alarms", "log", "reach")
 RELAY_SERVED = ("press_ms", "hold_ms", "max_on_ms")
 MAX_PULSE_MS = 10000  # relay.CAP_MS
 INPUT_ONLY = range(34, 40)  # ESP32 GPIO 34-39: input only, without pull resistors

@@ -408,9 +408,9 @@ class ConfigServer:
             self.peer.client.publish(protocol.login_component("home", node, name), json.dumps(value), qos=1)
 
 
-def signed(cmd: str, *, ts: int | None = None, key: str = KEY, node: str = NODE) -> str:
+def signed(cmd: str, *, ts: int | None = None, key: str = KEY, node: str = NODE, arg: str = "") -> str:
     """A command signed like the integration signs it."""
-    return str(protocol.sign_command(key, node, cmd, int(time.time()) if ts is None else ts))
+    return str(protocol.sign_command(key, node, cmd, int(time.time()) if ts is None else ts, arg))
 
 
 def payloads(peer: Peer, topic: str) -> list[str]:

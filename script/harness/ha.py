@@ -88,17 +88,20 @@ STOP_GRACE = 60
 def server_subentry(
     server_id: str = SERVER_ID,
     name: str = "NAS",
-    relay_node: str = RELAY_NODE,
+    relay_node: str | None = RELAY_NODE,
     command_key: str = COMMAND_KEY,
     **extra: Any,
 ) -> ConfigSubentryData:
-    """A server subentry as the flow stores it (`extra`: more settings, e.g. the power-on method)."""
+    """A server subentry as the flow stores it (`extra`: more settings, e.g. the power-on method).
+
+    `relay_node` None: a server without a node (the flow stores no relay node then).
+    """
     return ConfigSubentryData(
         data={
             **extra,
             CONF_NAME: name,
             CONF_SERVER_ID: server_id,
-            CONF_RELAY_NODE: relay_node,
+            **({CONF_RELAY_NODE: relay_node} if relay_node else {}),
             CONF_START_GRACE: START_GRACE,
             CONF_STOP_GRACE: STOP_GRACE,
             CONF_COMMAND_KEY: command_key,

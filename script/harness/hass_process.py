@@ -441,9 +441,18 @@ class HassApi:
         return await self.run_flow("smartserver", {"base_topic": base_topic})
 
     async def add_server(
-        self, entry_id: str, name: str, server_id: str, relay_node: str, grace_s: int = 120
+        self,
+        entry_id: str,
+        name: str,
+        server_id: str,
+        relay_node: str | None,
+        grace_s: int = 120,
+        **settings: Any,
     ) -> dict[str, str]:
-        """Run the "Add server" subentry flow as the UI does; return what its key step shows."""
+        """Run the "Add server" subentry flow as the UI does; return what its key step shows.
+
+        `relay_node` None: a server without a node; `settings`: more fields (power-on method).
+        """
         flow: dict[str, Any] = await self.request(
             "POST",
             "/api/config/config_entries/subentries/flow",
@@ -455,12 +464,13 @@ class HassApi:
         fields = {
             "name": name,
             "server_id": server_id,
-            "relay_node": relay_node,
+            **({"relay_node": relay_node} if relay_node else {}),
             "start_grace": grace_s,
             "stop_grace": grace_s,
+            **settings,
         }
         shown: dict[str, Any] = await self.request("POST", path, json_body=fields)
-        if shown.get("step_id") != "agent":
+        if shown.get("step_id") != ("agent" if relay_node else "agent_only"):
             raise HassError(f"the server flow refused {fields}: {shown}")
         done = await self.request("POST", path, json_body={})
         if done["type"] != "create_entry":

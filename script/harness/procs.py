@@ -19,6 +19,23 @@ def free_port() -> int:
         return port
 
 
+def tcp_listener(port: int) -> socket.socket:
+    """A TCP socket listening on 127.0.0.1:`port` (a server's port that answers); close it to stop."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    return server
+
+
+def udp_listener(timeout: float = 10) -> socket.socket:
+    """A UDP socket on 127.0.0.1, a free port: where a test sends a magic packet."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(timeout)
+    return sock
+
+
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll `check` until it is true, or raise TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout

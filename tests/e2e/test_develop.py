@@ -22,6 +22,7 @@ from script.harness.procs import free_port, stop, wait_for
 from .conftest import keep_logs
 
 SWITCH = "switch.demo_server_power"
+WOL_SWITCH = "switch.wol_server_power"
 
 
 class Develop:
@@ -126,6 +127,20 @@ async def test_develop_demo(tmp_path: Path) -> None:
             await api.wait_state(SWITCH, "off", within=60)
             await api.wait_state("sensor.demo_server_power_state", "off", within=60)
             assert "logind was asked to power off" in run.output
+
+            # the server without a node runs; off through its agent, on by Home Assistant's
+            # Wake-on-LAN packet, which the simulated server receives on 127.0.0.1
+            await api.wait_state(WOL_SWITCH, "on", within=60)
+            registered = {e["entity_id"] for e in await api.ws("config/entity_registry/list")}
+            assert "button.demo_server_force_off" in registered
+            assert "button.wol_server_force_off" not in registered  # no node to hold its button
+            await api.request("POST", "/api/services/switch/turn_off", json_body={"entity_id": WOL_SWITCH})
+            await api.wait_state(WOL_SWITCH, "off", within=60)
+            # the agent reports its shutdown before logind powers the machine off
+            run.wait_output("demo: demo-wol is off", 30)
+            await api.request("POST", "/api/services/switch/turn_on", json_body={"entity_id": WOL_SWITCH})
+            await api.wait_state("sensor.wol_server_power_state", "on", within=60)
+            assert "a Wake-on-LAN packet for 02:00:5E:00:53:01 arrived: demo-wol boots" in run.output
         run.ctrl_c()
 
         # the next day: the same folder, nothing set up twice
@@ -136,7 +151,10 @@ async def test_develop_demo(tmp_path: Path) -> None:
         async with HassApi(hass) as api:
             await api.login(Owner("dev", state["owner_password"]))
             entry = await api.wait_loaded("smartserver")
-            assert [s["title"] for s in await api.subentries(entry["entry_id"])] == ["Demo server"]
+            assert [s["title"] for s in await api.subentries(entry["entry_id"])] == [
+                "Demo server",
+                "WOL server",
+            ]
             await api.wait_state(SWITCH, "off", within=90)
         run.ctrl_c()
         assert integration_problems(hass.log) == []

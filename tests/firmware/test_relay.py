@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from script.harness.board import FIRMWARE, KEY, NODE, Board, protocol, secrets_c
 from script.harness.clients import Peer
 from script.harness.micropython import MicroPython
 from script.harness.mosquitto import Broker
+from script.harness.procs import udp_listener
 from script.harness.proxy import SilentProxy
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
@@ -218,9 +218,7 @@ def test_default_hold_forces_off_and_a_long_press_is_refused(
 
 def test_wol_sends_the_magic_packet(make_board: Callable[..., Board], peer: Peer) -> None:
     """A signed WOL: the node sends 6 x 0xFF and the MAC 16 times to the address in its arg (loopback)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.settimeout(10)
+    listener = udp_listener()
     port = listener.getsockname()[1]
     try:
         board = make_board()
@@ -259,6 +257,30 @@ def test_wol_sends_the_magic_packet(make_board: Callable[..., Board], peer: Peer
         listener.settimeout(0.5)
         with pytest.raises(TimeoutError):
             listener.recvfrom(1024)
+        assert board.pulses(25) == []
+    finally:
+        listener.close()
+
+
+def test_wol_only_node(make_board: Callable[..., Board], peer: Peer) -> None:
+    """A node with a `wol` section and no relay takes WOL; PRESS and HOLD are refused, said in its log."""
+    listener = udp_listener()
+    port = listener.getsockname()[1]
+    try:
+        board = make_board(relay=None, power_sense=None, wol={})
+        board.boot()
+        board.wait_output("running: wol")
+        board.wait_commands()
+        mac = "02:00:5E:10:00:02"
+        peer.publish(POWER_SET, signed(protocol.PRESS))
+        peer.publish(POWER_SET, signed(protocol.HOLD))
+        peer.publish(POWER_SET, signed(protocol.WOL, arg=protocol.wol_arg(mac, "127.0.0.1", port)))
+        packet, _sender = listener.recvfrom(1024)
+        assert packet == b"\xff" * 6 + bytes.fromhex(mac.replace(":", "")) * 16
+        board.wait_output(f"WOL: magic packet for {mac} to 127.0.0.1:{port}")
+        out = board.output()
+        for cmd in ("PRESS", "HOLD"):
+            assert f"power command refused: {cmd} needs a relay, and this node has none (WOL only)" in out
         assert board.pulses(25) == []
     finally:
         listener.close()

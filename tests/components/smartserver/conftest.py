@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncGenerator, Generator
 from unittest.mock import MagicMock, PropertyMock, patch
 
@@ -29,6 +30,7 @@ from script.harness.ha import (  # noqa: F401 (fixtures)
     server_config_entry,
     server_subentry,
 )
+from script.harness.procs import udp_listener
 
 
 class _SnapshotExtension(HomeAssistantSnapshotExtension):  # type: ignore[misc]
@@ -80,6 +82,14 @@ async def init_integration(
     await hass.async_block_till_done()
     await hass.config_entries.async_unload(mock_config_entry.entry_id)
     await hass.async_block_till_done()
+
+
+@pytest.fixture
+def listener(socket_enabled: None) -> Generator[socket.socket]:
+    """A UDP socket on loopback where a magic packet is sent (Wake-on-LAN tests)."""
+    sock = udp_listener(timeout=5)
+    yield sock
+    sock.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver.const import CONF_REACH_HOST, CONF_REACH_PORT
 from script.harness.ha import server_hub
+from script.harness.procs import tcp_listener
 
 from .servers_common import HEARTBEAT, STATE, elapse, issues, power_state, report
 
@@ -28,14 +29,6 @@ def port(socket_enabled: None) -> int:
         probe.bind(("127.0.0.1", 0))
         free: int = probe.getsockname()[1]
     return free
-
-
-def listen(port: int) -> socket.socket:
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
-    server.listen()
-    return server
 
 
 @pytest.fixture
@@ -69,7 +62,7 @@ async def test_reachability(
     await check(hass, freezer)
     assert reachable(hass) == STATE_OFF
     assert power_state(hass) == STATE_UNKNOWN
-    server = listen(port)
+    server = tcp_listener(port)
     try:
         # the port answers: the server runs, before its agent says anything
         await check(hass, freezer)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Generator
 
 import pytest
 from homeassistant.core import HomeAssistant
@@ -24,16 +23,6 @@ from script.harness.ha import NODE_KEY, RELAY_NODE, server_hub
 from .servers_common import POWER_SET, power_state, published, report, stopped, switch
 
 MAC = "02:00:5E:10:00:01"
-
-
-@pytest.fixture
-def listener(socket_enabled: None) -> Generator[socket.socket]:
-    """A UDP socket on loopback where the magic packet is sent."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
-    yield sock
-    sock.close()
 
 
 @pytest.fixture

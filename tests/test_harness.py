@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from script.harness import procs
 from script.harness.clients import Peer
 from script.harness.micropython import POWER_UP, MicroPython
 from script.harness.mosquitto import Broker
@@ -133,3 +134,10 @@ def test_micropython_clock_starts_at_power_up_and_rtc_sets_it(
     year, behind = result.stdout.split()
     assert year == "2000", result.stderr
     assert abs(float(behind)) <= 1  # whole seconds: libfaketime's offset
+
+
+def test_free_ports_are_never_handed_out_twice(socket_enabled: None) -> None:
+    # a broker's two listeners took the same port once (the kernel offers a port again
+    # once its probe socket is closed): mosquitto then fails with "Address already in use"
+    ports = [procs.free_port() for _ in range(1000)]
+    assert len(set(ports)) == len(ports)

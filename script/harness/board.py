@@ -240,7 +240,7 @@ class Board:
                 out.write(f"=== bootloader skipped {skipped}\n")
             out.flush()
             command = self.micropython.command(SHIM / "mp_board.py", heapsize=self.heapsize)
-            if esp_image.project_name(self.partition(label)) == esp_image.CRASH_PROJECT:
+            if esp_image.crashes(self.partition(label)):
                 # a MicroPython build that panics before any Python runs
                 out.write("=== this image panics at boot\n")
                 out.flush()
@@ -368,8 +368,20 @@ class Board:
         self.proc.send_signal(PANIC)
         self.proc.wait(10)
 
+    def pause(self) -> None:
+        """Freeze the firmware where it is (SIGSTOP): it reads nothing from the network,
+        as an ESP32 whose CPU waits on a long flash erase. resume() lets it go on."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused firmware run again."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
-        """Pull the plug (SIGTERM, then SIGKILL)."""
+        """Pull the plug (SIGTERM, then SIGKILL), paused or not."""
+        self.resume()
         stop(self.proc)
         self.proc = None
 

@@ -117,7 +117,9 @@ def test_an_image_never_healthy_within_trial_s_is_rolled_back(
     assert board.partition("ota_0")[:24] == esp_image.build("v1.25.0")[:24]
 
 
-def test_an_image_sent_in_one_burst_keeps_the_connection(start_board: Callable[..., Board], node: Node) -> None:
+def test_an_image_sent_in_one_burst_keeps_the_connection(
+    start_board: Callable[..., Board], node: Node
+) -> None:
     """1.5 MB sent without pacing (this broker queues without limit): the node reads for
     seconds with its PINGRESP queued behind the chunks. A late PINGRESP behind incoming
     packets is no lost connection (that reconnect would lose the queued chunks)."""

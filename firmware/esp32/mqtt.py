@@ -109,6 +109,8 @@ class MQTT:
         self._acked = set()
         self._recent = []  # ids of QoS 1 messages received, to drop DUP repeats
         self._ping_at = None
+        # last PUBLISH read: the broker's answers to us queue behind the ones it sends
+        self._pub_at = ticks_ms()
         self.rtt_at = ticks_ms()  # last answer from the broker to one of our packets
         self.connected_at = None
         self.connects = 0
@@ -339,7 +341,7 @@ class MQTT:
         self._gen += 1
         gen = self._gen
         self._down = asyncio.Event()
-        self.rtt_at = ticks_ms()
+        self.rtt_at = self._pub_at = ticks_ms()
         self._ping_at = None
         self._recent = []
         self._tasks = [
@@ -440,10 +442,14 @@ class MQTT:
         self._waiting[pid] = ev
         try:
             await self._send(packet)
-            try:
-                await asyncio.wait_for_ms(ev.wait(), self._timeout_ms)
-            except asyncio.TimeoutError:
-                raise OSError("no acknowledgement")
+            while True:
+                try:
+                    await asyncio.wait_for_ms(ev.wait(), self._timeout_ms)
+                    break
+                except asyncio.TimeoutError:
+                    # late only when no message arrives: it may queue behind those
+                    if ticks_diff(ticks_ms(), self._pub_at) >= self._timeout_ms:
+                        raise OSError("no acknowledgement")
             if pid not in self._acked:
                 raise OSError("connection lost")
         finally:
@@ -470,7 +476,12 @@ class MQTT:
                 return
             now = ticks_ms()
             if self._ping_at is not None:
-                if ticks_diff(now, self._ping_at) > self._resp_ms:
+                # Late only when no message arrives: behind a burst of them (an
+                # image's chunks) the PINGRESP comes once they are read.
+                if (
+                    ticks_diff(now, self._ping_at) > self._resp_ms
+                    and ticks_diff(now, self._pub_at) > self._resp_ms
+                ):
                     self._drop(gen, "no PINGRESP within %d ms" % self._resp_ms)
                     return
             elif ticks_diff(now, self.rtt_at) >= self._ping_ms:
@@ -497,6 +508,7 @@ class MQTT:
                         raise MQTTError("bad packet length")
                 kind = head & 0xF0
                 if kind == 0x30:
+                    self._pub_at = ticks_ms()
                     await self._on_publish(reader, head, size, gen)
                     continue
                 body = await reader.readexactly(size) if size else b""

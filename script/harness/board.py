@@ -157,6 +157,8 @@ class Board:
     env: dict[str, str] = field(default_factory=dict)
     clock: float | None = None  # the board's wall clock at first boot (Unix time); None: the host's
     partitions: str = "ota"  # the partition table: "ota" or "factory" (PARTITIONS)
+    # the size of each app partition: MicroPython's 4 MB OTA layout has 0x180000
+    app_size: int = APP_SIZE
     proc: subprocess.Popen[bytes] | None = None
     boots: list[int] = field(default_factory=list)
     exits: list[int] = field(default_factory=list)
@@ -178,7 +180,7 @@ class Board:
     def _flash_partitions(self) -> None:
         """Erased partitions, and MicroPython in the first app slot (as over USB)."""
         self.esp32.mkdir()
-        table = PARTITIONS[self.partitions]
+        table = [(*row[:3], self.app_size if row[1] == 0 else row[3]) for row in PARTITIONS[self.partitions]]
         (self.esp32 / "table.json").write_text(json.dumps(table))
         for label, _, _, size in table:
             (self.esp32 / f"{label}.bin").write_bytes(b"\xff" * size)
@@ -238,7 +240,7 @@ class Board:
                 out.write(f"=== bootloader skipped {skipped}\n")
             out.flush()
             command = self.micropython.command(SHIM / "mp_board.py", heapsize=self.heapsize)
-            if esp_image.project_name(self.partition(label)) == esp_image.CRASH_PROJECT:
+            if esp_image.crashes(self.partition(label)):
                 # a MicroPython build that panics before any Python runs
                 out.write("=== this image panics at boot\n")
                 out.flush()
@@ -366,8 +368,20 @@ class Board:
         self.proc.send_signal(PANIC)
         self.proc.wait(10)
 
+    def pause(self) -> None:
+        """Freeze the firmware where it is (SIGSTOP): it reads nothing from the network,
+        as an ESP32 whose CPU waits on a long flash erase. resume() lets it go on."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused firmware run again."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
-        """Pull the plug (SIGTERM, then SIGKILL)."""
+        """Pull the plug (SIGTERM, then SIGKILL), paused or not."""
+        self.resume()
         stop(self.proc)
         self.proc = None
 

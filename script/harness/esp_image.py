@@ -21,8 +21,9 @@ CHIP_ID_ESP32 = 0
 DROM, IRAM, IROM = 0x3F400000, 0x40080000, 0x400D0000
 MMU_PAGE = 0x10000  # a flash-mapped segment sits at its load address modulo 64 KB
 ENTRY = 0x40081000
-# A project name the harness's bootloader model turns into a crash at boot (board.py).
-CRASH_PROJECT = "crash-at-boot"
+# The start of a code segment the harness boots into a panic (board.py): a MicroPython
+# build that crashes, still MicroPython's project (HA and the CLI accept only those).
+CRASH_CODE = b"panics at boot"
 
 
 def app_desc(version: str, project: str = "micropython", idf: str = "v5.2.2") -> bytes:
@@ -42,11 +43,9 @@ def app_desc(version: str, project: str = "micropython", idf: str = "v5.2.2") ->
     )
 
 
-def project_name(image: bytes) -> str:
-    """The project name in an app image's descriptor ("" if there is none)."""
-    if len(image) < 112 or struct.unpack_from("<I", image, 32)[0] != APP_DESC_MAGIC:
-        return ""
-    return image[80:112].split(b"\0", 1)[0].decode(errors="replace")
+def crashes(image: bytes) -> bool:
+    """Whether an app image is one build(crash=True) made (its code starts with CRASH_CODE)."""
+    return image.find(CRASH_CODE, 0, 4096) >= 0
 
 
 def checksum(segments: list[tuple[int, bytes]]) -> int:
@@ -68,14 +67,16 @@ def build(
 ) -> bytes:
     """Return a valid app image of about `size` bytes (the code segment fills it up).
 
-    `crash` names the project CRASH_PROJECT: the harness boots such an image into a
-    crash, as a broken MicroPython build would.
+    `crash` starts the code with CRASH_CODE: the harness boots such an image into a
+    panic, as a broken MicroPython build would.
     """
-    drom = app_desc(version, CRASH_PROJECT if crash else project)
+    drom = app_desc(version, project)
     iram = bytes(range(256)) * 4
     irom_at = 24 + 8 + len(drom) + 8 + len(iram) + 8  # where the code segment's data starts
     filler = max(4, (size - irom_at - 16 - 32) // 4 * 4)
     code = bytes((i * 7 + 3) & 0xFF for i in range(filler))
+    if crash:
+        code = CRASH_CODE + code[len(CRASH_CODE) :]
     # DROM (the descriptor first, at byte 32), IRAM (loaded), IROM (mapped: the bulk)
     segments = [(DROM + 32 % MMU_PAGE, drom), (IRAM, iram), (IROM + irom_at % MMU_PAGE, code)]
     out = bytearray(

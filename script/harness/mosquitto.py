@@ -32,6 +32,9 @@ class Broker:
     username: str = "smartserver"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     extra_config: str = ""
+    # messages queued per client beyond those in flight; above it mosquitto drops them.
+    # 0 (unlimited) by default here; mosquitto's own default is 1000.
+    max_queued_messages: int = 0
     host: str = HOST
     port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
@@ -64,7 +67,7 @@ log_type warning
 log_type notice
 log_type information
 connection_messages true
-max_queued_messages 0
+max_queued_messages {self.max_queued_messages}
 listener {self.port} {self.host}
 listener {self.tls_port} {self.host}
 cafile {self.certs.ca}

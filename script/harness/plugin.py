@@ -31,11 +31,16 @@ def broker_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path, broker_certs: Certs) -> Iterator[Callable[..., Broker]]:
-    """Start brokers with extra configuration; all are stopped at teardown."""
+    """Start brokers with extra configuration (or a queue limit); all are stopped at teardown."""
     brokers: list[Broker] = []
 
-    def start(extra_config: str = "") -> Broker:
-        broker = Broker(tmp_path / f"broker{len(brokers)}", broker_certs, extra_config=extra_config)
+    def start(extra_config: str = "", max_queued_messages: int = 0) -> Broker:
+        broker = Broker(
+            tmp_path / f"broker{len(brokers)}",
+            broker_certs,
+            extra_config=extra_config,
+            max_queued_messages=max_queued_messages,
+        )
         brokers.append(broker)
         broker.start()
         return broker

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from script.harness.board import Board, ConfigServer, board_config, secrets_config
+from script.harness.board import APP_SIZE, Board, ConfigServer, board_config, secrets_config
 from script.harness.clients import Peer
 from script.harness.micropython import MicroPython
 from script.harness.mosquitto import Broker
@@ -21,7 +21,8 @@ def make_board(
 ) -> Iterator[Callable[..., Board]]:
     """Create boards (not booted); all are stopped at teardown. `clock` starts a board's
     wall clock there (Unix time, e.g. POWER_UP) instead of the host's; `partitions` the
-    partition table ("ota", or "factory": a build without OTA partitions)."""
+    partition table ("ota", or "factory": a build without OTA partitions), `app_size`
+    the size of its app partitions."""
     boards: list[Board] = []
 
     def make(
@@ -29,6 +30,7 @@ def make_board(
         heapsize: str | None = None,
         clock: float | None = None,
         partitions: str = "ota",
+        app_size: int = APP_SIZE,
         **board: Any,
     ) -> Board:
         made = Board(
@@ -40,6 +42,7 @@ def make_board(
             heapsize=heapsize,
             clock=clock,
             partitions=partitions,
+            app_size=app_size,
         )
         boards.append(made)
         return made

@@ -117,6 +117,27 @@ def test_an_image_never_healthy_within_trial_s_is_rolled_back(
     assert board.partition("ota_0")[:24] == esp_image.build("v1.25.0")[:24]
 
 
+def test_an_image_sent_in_one_burst_keeps_the_connection(
+    start_board: Callable[..., Board], node: Node
+) -> None:
+    """1.5 MB sent without pacing (this broker queues without limit): the node reads for
+    seconds with its PINGRESP queued behind the chunks. A late PINGRESP behind incoming
+    packets is no lost connection (that reconnect would lose the queued chunks)."""
+    board = start_board(heapsize=HEAP, mgmt=TRIAL, app_size=0x180000)
+    image = esp_image.build("v1.26.0", 0x170000)
+    pieces = _pieces(image)
+    nonce = node.send("image", image_arg(image, "1.26.0"))
+    for seq, piece in enumerate(pieces):
+        kind = "ok" if seq == len(pieces) - 1 else "more"
+        node.client.publish(node.data_topic, chunk_payload(nonce, seq, kind, piece), qos=1)
+    replies = list(node.replies(nonce, timeout=60))
+    assert replies[-1].body.decode() == hashlib.sha256(image).hexdigest()
+    assert len(replies) == 1 + len(image) // (64 * 1024)  # "written" every 64 KB, then ok
+    board.wait_output("MicroPython image 1.26.0 confirmed", timeout=60)
+    assert "(connect 2)" not in board.output()  # one connection all along, each boot
+    assert board.booted == ["ota_0", "ota_1"]
+
+
 def _refused(
     board: Board, node: Node, arg: str, chunks: list[bytes], complete: bool = True, skip: int = -1
 ) -> str:

@@ -364,3 +364,16 @@ def test_a_flood_of_refused_commands_is_survived(start_board: Callable[..., Boar
     board.wait(lambda: len(board.log_lines("refused: bad signature")) >= 200, what="200 refusals")
     assert ("main.py", False, len((board.flash / "main.py").read_bytes())) in node.ls()
     assert board.boots == [1]
+
+
+def test_the_client_drops_a_redelivered_reply_chunk_and_stops_at_a_lost_one(node: Node, peer: Peer) -> None:
+    # QoS 1 may deliver a chunk twice (a PUBACK lost on the way back); HA drops it too
+    nonce = node.send("ls")
+    for seq, kind, body in [(0, "more", b"a"), (0, "more", b"a"), (1, "ok", b"b")]:
+        peer.publish(node.reply_topic, chunk_payload(nonce, seq, kind, body), qos=1)
+    assert b"".join(r.body for r in node.replies(nonce)) == b"ab"
+    nonce = node.send("ls")
+    for seq, kind in [(0, "more"), (2, "ok")]:
+        peer.publish(node.reply_topic, chunk_payload(nonce, seq, kind, b""), qos=1)
+    with pytest.raises(NodeError, match="reply chunk 2 arrived, expected 1"):
+        list(node.replies(nonce))

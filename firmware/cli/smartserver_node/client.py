@@ -185,7 +185,10 @@ class Node:
         self.client.publish(self.cmd_topic, payload, qos=1)
 
     def replies(self, nonce: str, timeout: float | None = None) -> Iterator[Reply]:
-        """Yield the reply chunks in order, the last one included; errors raise NodeError."""
+        """Yield the reply chunks in order, the last one included; errors raise NodeError.
+
+        A chunk seen before (an MQTT redelivery) is dropped; a gap (one lost) raises.
+        """
         q = self._replies[nonce]
         seq = 0
         try:
@@ -204,8 +207,10 @@ class Node:
                     if "checksum" in message:
                         raise ChecksumError(f"node {self.node}: {message}")
                     raise NodeError(f"node {self.node}: {message}")
-                if reply.seq != seq:
-                    raise NodeError(f"reply chunk {reply.seq} arrived, expected {seq}")
+                if reply.seq < seq:
+                    continue  # delivered again (QoS 1): taken already
+                if reply.seq > seq:
+                    raise NodeError(f"reply chunk {reply.seq} arrived, expected {seq} (one was lost)")
                 seq += 1
                 yield reply
                 if reply.kind == "ok":

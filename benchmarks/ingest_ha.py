@@ -30,6 +30,7 @@ NOOP_BASE = "noop"
 # BENCH_PAHO=0 leaves out the paho subscriber in another process (a secondary figure)
 PAHO = os.environ.get("BENCH_PAHO", "1") == "1"
 # BENCH_PROFILE=1: cProfile (every thread) over the integration's floods, printed at the end
+# (and saved to BENCH_PROFILE_OUT if set)
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"
 
 
@@ -221,6 +222,8 @@ class Floods:
     def print_profile(self) -> None:
         if self.profile is None:
             return
+        if path := os.environ.get("BENCH_PROFILE_OUT"):
+            self.profile.dump_stats(path)
         out = io.StringIO()
         pstats.Stats(self.profile, stream=out).sort_stats("tottime").print_stats(40)
         sys.stdout.write(out.getvalue())

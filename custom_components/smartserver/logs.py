@@ -280,9 +280,9 @@ class LogWriter:
         return bool(self._buffer or self.files.pending)
 
     @callback
-    def add_many(self, lines: list[LogLine]) -> None:
-        """Queue lines (in order)."""
-        self._buffer.extend(lines)
+    def add(self, line: LogLine) -> None:
+        """Queue a line."""
+        self._buffer.append(line)
 
     async def async_drain(self) -> AsyncIterator[dict[str, str]]:
         """Write batches until nothing is queued; yield each batch's node names (id -> name)."""

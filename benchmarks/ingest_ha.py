@@ -111,6 +111,9 @@ class Floods:
                 counter = await self._spawn("count", *self.auth, str(qos), str(self.messages), self.protocol, base)
                 processes.append(counter)
             tailer = None
+            if noop and os.environ.get("XP_NOOP_TAIL"):
+                offset = await self.hass.async_add_executor_job(os.path.getsize, self.general)
+                processes.append(await self._spawn("tail", str(self.general), str(offset), str(self.messages)))
             if not noop:
                 # the lines on disk are counted in another process: polling the files
                 # from HA's process took HA's interpreter lock from the measured loop
@@ -137,6 +140,7 @@ class Floods:
             else:
                 done, got = await self._noop_done()
             lag_ms, gc_ms = self.lag.stop()
+            gc_count, gc_total = self.lag.gc_count, self.lag.gc_total
             loop_cpu = time.thread_time() - loop_cpu
             if self.profile is not None:
                 self.profile.disable()
@@ -168,7 +172,8 @@ class Floods:
         what = "no-op subscriber received" if noop else "integration: on disk"
         print(
             f"{label} QoS {qos}, {nodes} nodes: {what} {got} of {self.messages} ({result.rate:.0f} msg/s, "
-            f"lost {result.lost}); loop lag {lag_ms:.1f} ms (longest garbage collection {gc_ms:.1f} ms); "
+            f"lost {result.lost}); loop lag {lag_ms:.1f} ms (garbage collections: {gc_count}, "
+            f"{1000 * gc_total:.0f} ms in all, the longest {gc_ms:.1f} ms); "
             f"CPU per message: event loop {result.loop_us:.1f} us, writer {result.writer_us:.1f} us{paho}"
         )
         if batches:
@@ -218,6 +223,35 @@ class Floods:
             paho = [100 * o.rate / o.paho_rate for o in ours if o.paho_rate]
             print(f"  secondary: integration / paho subscriber in another process {span(paho, ' %')}")
         return noops
+
+    async def callback_cost(self, on_log: Callable[[mqtt.ReceiveMessage], None], writer: Any, nodes: int) -> None:
+        """The integration's own time per message: its MQTT callback called in a loop, then the writer."""
+        levels = tuple(os.environ.get("BENCH_ALONE_LEVELS", "info warning error").split())
+        messages = [
+            mqtt.ReceiveMessage(
+                f"home/log/{levels[i % len(levels)]}/n{i % nodes}",
+                f"bench message {i} with some text to look like a log line".encode(),
+                1,
+                False,
+                "home/log/+/+",
+                time.monotonic(),
+            )
+            for i in range(self.messages)
+        ]
+        self.batches.clear()
+        begin = time.perf_counter()
+        for message in messages:
+            on_log(message)
+        loop_s = time.perf_counter() - begin
+        async with asyncio.timeout(60):
+            while writer.queued or sum(n for n, _s, _c in self.batches) < self.messages:
+                await asyncio.sleep(0.01)
+        writer_cpu = sum(c for _n, _s, c in self.batches)
+        print(
+            f"the integration alone ({self.messages} messages handed to its MQTT callback in a loop): "
+            f"{1e6 * loop_s / self.messages:.1f} us per message in the event loop, writer "
+            f"{1e6 * writer_cpu / self.messages:.1f} us CPU per line"
+        )
 
     def print_profile(self) -> None:
         if self.profile is None:

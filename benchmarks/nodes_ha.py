@@ -26,6 +26,7 @@ MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))
 # the machine's figures vary from run to run: each burst and flood runs this often
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 BURSTS = int(os.environ.get("BENCH_BURSTS", str(REPEATS)))
+QOS = [int(q) for q in os.environ.get("BENCH_QOS", "1 0").split()]  # the log floods' QoS, in order
 CEILING_PROTOCOL = os.environ.get("BENCH_CEILING_PROTOCOL")  # default: HA's ("5" or "3.1.1")
 BURST = 200
 NODES = 50
@@ -54,6 +55,8 @@ class LoopLag:
     def __init__(self) -> None:
         self.worst = 0.0
         self.longest_gc = 0.0
+        self.gc_total = 0.0  # all collections, seconds
+        self.gc_count = 0
         self._gc_start = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -68,10 +71,14 @@ class LoopLag:
         if phase == "start":
             self._gc_start = time.perf_counter()
         else:
-            self.longest_gc = max(self.longest_gc, time.perf_counter() - self._gc_start)
+            took = time.perf_counter() - self._gc_start
+            self.longest_gc = max(self.longest_gc, took)
+            self.gc_total += took
+            self.gc_count += 1
 
     def start(self) -> None:
-        self.worst = self.longest_gc = 0.0
+        self.worst = self.longest_gc = self.gc_total = 0.0
+        self.gc_count = 0
         gc.callbacks.append(self._on_gc)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -177,6 +184,17 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
             batches.append((len(lines), time.perf_counter() - begin, time.thread_time() - cpu))
 
     files.write = counted_write
+    if os.environ.get("XP_NOWRITE"):
+        from custom_components.smartserver.logs import WriteResult
+        def fake(lines):
+            batches.append((len(lines), 0.0, 0.0))
+            general_lines = "".join(f"[x] {l.message}\n" for l in lines)
+            with open(general, "a") as f:
+                f.write(general_lines)
+            return WriteResult()
+        files.write = fake
+    if os.environ.get("XP_NOEVENTS"):
+        entry.runtime_data.nodes.logs.event_rank = 99
     general = root / GENERAL_LOG
     floods = Floods(hass, helper, auth, protocol, MESSAGES, general, lag, batches)
     try:
@@ -190,16 +208,19 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
             f"log ingest: {MESSAGES} messages over {NODES} nodes per flood, the integration's floods "
             f"alternated with the ceiling's (a no-op subscriber in this HA, base topic {NOOP_BASE!r})"
         )
-        ceilings = {qos: await floods.compare(qos, NODES, REPEATS) for qos in (1, 0)}
+        ceilings = {qos: await floods.compare(qos, NODES, REPEATS) for qos in QOS}
         # every line from another made-up id: beyond the new-node budget (spent by the
         # bursts) nodes are held back, their lines go to the general log only
         hub = entry.runtime_data.nodes
         known = len(hub.registry.nodes)
         made_up = await floods.run(1, MESSAGES, "made-up ids", noop=False)
+        ceiling = f"; {100 * made_up.rate / statistics.median(c.rate for c in ceilings[1]):.0f} % of the QoS 1 ceiling's median" if 1 in ceilings else ""
         print(
             f"  made-up ids: {len(hub.registry.nodes) - known} new node devices, "
-            f"{hub.diagnostics()['new_nodes']['held_back']} ids held back; "
-            f"{100 * made_up.rate / statistics.median(c.rate for c in ceilings[1]):.0f} % of the QoS 1 ceiling's median"
+            f"{hub.diagnostics()['new_nodes']['held_back']} ids held back{ceiling}"
+        )
+        await floods.callback_cost(
+            entry.runtime_data.coordinator._on_log, entry.runtime_data.nodes.logs.writer, NODES
         )
         floods.print_profile()
     finally:

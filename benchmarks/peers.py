@@ -180,26 +180,27 @@ def tail(path: str, offset: str, messages: str) -> None:
     numbers: set[bytes] = set()
     lines = 0
     pattern = re.compile(rb"\] bench message (\d+) with")
+    chunks: list[bytes] = []
     with open(path, "rb") as file:
         inode = os.fstat(file.fileno()).st_ino
         file.seek(int(offset))
-        rest = b""
         last_change = time.time()
         print("ready", flush=True)
         while len(numbers) < expected:
             data = file.read()
             now = time.time()
             if data:
-                data, rest = rest + data, b""
-                end = data.rfind(b"\n") + 1
-                data, rest = data[:end], data[end:]
+                chunks.append(data)
                 lines += data.count(b"\n")
-                numbers.update(pattern.findall(data))
                 last_change = now
-                if len(numbers) >= expected:
-                    break
+                # the numbers are read once there are enough lines: light while HA writes
+                if lines >= expected:
+                    numbers = set(pattern.findall(b"".join(chunks)))
+                    if len(numbers) >= expected:
+                        break
             elif now - last_change > 15:
                 now = last_change
+                numbers = set(pattern.findall(b"".join(chunks)))
                 break
             if os.stat(path).st_ino != inode:
                 raise SystemExit(f"{path} was rotated during the flood")

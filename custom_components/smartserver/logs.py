@@ -146,6 +146,7 @@ class LogFiles:
         self._handles: dict[Path, OpenLog] = {}
         # Each node's current log path: a rename leaves the old one to be closed.
         self._paths: dict[str, Path] = {}
+        self._dir_names: dict[str, str] = {}  # the name of each path's directory
         self._checked: dict[str, float] = {}  # when each node's path was last checked
         self._generation = -1
         # Formatted lines per node (None: the general log) whose write failed.
@@ -203,10 +204,10 @@ class LogFiles:
     def _node_log(self, node: str, result: WriteResult, now: float) -> Path:
         old = self._paths.get(node)
         if old is not None and now - self._checked.get(node, -math.inf) < RECHECK_S:
-            result.names[node] = old.parent.name
+            result.names[node] = self._dir_names[node]
             return old
         directory = self.storage.node_dir(node)
-        result.names[node] = directory.name
+        result.names[node] = self._dir_names[node] = directory.name
         path = directory / f"{directory.name}.log"
         if old != path:
             if old is not None and (handle := self._handles.pop(old, None)) is not None:

@@ -87,7 +87,9 @@ class Floods:
 
     async def async_setup(self, publish: Callable[[str, str, int], Any]) -> None:
         """Subscribe the no-op like the integration (QoS 1, bytes) and wait until it receives."""
-        await mqtt.async_subscribe(self.hass, f"{NOOP_BASE}/log/+/+", self.noop.on_message, qos=1, encoding=None)
+        await mqtt.async_subscribe(
+            self.hass, f"{NOOP_BASE}/log/+/+", self.noop.on_message, qos=1, encoding=None
+        )
         async with asyncio.timeout(20):
             while not self.noop.count:
                 await self.hass.async_add_executor_job(publish, f"{NOOP_BASE}/log/info/n0", "warm", 1)
@@ -108,19 +110,20 @@ class Floods:
         try:
             counter = None
             if PAHO:
-                counter = await self._spawn("count", *self.auth, str(qos), str(self.messages), self.protocol, base)
+                counter = await self._spawn(
+                    "count", *self.auth, str(qos), str(self.messages), self.protocol, base
+                )
                 processes.append(counter)
             tailer = None
-            if noop and os.environ.get("XP_NOOP_TAIL"):
-                offset = await self.hass.async_add_executor_job(os.path.getsize, self.general)
-                processes.append(await self._spawn("tail", str(self.general), str(offset), str(self.messages)))
             if not noop:
                 # the lines on disk are counted in another process: polling the files
                 # from HA's process took HA's interpreter lock from the measured loop
                 offset = await self.hass.async_add_executor_job(os.path.getsize, self.general)
                 tailer = await self._spawn("tail", str(self.general), str(offset), str(self.messages))
                 processes.append(tailer)
-            publisher = await self._spawn("publish", *self.auth, str(qos), str(self.messages), str(nodes), base)
+            publisher = await self._spawn(
+                "publish", *self.auth, str(qos), str(self.messages), str(nodes), base
+            )
             processes.append(publisher)
             assert publisher.stdin is not None
             self.batches.clear()
@@ -178,8 +181,9 @@ class Floods:
         )
         if batches:
             busy = sum(s for _n, s, _c in batches)
+            each = sum(n for n, _s, _c in batches) / len(batches)
             print(
-                f"  writer: {len(batches)} batches of {sum(n for n, _s, _c in batches) / len(batches):.0f} lines, "
+                f"  writer: {len(batches)} batches of {each:.0f} lines, "
                 f"{1000 * busy / len(batches):.1f} ms each, {100 * busy / (done - start):.0f} % of the flood"
             )
         return result
@@ -224,7 +228,9 @@ class Floods:
             print(f"  secondary: integration / paho subscriber in another process {span(paho, ' %')}")
         return noops
 
-    async def callback_cost(self, on_log: Callable[[mqtt.ReceiveMessage], None], writer: Any, nodes: int) -> None:
+    async def callback_cost(
+        self, on_log: Callable[[mqtt.ReceiveMessage], None], writer: Any, nodes: int
+    ) -> None:
         """The integration's own time per message: its MQTT callback called in a loop, then the writer."""
         levels = tuple(os.environ.get("BENCH_ALONE_LEVELS", "info warning error").split())
         messages = [
@@ -244,7 +250,7 @@ class Floods:
             on_log(message)
         loop_s = time.perf_counter() - begin
         async with asyncio.timeout(60):
-            while writer.queued or sum(n for n, _s, _c in self.batches) < self.messages:
+            while writer.queued or sum(n for n, _s, _c in self.batches) < self.messages:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         writer_cpu = sum(c for _n, _s, c in self.batches)
         print(
@@ -261,4 +267,3 @@ class Floods:
         out = io.StringIO()
         pstats.Stats(self.profile, stream=out).sort_stats("tottime").print_stats(40)
         sys.stdout.write(out.getvalue())
-

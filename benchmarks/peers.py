@@ -123,7 +123,9 @@ def configs(port: str, user: str, password: str, ca: str, sequential: str, burst
     client.loop_stop()
 
 
-def publish(port: str, user: str, password: str, ca: str, qos: str, messages: str, nodes: str, base: str) -> None:
+def publish(
+    port: str, user: str, password: str, ca: str, qos: str, messages: str, nodes: str, base: str
+) -> None:
     """Connect, print `ready`, and flood once a line arrives on stdin (no start-up in the figures)."""
     client = _client(port, user, password, ca, "bench-flood")
     levels = ("info", "warning", "error")
@@ -143,7 +145,9 @@ def publish(port: str, user: str, password: str, ca: str, qos: str, messages: st
     client.loop_stop()
 
 
-def count(port: str, user: str, password: str, ca: str, qos: str, messages: str, protocol: str, base: str) -> None:
+def count(
+    port: str, user: str, password: str, ca: str, qos: str, messages: str, protocol: str, base: str
+) -> None:
     """Print `<wall time of the last message> <messages received>` once all arrived or 15 s idle.
 
     `protocol` is "5" or "3.1.1": the ceiling speaks what HA's connection speaks.

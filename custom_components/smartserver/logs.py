@@ -192,9 +192,8 @@ class LogFiles:
         escaping = "\\" in messages or "\n" in messages or "\r" in messages
         stamps, levels = self._stamps, LEVEL_TEXT
         for received, level, node, message, own_log in lines:
-            if escaping:
-                message = escape(message)
-            text = f"[{stamps(received)}] [{levels.get(level, level)}] [{node}] {message}\n"
+            shown = escape(message) if escaping else message
+            text = f"[{stamps(received)}] [{levels.get(level, level)}] [{node}] {shown}\n"
             general.append(text)
             if own_log:
                 if (group := groups.get(node)) is None:

@@ -534,6 +534,37 @@ def test_stamps_match_datetime() -> None:
         assert stamps(received) == expected, received
 
 
+@pytest.mark.parametrize(
+    "messages",
+    [
+        ["plain", "ünïcode ✓", "lone \ud800 surrogate", "\x00 nul", ""],  # nothing to escape
+        ["plain", "back\\slash"],  # each one of these makes the batch escape
+        ["plain", "two\nlines"],
+        ["plain", "carriage\rreturn"],
+    ],
+)
+def test_batch_written_as_format_line_writes_each_line(tmp_path: Path, messages: list[str]) -> None:
+    """The writer formats a batch at once, byte for byte as format_line and encoding each line would."""
+    tz = zoneinfo.ZoneInfo("Europe/Berlin")
+    files = logs.LogFiles(Storage(tmp_path), 0, 0, tz)
+    levels = ["info", "warning", "critical", "odd-level", "ERROR"]
+    start = datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC).timestamp()  # across a DST change
+    batch = [
+        logs.LogLine(start + i * 0.1237, levels[i % len(levels)], f"node{i % 2}", message, own_log=i % 3 != 2)
+        for i, message in enumerate(messages * 3)
+    ]
+    assert not files.write(batch).errors
+    files.close()
+
+    def expected(lines: list[logs.LogLine]) -> bytes:
+        return b"".join(logs.format_line(line, tz).encode("utf-8", "backslashreplace") for line in lines)
+
+    assert (tmp_path / logs.GENERAL_LOG).read_bytes() == expected(batch)
+    for node in ("node0", "node1"):
+        own = [line for line in batch if line.node == node and line.own_log]
+        assert (tmp_path / "clients" / node / f"{node}.log").read_bytes() == expected(own)
+
+
 async def test_new_nodes_beyond_the_budget_are_held_back(
     hass: HomeAssistant,
     mqtt_mock: MqttMockHAClient,

@@ -73,6 +73,7 @@ class Floods:
         general: Path,
         lag: Any,
         batches: list[tuple[int, float, float]],
+        last_handled: Callable[[], float],
     ) -> None:
         self.hass = hass
         self.helper = helper
@@ -82,6 +83,7 @@ class Floods:
         self.general = general
         self.lag = lag
         self.batches = batches  # the writer's batches: (lines, seconds, CPU seconds)
+        self.last_handled = last_handled  # when the integration's callback took its last line
         self.noop = Noop()
         self.profile = cProfile.Profile() if PROFILE else None
 
@@ -173,6 +175,8 @@ class Floods:
         )
         paho = f"; paho subscriber (another process) {paho_rate:.0f} msg/s" if paho_rate else ""
         what = "no-op subscriber received" if noop else "integration: on disk"
+        if not noop and nodes < self.messages:  # its callback's rate, before the writer (known nodes)
+            what = f"integration: handled {self.messages / (self.last_handled() - start):.0f} msg/s, on disk"
         print(
             f"{label} QoS {qos}, {nodes} nodes: {what} {got} of {self.messages} ({result.rate:.0f} msg/s, "
             f"lost {result.lost}); loop lag {lag_ms:.1f} ms (garbage collections: {gc_count}, "

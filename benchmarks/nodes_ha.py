@@ -185,7 +185,12 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
 
     files.write = counted_write
     general = root / GENERAL_LOG
-    floods = Floods(hass, helper, auth, protocol, MESSAGES, general, lag, batches)
+    registry = entry.runtime_data.nodes.registry
+
+    def last_handled() -> float:
+        return max((node.last_log_ts or 0.0) for node in registry.nodes.values())
+
+    floods = Floods(hass, helper, auth, protocol, MESSAGES, general, lag, batches, last_handled)
     try:
         # warm up the log subscription (debounced) and the node directories
         async with asyncio.timeout(20):

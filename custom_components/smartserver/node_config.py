@@ -130,8 +130,9 @@ class ConfigServer:
             return
         if (node := self.registry.async_contact(node_id)) is None:
             # held back, unless the folder read that holding it back started finds it (a
-            # flood of made-up ids costs no task per request); else it asks again later
-            if self.registry.scan_pending:
+            # flood of made-up ids costs no task per request); else it asks again later.
+            # A fast read may already be over (an eager task whose executor job was done)
+            if self.registry.scan_pending or node_id in self.registry.on_disk:
                 self.entry.async_create_background_task(
                     self.hass,
                     self._answer_if_on_disk(node_id, request.wait_s),

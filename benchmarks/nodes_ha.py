@@ -6,7 +6,6 @@ import asyncio
 import gc
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from homeassistant.core import HomeAssistant
+from ingest_ha import NOOP_BASE, Floods
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_LOG_MAX_KB, DOMAIN
@@ -25,6 +25,8 @@ SEQUENTIAL = int(os.environ.get("BENCH_SEQUENTIAL", "500"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))
 # the machine's figures vary from run to run: each burst and flood runs this often
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+BURSTS = int(os.environ.get("BENCH_BURSTS", str(REPEATS)))
+QOS = [int(q) for q in os.environ.get("BENCH_QOS", "1 0").split()]  # the log floods' QoS, in order
 CEILING_PROTOCOL = os.environ.get("BENCH_CEILING_PROTOCOL")  # default: HA's ("5" or "3.1.1")
 BURST = 200
 NODES = 50
@@ -46,14 +48,6 @@ def _make_configs(root: Path) -> None:
         (folder / "button.json").write_text('{"component": "Button", "pin": 4}')
 
 
-def _distinct(path: Path, offset: int) -> tuple[int, int]:
-    """Lines, and different flood messages, in the general log after `offset`."""
-    with path.open("rb") as file:
-        file.seek(offset)
-        data = file.read()
-    return data.count(b"\n"), len(set(re.findall(rb"\] bench message (\d+) with", data)))
-
-
 class LoopLag:
     """Worst delay of a 10 ms sleep in HA's event loop while running, and the longest
     garbage collection of HA's process meanwhile (a full one stops every thread)."""
@@ -61,6 +55,8 @@ class LoopLag:
     def __init__(self) -> None:
         self.worst = 0.0
         self.longest_gc = 0.0
+        self.gc_total = 0.0  # all collections, seconds
+        self.gc_count = 0
         self._gc_start = 0.0
         self._task: asyncio.Task[None] | None = None
 
@@ -75,10 +71,14 @@ class LoopLag:
         if phase == "start":
             self._gc_start = time.perf_counter()
         else:
-            self.longest_gc = max(self.longest_gc, time.perf_counter() - self._gc_start)
+            took = time.perf_counter() - self._gc_start
+            self.longest_gc = max(self.longest_gc, took)
+            self.gc_total += took
+            self.gc_count += 1
 
     def start(self) -> None:
-        self.worst = self.longest_gc = 0.0
+        self.worst = self.longest_gc = self.gc_total = 0.0
+        self.gc_count = 0
         gc.callbacks.append(self._on_gc)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -133,7 +133,7 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
         seq = await phase("sequential")
         lag = LoopLag()
         bursts: list[tuple[list[float], float, tuple[float, float]]] = []  # latencies, requests/s, lag
-        for _ in range(REPEATS):
+        for _ in range(BURSTS):
             lag.start()
             *burst_lat, rate = await phase("burst")
             bursts.append((burst_lat, rate, lag.stop()))
@@ -151,21 +151,23 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
         f"\nbroker: mosquitto, TLS, set_tcp_nodelay {str(nodelay).lower()}; HA's MQTT protocol "
         f"{mqtt_real.data['protocol']}, the ceiling's {protocol}"
     )
-    print(
-        f"config serving, sequential ({SEQUENTIAL}): "
-        f"p50 {pct(seq, 0.5):.2f} ms, p99 {pct(seq, 0.99):.2f} ms, every answer checked"
-    )
+    if seq:
+        print(
+            f"config serving, sequential ({SEQUENTIAL}): "
+            f"p50 {pct(seq, 0.5):.2f} ms, p99 {pct(seq, 0.99):.2f} ms, every answer checked"
+        )
     for burst_lat, rate, (burst_lag, burst_gc) in bursts:
         print(
             f"config serving, burst of {BURST} nodes: p50 {pct(burst_lat, 0.5):.1f} ms, "
             f"p99 {pct(burst_lat, 0.99):.1f} ms, {rate:.0f} requests/s, every answer checked; "
             f"worst loop lag {burst_lag:.1f} ms (longest garbage collection {burst_gc:.1f} ms)"
         )
-    p99s = [pct(b[0], 0.99) for b in bursts]
-    print(
-        f"  bursts: median p99 {statistics.median(p99s):.1f} ms (of {REPEATS}: "
-        f"{' / '.join(f'{v:.0f}' for v in p99s)}), worst loop lag {max(b[2][0] for b in bursts):.1f} ms"
-    )
+    if bursts:
+        p99s = [pct(b[0], 0.99) for b in bursts]
+        print(
+            f"  bursts: median p99 {statistics.median(p99s):.1f} ms (of {BURSTS}: "
+            f"{' / '.join(f'{v:.0f}' for v in p99s)}), worst loop lag {max(b[2][0] for b in bursts):.1f} ms"
+        )
 
     # its own client id: a second "bench-flood" would take over (and cut) the flood's session
     publisher = await run(lambda: Peer(mosquitto, client_id="bench-warmup").connect())
@@ -183,94 +185,41 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
 
     files.write = counted_write
     general = root / GENERAL_LOG
+    registry = entry.runtime_data.nodes.registry
+
+    def last_handled() -> float:
+        return max((node.last_log_ts or 0.0) for node in registry.nodes.values())
+
+    floods = Floods(hass, helper, auth, protocol, MESSAGES, general, lag, batches, last_handled)
     try:
         # warm up the log subscription (debounced) and the node directories
         async with asyncio.timeout(20):
             while not await run(lambda: general.exists() and general.stat().st_size > 0):
                 await run(publisher.publish, "home/log/info/n0", "warm", 1)
                 await asyncio.sleep(0.3)
-
-        async def flood(qos: int, nodes: int, label: str) -> tuple[float, int, float]:
-            """One flood of MESSAGES lines over `nodes` node ids: ratio, lost lines, loop lag."""
-            counter = await asyncio.create_subprocess_exec(
-                *helper, "count", *auth, str(qos), str(MESSAGES), protocol, stdout=asyncio.subprocess.PIPE
-            )
-            # the lines on disk are counted in another process too: polling the files
-            # from HA's process took HA's interpreter lock from the measured loop
-            offset = await run(os.path.getsize, general)
-            tailer = await asyncio.create_subprocess_exec(
-                *helper, "tail", str(general), str(offset), str(MESSAGES), stdout=asyncio.subprocess.PIPE
-            )
-            try:
-                assert counter.stdout is not None
-                assert tailer.stdout is not None
-                assert await counter.stdout.readline() == b"ready\n"
-                assert await tailer.stdout.readline() == b"ready\n"
-                batches.clear()
-                loop_cpu = time.thread_time()  # this is HA's event loop thread
-                lag.start()
-                start = time.time()
-                publisher_process = await asyncio.create_subprocess_exec(
-                    *helper, "publish", *auth, str(qos), str(MESSAGES), str(nodes)
-                )
-                assert await publisher_process.wait() == 0
-                async with asyncio.timeout(300):
-                    tail_line = (await tailer.stdout.readline()).split()
-                worst_lag, longest_gc = lag.stop()
-                loop_cpu = time.thread_time() - loop_cpu
-                ha_done, on_disk = float(tail_line[0]), int(tail_line[1])
-                flood_batches = list(batches)
-                async with asyncio.timeout(120):
-                    ceiling_line = (await counter.stdout.readline()).split()
-                ceiling_done, ceiling_got = float(ceiling_line[0]), int(ceiling_line[1])
-            finally:
-                for process in (counter, tailer):
-                    if process.returncode is None:
-                        process.terminate()
-                    await process.wait()
-            # every message number checked again once the flood is over
-            lines, distinct = await run(_distinct, general, offset)
-            ceiling = ceiling_got / (ceiling_done - start)
-            ingest = on_disk / (ha_done - start)
-            print(
-                f"{label} QoS {qos}: {MESSAGES} messages, {nodes} nodes: {on_disk} lines on disk "
-                f"({lines} after the flood) "
-                f"({distinct} different: lost {MESSAGES - distinct}), {ingest:.0f} msg/s to disk; "
-                f"paho subscriber got {ceiling_got} at {ceiling:.0f} msg/s; "
-                f"ratio {100 * ingest / ceiling:.0f} %; worst loop lag {worst_lag:.1f} ms "
-                f"(longest garbage collection {longest_gc:.1f} ms)"
-            )
-            count = max(1, len(flood_batches))
-            written = sum(n for n, _s, _c in flood_batches)
-            busy = sum(s for _n, s, _c in flood_batches)
-            writer_cpu = sum(c for _n, _s, c in flood_batches)
-            print(
-                f"  writer: {len(flood_batches)} batches, {written / count:.0f} lines each, "
-                f"{1000 * busy / count:.1f} ms each in the executor, "
-                f"{100 * busy / (ha_done - start):.0f} % of the flood; CPU: writer "
-                f"{1e6 * writer_cpu / max(1, written):.1f} us/line, event loop "
-                f"{1e6 * loop_cpu / MESSAGES:.1f} us/message "
-                f"({100 * loop_cpu / (ha_done - start):.0f} % busy)"
-            )
-            return ingest / ceiling, MESSAGES - distinct, worst_lag
-
-        for qos in (1, 0):
-            runs = [await flood(qos, NODES, "log ingest") for _ in range(REPEATS)]
-            ratios = [100 * r for r, _l, _g in runs]
-            print(
-                f"  QoS {qos}: median ratio {statistics.median(ratios):.0f} % (of {REPEATS}: "
-                f"{' / '.join(f'{v:.0f}' for v in ratios)}), lost {sum(n for _r, n, _g in runs)} in all, "
-                f"worst loop lag {max(g for _r, _l, g in runs):.1f} ms"
-            )
+        await floods.async_setup(publisher.publish)
+        print(
+            f"log ingest: {MESSAGES} messages over {NODES} nodes per flood, the integration's floods "
+            f"alternated with the ceiling's (a no-op subscriber in this HA, base topic {NOOP_BASE!r})"
+        )
+        ceilings = {qos: await floods.compare(qos, NODES, REPEATS) for qos in QOS}
         # every line from another made-up id: beyond the new-node budget (spent by the
         # bursts) nodes are held back, their lines go to the general log only
         hub = entry.runtime_data.nodes
         known = len(hub.registry.nodes)
-        await flood(1, MESSAGES, "made-up ids")
+        made_up = await floods.run(1, MESSAGES, "made-up ids", noop=False)
+        ceiling = ""
+        if 1 in ceilings:
+            share = made_up.rate / statistics.median(c.rate for c in ceilings[1])
+            ceiling = f"; {100 * share:.0f} % of the QoS 1 ceiling's median"
         print(
             f"  made-up ids: {len(hub.registry.nodes) - known} new node devices, "
-            f"{hub.diagnostics()['new_nodes']['held_back']} ids held back"
+            f"{hub.diagnostics()['new_nodes']['held_back']} ids held back{ceiling}"
         )
+        await floods.callback_cost(
+            entry.runtime_data.coordinator._on_log, entry.runtime_data.nodes.logs.writer, NODES
+        )
+        floods.print_profile()
     finally:
         await run(publisher.close)
     await hass.config_entries.async_unload(entry.entry_id)

@@ -3,8 +3,8 @@
 Own processes so none shares Home Assistant's interpreter lock (real nodes are other
 machines).
   configs  <port> <user> <password> <ca> <sequential> <burst>   (see `configs`)
-  publish  <port> <user> <password> <ca> <qos> <messages> <nodes>
-  count    <port> <user> <password> <ca> <qos> <messages> <protocol>   (prints time of the last, count)
+  publish  <port> <user> <password> <ca> <qos> <messages> <nodes> <base>   (prints ready, waits for a line)
+  count    <port> <user> <password> <ca> <qos> <messages> <protocol> <base>   (prints time of the last, count)
   tail     <log file> <offset> <messages>   (prints time, lines and distinct numbers on disk)
 """
 
@@ -123,12 +123,17 @@ def configs(port: str, user: str, password: str, ca: str, sequential: str, burst
     client.loop_stop()
 
 
-def publish(port: str, user: str, password: str, ca: str, qos: str, messages: str, nodes: str) -> None:
+def publish(
+    port: str, user: str, password: str, ca: str, qos: str, messages: str, nodes: str, base: str
+) -> None:
+    """Connect, print `ready`, and flood once a line arrives on stdin (no start-up in the figures)."""
     client = _client(port, user, password, ca, "bench-flood")
     levels = ("info", "warning", "error")
+    print("ready", flush=True)
+    sys.stdin.readline()
     infos = [
         client.publish(
-            f"home/log/{levels[i % 3]}/n{i % int(nodes)}",
+            f"{base}/log/{levels[i % 3]}/n{i % int(nodes)}",
             f"bench message {i} with some text to look like a log line",
             qos=int(qos),
         )
@@ -140,7 +145,9 @@ def publish(port: str, user: str, password: str, ca: str, qos: str, messages: st
     client.loop_stop()
 
 
-def count(port: str, user: str, password: str, ca: str, qos: str, messages: str, protocol: str) -> None:
+def count(
+    port: str, user: str, password: str, ca: str, qos: str, messages: str, protocol: str, base: str
+) -> None:
     """Print `<wall time of the last message> <messages received>` once all arrived or 15 s idle.
 
     `protocol` is "5" or "3.1.1": the ceiling speaks what HA's connection speaks.
@@ -156,7 +163,7 @@ def count(port: str, user: str, password: str, ca: str, qos: str, messages: str,
     client = _client(port, user, password, ca, f"bench-ceiling-{qos}", mqtt5=protocol == "5")
     client.on_message = on_message
     client.on_subscribe = lambda *_a: subscribed.set()
-    client.subscribe("home/log/+/+", int(qos))
+    client.subscribe(f"{base}/log/+/+", int(qos))
     subscribed.wait(10)
     print("ready", flush=True)
     while state["count"] < expected and (not state["last"] or time.time() - state["last"] < 15):
@@ -177,30 +184,31 @@ def tail(path: str, offset: str, messages: str) -> None:
     numbers: set[bytes] = set()
     lines = 0
     pattern = re.compile(rb"\] bench message (\d+) with")
+    chunks: list[bytes] = []
     with open(path, "rb") as file:
         inode = os.fstat(file.fileno()).st_ino
         file.seek(int(offset))
-        rest = b""
         last_change = time.time()
         print("ready", flush=True)
         while len(numbers) < expected:
             data = file.read()
             now = time.time()
             if data:
-                data, rest = rest + data, b""
-                end = data.rfind(b"\n") + 1
-                data, rest = data[:end], data[end:]
+                chunks.append(data)
                 lines += data.count(b"\n")
-                numbers.update(pattern.findall(data))
                 last_change = now
-                if len(numbers) >= expected:
-                    break
+                # the numbers are read once there are enough lines: light while HA writes
+                if lines >= expected:
+                    numbers = set(pattern.findall(b"".join(chunks)))
+                    if len(numbers) >= expected:
+                        break
             elif now - last_change > 15:
                 now = last_change
+                numbers = set(pattern.findall(b"".join(chunks)))
                 break
             if os.stat(path).st_ino != inode:
                 raise SystemExit(f"{path} was rotated during the flood")
-            time.sleep(0.02)
+            time.sleep(0.005)  # the time on disk is known to 5 ms
     print(f"{now:.6f} {lines} {len(numbers)}", flush=True)
 
 

@@ -238,13 +238,15 @@ class SmartServerCoordinator:
 
     @callback
     def _on_log(self, msg: mqtt.ReceiveMessage) -> None:
-        if (parsed := self._log_topic(msg.topic)) is not None:
-            self.nodes.logs.async_queue(parsed[0], parsed[1], text_of(msg), time.time())
+        try:
+            parsed = self._log_topics[msg.topic]
+        except KeyError:
+            parsed = self._log_topic(msg.topic)
+        if parsed is not None:
+            self.nodes.logs.async_line(parsed[0], parsed[1], text_of(msg), time.time())
 
     def _log_topic(self, topic: str) -> tuple[str, str] | None:
-        """Node id and level of a log topic, or None (not ours, or a refused id)."""
-        if topic in self._log_topics:
-            return self._log_topics[topic]
+        """Node id and level of a log topic not seen yet, or None (not ours, or a refused id)."""
         result: tuple[str, str] | None = None
         if (parsed := protocol.parse_log(self.base, topic)) is not None:
             if not protocol.valid_name(parsed.node):

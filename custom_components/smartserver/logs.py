@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import operator
 import os
 import time
 from collections.abc import AsyncIterator
@@ -55,6 +56,12 @@ class LogLine(NamedTuple):
     own_log: bool = True  # False: the general log only (a node not added yet)
 
 
+# `[time] [LEVEL]`: the known levels in capitals, others as given
+LEVEL_TEXT: Final = {level: level.upper() for level in protocol.LEVELS}
+_MILLIS: Final = tuple(f"{ms:03d}" for ms in range(1000))
+_MESSAGE: Final = operator.itemgetter(3)
+
+
 def escape(message: str) -> str:
     """Escape backslashes and line breaks so a node cannot forge extra lines."""
     return message.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
@@ -64,8 +71,7 @@ def format_line(line: LogLine, tz: tzinfo, stamp: str | None = None) -> str:
     """`[time] [LEVEL] [node] message` with a newline; unknown levels as given."""
     if stamp is None:
         stamp = datetime.fromtimestamp(line.received, tz).isoformat(sep=" ", timespec="milliseconds")
-    level = line.level.upper() if line.level in protocol.LEVELS else line.level
-    return f"[{stamp}] [{level}] [{line.node}] {escape(line.message)}\n"
+    return f"[{stamp}] [{LEVEL_TEXT.get(line.level, line.level)}] [{line.node}] {escape(line.message)}\n"
 
 
 class Stamps:
@@ -89,7 +95,7 @@ class Stamps:
         if second != self._second:
             whole = datetime.fromtimestamp(second, self.tz).isoformat(sep=" ")
             self._second, self._head, self._tail = second, whole[:19], whole[19:]
-        return f"{self._head}.{micros // 1000:03d}{self._tail}"
+        return f"{self._head}.{_MILLIS[micros // 1000]}{self._tail}"
 
 
 @dataclass(slots=True)
@@ -140,10 +146,11 @@ class LogFiles:
         self._handles: dict[Path, OpenLog] = {}
         # Each node's current log path: a rename leaves the old one to be closed.
         self._paths: dict[str, Path] = {}
+        self._dir_names: dict[str, str] = {}  # the name of each path's directory
         self._checked: dict[str, float] = {}  # when each node's path was last checked
         self._generation = -1
         # Formatted lines per node (None: the general log) whose write failed.
-        self._retry: dict[str | None, list[bytes]] = {}
+        self._retry: dict[str | None, list[str]] = {}
 
     @property
     def pending(self) -> int:
@@ -154,20 +161,12 @@ class LogFiles:
         """Append a batch (after the lines of earlier failed writes)."""
         result = WriteResult()
         groups, self._retry = self._retry, {}
-        general = groups.setdefault(None, [])
-        stamps, tz = self._stamps, self.tz
         self.storage.read_names()  # once per batch: a changed file bumps the generation
         if self.storage.generation != self._generation:
             self._generation = self.storage.generation
             self._checked.clear()
         now = time.monotonic()
-        for line in lines:
-            data = format_line(line, tz, stamps(line.received)).encode("utf-8", "backslashreplace")
-            general.append(data)
-            if line.own_log:
-                groups.setdefault(line.node, []).append(data)
-        if not general:
-            del groups[None]
+        self._format(lines, groups)
         for node, texts in groups.items():
             try:
                 if node is None:
@@ -184,13 +183,30 @@ class LogFiles:
                 self._retry[node] = texts[-MAX_RETRY_LINES:]
         return result
 
+    def _format(self, lines: list[LogLine], groups: dict[str | None, list[str]]) -> None:
+        """Add each line's text to the general log's group and its node's (as format_line)."""
+        if not lines:
+            return
+        general = groups.setdefault(None, [])
+        messages = "".join(map(_MESSAGE, lines))  # one look for what must be escaped
+        escaping = "\\" in messages or "\n" in messages or "\r" in messages
+        stamps, levels = self._stamps, LEVEL_TEXT
+        for received, level, node, message, own_log in lines:
+            shown = escape(message) if escaping else message
+            text = f"[{stamps(received)}] [{levels.get(level, level)}] [{node}] {shown}\n"
+            general.append(text)
+            if own_log:
+                if (group := groups.get(node)) is None:
+                    group = groups[node] = []
+                group.append(text)
+
     def _node_log(self, node: str, result: WriteResult, now: float) -> Path:
         old = self._paths.get(node)
         if old is not None and now - self._checked.get(node, -math.inf) < RECHECK_S:
-            result.names[node] = old.parent.name
+            result.names[node] = self._dir_names[node]
             return old
         directory = self.storage.node_dir(node)
-        result.names[node] = directory.name
+        result.names[node] = self._dir_names[node] = directory.name
         path = directory / f"{directory.name}.log"
         if old != path:
             if old is not None and (handle := self._handles.pop(old, None)) is not None:
@@ -220,22 +236,23 @@ class LogFiles:
             with contextlib.suppress(OSError):
                 self._handles.popitem()[1].file.close()
 
-    def _append(self, path: Path, texts: list[bytes]) -> None:
+    def _append(self, path: Path, texts: list[str]) -> None:
         handle = self._open(path)
-        total = sum(map(len, texts))
-        if not self.max_bytes or handle.size + total <= self.max_bytes:
-            handle.file.write(b"".join(texts))  # the usual case: no rotation in this batch
+        data = "".join(texts).encode("utf-8", "backslashreplace")
+        if not self.max_bytes or handle.size + len(data) <= self.max_bytes:
+            handle.file.write(data)  # the usual case: no rotation in this batch
             handle.file.flush()
-            handle.size += total
+            handle.size += len(data)
             return
         chunk: list[bytes] = []
-        for data in texts:
-            if self.max_bytes and handle.size and handle.size + len(data) > self.max_bytes:
+        for text in texts:
+            line = text.encode("utf-8", "backslashreplace")
+            if handle.size and handle.size + len(line) > self.max_bytes:
                 handle.file.write(b"".join(chunk))
                 chunk = []
                 handle = self._rotate(path)
-            chunk.append(data)
-            handle.size += len(data)
+            chunk.append(line)
+            handle.size += len(line)
         handle.file.write(b"".join(chunk))
         handle.file.flush()
 
@@ -280,9 +297,9 @@ class LogWriter:
         return bool(self._buffer or self.files.pending)
 
     @callback
-    def add_many(self, lines: list[LogLine]) -> None:
-        """Queue lines (in order)."""
-        self._buffer.extend(lines)
+    def add(self, line: LogLine) -> None:
+        """Queue a line."""
+        self._buffer.append(line)
 
     async def async_drain(self) -> AsyncIterator[dict[str, str]]:
         """Write batches until nothing is queued; yield each batch's node names (id -> name)."""

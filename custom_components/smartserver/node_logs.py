@@ -16,7 +16,7 @@ from .node_states import NodeStates
 
 
 class LogIngest:
-    """The lines of one event-loop turn, handled together: files, node state, rate-limited events."""
+    """Each line as it arrives: to the writer, node state, rate-limited events."""
 
     def __init__(
         self,
@@ -37,8 +37,6 @@ class LogIngest:
         self.writer = writer
         self.event_rank = event_rank
         self.rate = rate
-        # (node id, level, message, received) of this event-loop turn
-        self._queue: list[tuple[str, str, str, float]] = []
         self._writing: asyncio.Task[None] | None = None
 
     def event_signal(self, node_id: str) -> str:
@@ -46,42 +44,28 @@ class LogIngest:
         return f"{DOMAIN}_{self.entry_id}_log_{node_id}"
 
     @callback
-    def async_queue(self, node_id: str, level: str, message: str, received: float) -> None:
-        """Queue a line of a valid id; the queue is handled once per event-loop turn."""
-        queue = self._queue
-        queue.append((node_id, level, message, received))
-        if len(queue) == 1:
-            self.hass.loop.call_soon(self.async_process)
+    def async_line(self, node_id: str, level: str, message: str, received: float) -> None:
+        """Take a line of a valid id: its event (rate-limited), the writer, the node's state.
 
-    @callback
-    def async_process(self) -> None:
-        """Every queued line to the writer; node states and events (rate-limited)."""
-        batch, self._queue = self._queue, []
-        if not batch:
+        Handled at once: HA's MQTT client hands over one message per event-loop turn, so
+        gathering the lines of a turn saved nothing and cost a loop callback per line.
+        """
+        if (node := self.registry.log_source(node_id)) is None:
+            # held back: its lines still reach the general log
+            self._write(LogLine(received, level, node_id, message, own_log=False))
             return
-        lines: list[LogLine] = []
-        changed: dict[str, Node] = {}
+        text = message[:MAX_HA_TEXT]
+        node.logged(level, text, received)
         now = time.monotonic()
-        for node_id, level, message, received in batch:
-            if (node := changed.get(node_id)) is None:
-                if (found := self.registry.log_source(node_id)) is None:
-                    # held back: its lines still reach the general log
-                    lines.append(LogLine(received, level, node_id, message, own_log=False))
-                    continue
-                node = changed[node_id] = found
-            lines.append(LogLine(received, level, node_id, message))
-            text = message[:MAX_HA_TEXT]
-            node.logged(level, text, received)
-            if (rank := LEVEL_RANK.get(level, UNKNOWN_RANK)) >= self.event_rank:
-                bucket = node.critical_events if rank >= CRITICAL_RANK else node.events
-                if bucket.take(now, self.rate, self.rate):
-                    self._fire(node, level, text)
-                else:
-                    node.suppressed += 1
-        self._write(lines)
-        for node in changed.values():
-            node.seen = now
-            self.states.async_changed(node)
+        if (rank := LEVEL_RANK.get(level, UNKNOWN_RANK)) >= self.event_rank:
+            bucket = node.critical_events if rank >= CRITICAL_RANK else node.events
+            if bucket.take(now, self.rate, self.rate):
+                self._fire(node, level, text)
+            else:
+                node.suppressed += 1
+        self._write(LogLine(received, level, node_id, message))
+        node.seen = now
+        self.states.async_changed(node)
 
     @callback
     def _fire(self, node: Node, level: str, text: str) -> None:
@@ -98,12 +82,13 @@ class LogIngest:
         async_dispatcher_send(self.hass, self.event_signal(node.node_id), level, text)
 
     @callback
-    def _write(self, lines: list[LogLine]) -> None:
-        if not lines:
-            return
-        self.writer.add_many(lines)
+    def _write(self, line: LogLine) -> None:
+        self.writer.add(line)
         if (self._writing is None or self._writing.done()) and not self.writer.closing:
-            self._writing = self.hass.async_create_background_task(self._drain(), "smartserver log writer")
+            # from the next loop turn: the first batch takes every line of this one
+            self._writing = self.hass.async_create_background_task(
+                self._drain(), "smartserver log writer", eager_start=False
+            )
 
     async def _drain(self) -> None:
         async for names in self.writer.async_drain():
@@ -111,7 +96,6 @@ class LogIngest:
 
     async def async_close(self) -> None:
         """Write what is queued (one last try for failed lines), then close the files."""
-        self.async_process()
         self.writer.closing = True
         while self._writing is not None and not self._writing.done():
             await asyncio.shield(self._writing)

@@ -173,7 +173,6 @@ class NodeManager:
         """Stop answering, then write every queued log line and close the files."""
         if self._stopped:
             return
-        self.logs.async_process()
         self._stopped = True
         self.config.async_stop()
         self.states.async_stop()

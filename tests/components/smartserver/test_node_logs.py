@@ -447,16 +447,14 @@ async def test_only_changed_entities_are_written(
     assert touched == ["binary_sensor.node1_status"]
 
 
-async def test_lines_of_one_loop_turn_handled_together(
-    hass: HomeAssistant, init_integration: MockConfigEntry
-) -> None:
-    """Queued lines keep their order, their own times and every count; parsed topics are bounded."""
+async def test_lines_handled_as_they_arrive(hass: HomeAssistant, init_integration: MockConfigEntry) -> None:
+    """Lines keep their order, their own times and every count; parsed topics are bounded."""
     with patch.object(coordinator, "MAX_LOG_TOPICS", 2):  # parsed topics are forgotten often
         for i in range(6):
             log(hass, ("info", "error", "critical")[i % 3], f"node{i % 2}", f"line {i}")
         log(hass, "info", "..", "refused")
-        # handled once the loop turns: no node is known yet
-        assert node_device(hass, init_integration, "node0") is None
+        # handled in HA's MQTT callback (one message per loop turn): the node is known at once
+        assert node_device(hass, init_integration, "node0") is not None
         await flush(hass, init_integration)
     got = [LINE.fullmatch(line) for line in lines(general_log(hass))]
     assert [m.groups()[1:] for m in got if m] == [
@@ -534,6 +532,37 @@ def test_stamps_match_datetime() -> None:
     for received in times:
         expected = datetime.fromtimestamp(received, tz).isoformat(sep=" ", timespec="milliseconds")
         assert stamps(received) == expected, received
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        ["plain", "ünïcode ✓", "lone \ud800 surrogate", "\x00 nul", ""],  # nothing to escape
+        ["plain", "back\\slash"],  # each one of these makes the batch escape
+        ["plain", "two\nlines"],
+        ["plain", "carriage\rreturn"],
+    ],
+)
+def test_batch_written_as_format_line_writes_each_line(tmp_path: Path, messages: list[str]) -> None:
+    """The writer formats a batch at once, byte for byte as format_line and encoding each line would."""
+    tz = zoneinfo.ZoneInfo("Europe/Berlin")
+    files = logs.LogFiles(Storage(tmp_path), 0, 0, tz)
+    levels = ["info", "warning", "critical", "odd-level", "ERROR"]
+    start = datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC).timestamp()  # across a DST change
+    batch = [
+        logs.LogLine(start + i * 0.1237, levels[i % len(levels)], f"node{i % 2}", message, own_log=i % 3 != 2)
+        for i, message in enumerate(messages * 3)
+    ]
+    assert not files.write(batch).errors
+    files.close()
+
+    def expected(lines: list[logs.LogLine]) -> bytes:
+        return b"".join(logs.format_line(line, tz).encode("utf-8", "backslashreplace") for line in lines)
+
+    assert (tmp_path / logs.GENERAL_LOG).read_bytes() == expected(batch)
+    for node in ("node0", "node1"):
+        own = [line for line in batch if line.node == node and line.own_log]
+        assert (tmp_path / "clients" / node / f"{node}.log").read_bytes() == expected(own)
 
 
 async def test_new_nodes_beyond_the_budget_are_held_back(

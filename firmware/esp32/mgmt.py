@@ -86,9 +86,10 @@ class Manager:
     # --- replies (in order: one sender task drains the queue) --------------------
 
     def _reply(self, nonce, seq, kind, body=b""):
+        # header and body go out one after the other (mqtt.publish): no joined copy
         if isinstance(body, str):
             body = body.encode()
-        self._queue.append(b"%s %d %s\n" % (nonce.encode(), seq, kind.encode()) + body)
+        self._queue.append((("%s %d %s\n" % (nonce, seq, kind)).encode(), body))
         if not self._busy:
             self._busy = True
             asyncio.create_task(self._send())
@@ -160,8 +161,10 @@ class Manager:
         t = self._transfer
         if retained or t is None:
             return
-        end = payload.find(b"\n")
-        head = bytes(payload[:end]).decode().split(" ") if end > 0 else ()
+        # the payload is the MQTT client's buffer (a memoryview): only the head is copied
+        head = bytes(payload[:80])
+        end = head.find(b"\n")
+        head = head[:end].decode().split(" ") if end > 0 else ()
         if len(head) != 3 or head[0] != t.nonce:
             return  # not for this transfer
         try:
@@ -216,17 +219,17 @@ class Manager:
     async def _stream_file(self, nonce, path):
         h = sha256()
         seq = 0
+        buf = memoryview(bytearray(CHUNK))  # every chunk, sent before the next is read
         try:
             with open(path, "rb") as f:  # noqa: ASYNC230 (no async files in MicroPython)
                 while True:
-                    data = f.read(CHUNK)
-                    if not data:
+                    n = f.readinto(buf)
+                    if not n:
                         break
-                    h.update(data)
-                    self._reply(nonce, seq, "more", data)
+                    h.update(buf[:n])
+                    self._reply(nonce, seq, "more", buf[:n])
                     seq += 1
-                    data = None
-                    await self._drained()  # one chunk in RAM at a time
+                    await self._drained()
         except OSError as err:
             self._reply(nonce, seq, "err", "read failed: %r" % err)
             return
@@ -242,7 +245,7 @@ class Manager:
         self._send_text(nonce, json.dumps(out))
 
     def _send_text(self, nonce, text):
-        text = text.encode()
+        text = memoryview(text.encode())  # the chunks are views of it, not copies
         seq = 0
         while len(text) > CHUNK:
             self._reply(nonce, seq, "more", text[:CHUNK])

@@ -189,7 +189,10 @@ class Partition:
     def set_boot(self):
         import esp32_ota  # the otadata and image code: loaded when needed, as in C it costs no heap
 
-        esp32_ota.set_boot(self._flash)
+        try:
+            esp32_ota.set_boot(self._flash)
+        finally:
+            _unload()
 
     def get_next_update(self):
         # esp_ota_get_next_update_partition(self): the OTA slot after this one, else ota_0
@@ -205,7 +208,17 @@ class Partition:
     def mark_app_valid_cancel_rollback(cls):
         import esp32_ota
 
-        esp32_ota.mark_valid()
+        try:
+            esp32_ota.mark_valid()
+        finally:
+            _unload()
+
+
+def _unload():
+    # in C that code costs no heap: its bytecode is garbage again once the call is done
+    import sys
+
+    sys.modules.pop("esp32_ota", None)
 
 
 def _address(label):

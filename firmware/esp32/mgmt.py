@@ -9,6 +9,7 @@ import asyncio
 import gc
 import json
 import os
+import sys
 from binascii import hexlify
 from hashlib import sha256
 from time import ticks_diff, ticks_ms
@@ -131,7 +132,15 @@ class Manager:
             self._reply(nonce, 0, "err", str(err))
         except Exception as err:  # eval'd code raises anything: report it, run on
             self._reply(nonce, 0, "err", "%s failed: %r" % (cmd, err))
+        self._unload()
         gc.collect()
+
+    def _unload(self):
+        # The modules loaded on demand are garbage once no transfer runs their code (an
+        # update that went through resets the node anyway).
+        sys.modules.pop("fwupdate", None)
+        if not getattr(self._transfer, "reset", False):  # no image.Receiver running
+            sys.modules.pop("image", None)
 
     def _path(self, arg):
         if not safe_path(arg):
@@ -156,6 +165,7 @@ class Manager:
             t.close(False)
             log.warning("transfer of %s abandoned: %s" % (t.path, reason))
             self._reply(t.nonce, t.rseq, "err", "transfer abandoned: %s" % reason)
+            self._unload()
 
     def _on_data(self, topic, payload, retained):
         t = self._transfer
@@ -196,6 +206,7 @@ class Manager:
         except (OSError, Refused) as err:
             t.close(False)
             self._reply(t.nonce, t.rseq, "err", str(err) if isinstance(err, Refused) else "failed: %r" % err)
+            self._unload()
             return
         if t.reset:
             await self._reboot(t.nonce, t.rseq, digest)

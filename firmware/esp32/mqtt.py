@@ -15,7 +15,7 @@ import gc
 import random
 import socket
 import struct
-from errno import EINPROGRESS
+from errno import EINPROGRESS, ENOMEM, ETIMEDOUT
 from time import ticks_diff, ticks_ms
 
 import bootstate
@@ -444,10 +444,16 @@ class MQTT:
         stream = self._stream
         if stream is None:
             raise OSError("not connected")
+        gen = self._gen
         try:
             await self._write(stream, parts)
-        except asyncio.TimeoutError:
-            raise OSError("write timed out")
+        except (OSError, MemoryError, asyncio.TimeoutError) as err:
+            # A packet cut short leaves the stream out of step: this connection is done
+            # (a QoS 1 publish goes again, with DUP, on the next one).
+            self._drop(gen, "write: %r" % err)
+            if isinstance(err, OSError):
+                raise
+            raise OSError(ENOMEM if isinstance(err, MemoryError) else ETIMEDOUT)
 
     async def _send_publish(self, topic, msg, retain, qos, pid, dup):
         size = 0

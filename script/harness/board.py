@@ -227,6 +227,8 @@ class Board:
             "SHIM_PARTITIONS": str(self.esp32),
             "SHIM_RUNNING": label,
             "SHIM_MPY": str(self.shims),
+            "SHIM_PYTHON": sys.executable,  # runs what is C on a board (shim/esp32.py)
+            "SHIM_BOOTLOADER": str(Path(__file__).with_name("bootloader.py")),
             **self.env,
         }
         if self.clock is not None:

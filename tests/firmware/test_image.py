@@ -136,7 +136,7 @@ def _pieces(data: bytes) -> list[bytes]:
 
 
 def test_refused_images_leave_the_boot_partition(start_board: Callable[..., Board], node: Node) -> None:
-    board = start_board(heapsize=HEAP, mgmt={"idle_s": 2})
+    board = start_board(heapsize=REFUSED_HEAP, mgmt={"idle_s": 2})
     image = esp_image.build("v1.26.0", 20 * 1024)
     otadata = board.otadata()
     wrong = bytearray(image)

@@ -484,7 +484,9 @@ class MQTT:
 
     async def _subscribe_once(self, topic, qos):
         pid = self._next_pid()
-        await self._request(pid, self._send((_packet(0x82, struct.pack("!H", pid) + _field(topic) + bytes([qos])),)))
+        await self._request(
+            pid, self._send((_packet(0x82, struct.pack("!H", pid) + _field(topic) + bytes([qos])),))
+        )
 
     async def _subscribe_live(self, topic, qos):
         gen = self._gen

@@ -598,6 +598,8 @@ class MQTT:
             await self._fill(reader, small[:2])
             pid = small[0] << 8 | small[1]
             size -= 2
+            if size < 0:
+                raise MQTTError("bad PUBLISH")
         total = size
         msg = None
         if size > self.max_msg:

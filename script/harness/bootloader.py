@@ -72,6 +72,11 @@ def boot_select(directory: Path) -> tuple[str, str | None]:
     raise RuntimeError(f"no bootable app partitions: {skipped}")
 
 
+def ota_env() -> dict[str, str]:
+    """What the esp32 shim needs to run its OTA calls here (ota_call), off the node's heap."""
+    return {"SHIM_PYTHON": sys.executable, "SHIM_BOOTLOADER": str(Path(__file__))}
+
+
 def ota_call(call: str, label: str) -> int:
     """esp32.Partition's set_boot() (of `label`) or mark_app_valid_cancel_rollback() for
     the esp32 shim, in the harness's Python: as in C on a board, not on the node's heap.

@@ -23,6 +23,10 @@ import network
 import offload
 
 MAX_INFLIGHT = 4
+# A payload up to this size goes out in one write with its header: two writes cost a
+# round trip (Nagle's algorithm holds the second segment until the first is acknowledged,
+# which the broker delays); a larger one is written after the header, not copied.
+JOIN = 512
 ONLINE = b"ONLINE"
 OFFLINE = b"OFFLINE"
 _CONNACK_ERRORS = {
@@ -62,8 +66,11 @@ def _packet(kind, body):
     return bytes([kind]) + _vlen(len(body)) + body
 
 
-def _publish_head(topic, size, retain, qos, pid, dup):
-    # PUBLISH up to its payload: the payload follows it on the stream as it is
+def _publish_parts(topic, msg, retain, qos, pid, dup):
+    # PUBLISH as its header and the payload's parts, sent as they are (no joined copy)
+    size = 0
+    for part in msg:
+        size += len(part)
     if isinstance(topic, str):
         topic = topic.encode()
     kind = 0x30 | (qos << 1) | (1 if retain else 0) | (8 if dup else 0)
@@ -72,7 +79,11 @@ def _publish_head(topic, size, retain, qos, pid, dup):
     head += topic
     if qos:
         head += struct.pack("!H", pid)
-    return head
+    if size <= JOIN:
+        for part in msg:
+            head += part
+        return (head,)
+    return (head,) + msg
 
 
 def topic_matches(pattern, topic):
@@ -175,7 +186,7 @@ class MQTT:
                 await self.up.wait()
                 gen = self._gen
                 try:
-                    await self._send_publish(topic, msg, retain, 0, 0, False)
+                    await self._send(_publish_parts(topic, msg, retain, 0, 0, False))
                     return
                 except OSError as err:
                     self._drop(gen, "publish failed: %r" % err)
@@ -188,7 +199,7 @@ class MQTT:
             await self.up.wait()
             gen = self._gen
             try:
-                await self._request(pid, self._send_publish(topic, msg, retain, 1, pid, dup))
+                await self._request(pid, _publish_parts(topic, msg, retain, 1, pid, dup))
                 return
             except OSError as err:
                 dup = True
@@ -401,7 +412,7 @@ class MQTT:
 
     async def _status(self, payload):
         pid = self._next_pid()
-        await self._request(pid, self._send_publish(self.status_topic, (payload,), True, 1, pid, False))
+        await self._request(pid, _publish_parts(self.status_topic, (payload,), True, 1, pid, False))
 
     async def _close(self):
         # The run loop closes what a drop left: the tasks first (they wait on the
@@ -437,8 +448,11 @@ class MQTT:
         async with self._wlock:
             for part in parts:
                 if part:
-                    writer.write(part)  # copied only if the socket cannot take it now
-            await asyncio.wait_for_ms(writer.drain(), self._timeout_ms)
+                    # Copied only if the socket cannot take it now, and then drained
+                    # before the next part: after a partial write mbedtls_ssl_write()
+                    # must be given the same bytes again, not those and the next part.
+                    writer.write(part)
+                    await asyncio.wait_for_ms(writer.drain(), self._timeout_ms)
 
     async def _send(self, parts):
         stream = self._stream
@@ -455,23 +469,17 @@ class MQTT:
                 raise
             raise OSError(ENOMEM if isinstance(err, MemoryError) else ETIMEDOUT)
 
-    async def _send_publish(self, topic, msg, retain, qos, pid, dup):
-        size = 0
-        for part in msg:
-            size += len(part)
-        await self._send((_publish_head(topic, size, retain, qos, pid, dup),) + msg)
-
     def _next_pid(self):
         self._pid = self._pid % 65535 + 1
         return self._pid
 
-    async def _request(self, pid, send):
-        """Await `send` (a coroutine that sends a packet the broker acknowledges with
-        `pid`), then the acknowledgement; OSError if it does not come."""
+    async def _request(self, pid, parts):
+        """Send a packet (its parts) that the broker acknowledges with `pid`; OSError if
+        it does not."""
         ev = asyncio.Event()
         self._waiting[pid] = ev
         try:
-            await send
+            await self._send(parts)
             try:
                 await asyncio.wait_for_ms(ev.wait(), self._timeout_ms)
             except asyncio.TimeoutError:
@@ -484,9 +492,7 @@ class MQTT:
 
     async def _subscribe_once(self, topic, qos):
         pid = self._next_pid()
-        await self._request(
-            pid, self._send((_packet(0x82, struct.pack("!H", pid) + _field(topic) + bytes([qos])),))
-        )
+        await self._request(pid, (_packet(0x82, struct.pack("!H", pid) + _field(topic) + bytes([qos])),))
 
     async def _subscribe_live(self, topic, qos):
         gen = self._gen

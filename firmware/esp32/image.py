@@ -1,8 +1,11 @@
 # MicroPython image updates (docs/management.md): a signed `image` command streams an
-# ESP32 app image into the next OTA partition, sector by sector through one 4 KB buffer,
-# hashing it on the way; after the last chunk the partition is read back and hashed
-# again, size and SHA-256 checked against the signed command, then set_boot() (ESP-IDF
-# verifies the image) and a reset. The boot after it: image_trial.py. Loaded on demand.
+# ESP32 app image into the next OTA partition, hashing it on the way; after the last
+# chunk the partition is read back and hashed again, size and SHA-256 checked against
+# the signed command, then set_boot() (ESP-IDF verifies the image) and a reset. The boot
+# after it: image_trial.py. Loaded on demand.
+# Each chunk goes to flash straight from the MQTT client's buffer: each sector is erased
+# as the image reaches it and written in 16-byte units (an encrypted partition takes no
+# less), so only a chunk's last few bytes wait in RAM, not a 4 KB sector.
 import asyncio
 import gc
 from binascii import hexlify
@@ -12,9 +15,11 @@ from time import ticks_ms
 import log
 from fsutil import FW_PENDING, IMG_PENDING, Refused, read_json, remove, write_json
 
-BLOCK = 4096  # the flash sector: writeblocks() erases whole ones
+BLOCK = 4096  # the flash sector: the unit of an erase
+UNIT = 16  # flash writes: offsets and lengths in whole units
 PROGRESS = 64 * 1024  # a "written" reply every 64 KB
 HEX = "0123456789abcdef"
+ERASE = 6  # the block device ioctl that erases one block
 
 
 class Receiver:
@@ -37,7 +42,7 @@ class Receiver:
         if read_json(IMG_PENDING) is not None:
             raise Refused("refused: an image is already on trial")
         gc.collect()
-        self.buf = bytearray(BLOCK)  # first, while the heap has room in one piece
+        self.buf = bytearray(512)  # read back through this; its first UNIT bytes wait for flash
         from esp32 import Partition
 
         try:
@@ -62,49 +67,65 @@ class Receiver:
         self.got = 0
         self.hash = sha256()
         self.at = ticks_ms()
-        self.fill = 0  # bytes in buf: the only image data in RAM
-        self.block = 0
+        self.fill = 0  # bytes in buf waiting for a whole UNIT: the only image data in RAM
+        self.flashed = 0  # bytes on flash
+        self.erased = 0  # bytes erased, whole sectors
 
     def write(self, data):
-        """Take a chunk; return a progress line when another PROGRESS bytes are on flash."""
+        """Take a chunk (a view the caller reuses); return a progress line when another
+        PROGRESS bytes are on flash."""
         n = len(data)
         if self.got + n > self.size:
             raise Refused("size mismatch: more than the %d bytes announced" % self.size)
         self.hash.update(data)
         self.got += n
+        before = self.flashed
         done = 0
-        note = None
-        while done < n:
-            k = min(BLOCK - self.fill, n - done)
-            self.buf[self.fill : self.fill + k] = data[done : done + k]
-            self.fill += k
-            done += k
-            if self.fill == BLOCK:
-                self.part.writeblocks(self.block, self.buf)  # erases the sector first
-                self.block += 1
+        if self.fill:
+            done = min(UNIT - self.fill, n)
+            self.buf[self.fill : self.fill + done] = data[:done]
+            self.fill += done
+            if self.fill == UNIT:
+                self._flash(memoryview(self.buf)[:UNIT])
                 self.fill = 0
-                if self.block * BLOCK % PROGRESS == 0:
-                    note = "written %d" % (self.block * BLOCK)
-        return note
+        whole = (n - done) // UNIT * UNIT
+        if whole:
+            self._flash(data[done : done + whole])
+            done += whole
+        if done < n:
+            self.fill = n - done
+            self.buf[: self.fill] = data[done:]
+        if self.flashed // PROGRESS > before // PROGRESS:
+            return "written %d" % (self.flashed // PROGRESS * PROGRESS)
+        return None
+
+    def _flash(self, data):
+        end = self.flashed + len(data)
+        while self.erased < end:
+            self.part.ioctl(ERASE, self.erased // BLOCK)
+            self.erased += BLOCK
+        # with an offset, writeblocks() writes without erasing
+        self.part.writeblocks(self.flashed // BLOCK, data, self.flashed % BLOCK)
+        self.flashed = end
 
     async def complete(self):
         """Flush, check, read back, set_boot: the SHA-256 hex, or Refused."""
         buf = self.buf
         if self.fill:
-            for i in range(self.fill, BLOCK):
+            for i in range(self.fill, UNIT):
                 buf[i] = 0xFF  # as erased
-            self.part.writeblocks(self.block, buf)
+            self._flash(memoryview(buf)[:UNIT])
+            self.fill = 0
         digest = hexlify(self.hash.digest()).decode()
         if digest != self.digest or self.got != self.size:
             raise Refused("checksum mismatch: got %s (%d bytes)" % (digest, self.got))
         h = sha256()  # what the flash holds now, not what was sent
-        block = 0
-        left = self.size
-        while left > 0:
-            self.part.readblocks(block, buf)
-            h.update(buf if left >= BLOCK else memoryview(buf)[:left])
-            left -= BLOCK
-            block += 1
+        at = 0
+        step = len(buf)
+        while at < self.size:
+            self.part.readblocks(at // BLOCK, buf, at % BLOCK)
+            h.update(buf if self.size - at >= step else memoryview(buf)[: self.size - at])
+            at += step
             await asyncio.sleep_ms(0)
         if hexlify(h.digest()).decode() != self.digest:
             raise Refused("read back from %s: SHA-256 differs" % self.label)

@@ -62,6 +62,9 @@ try:
 except KeyboardInterrupt:
     print("stopped: at the REPL")
 except Exception as err:
+    import asyncio
+
+    asyncio.new_event_loop()  # drops the node's tasks, and with them its objects
     gc.collect()  # the crashed node's objects are garbage now: room for the report
     try:
         import io

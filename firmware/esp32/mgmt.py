@@ -9,6 +9,7 @@ import asyncio
 import gc
 import json
 import os
+import sys
 from binascii import hexlify
 from hashlib import sha256
 from time import ticks_diff, ticks_ms
@@ -86,9 +87,10 @@ class Manager:
     # --- replies (in order: one sender task drains the queue) --------------------
 
     def _reply(self, nonce, seq, kind, body=b""):
+        # header and body go out one after the other (mqtt.publish): no joined copy
         if isinstance(body, str):
             body = body.encode()
-        self._queue.append(b"%s %d %s\n" % (nonce.encode(), seq, kind.encode()) + body)
+        self._queue.append((("%s %d %s\n" % (nonce, seq, kind)).encode(), body))
         if not self._busy:
             self._busy = True
             asyncio.create_task(self._send())
@@ -130,7 +132,15 @@ class Manager:
             self._reply(nonce, 0, "err", str(err))
         except Exception as err:  # eval'd code raises anything: report it, run on
             self._reply(nonce, 0, "err", "%s failed: %r" % (cmd, err))
+        self._unload()
         gc.collect()
+
+    def _unload(self):
+        # The modules loaded on demand are garbage once no transfer runs their code (an
+        # update that went through resets the node anyway).
+        sys.modules.pop("fwupdate", None)
+        if not getattr(self._transfer, "reset", False):  # no image.Receiver running
+            sys.modules.pop("image", None)
 
     def _path(self, arg):
         if not safe_path(arg):
@@ -155,13 +165,16 @@ class Manager:
             t.close(False)
             log.warning("transfer of %s abandoned: %s" % (t.path, reason))
             self._reply(t.nonce, t.rseq, "err", "transfer abandoned: %s" % reason)
+            self._unload()
 
     def _on_data(self, topic, payload, retained):
         t = self._transfer
         if retained or t is None:
             return
-        end = payload.find(b"\n")
-        head = bytes(payload[:end]).decode().split(" ") if end > 0 else ()
+        # the payload is the MQTT client's buffer (a memoryview): only the head is copied
+        head = bytes(payload[:80])
+        end = head.find(b"\n")
+        head = head[:end].decode().split(" ") if end > 0 else ()
         if len(head) != 3 or head[0] != t.nonce:
             return  # not for this transfer
         try:
@@ -193,6 +206,7 @@ class Manager:
         except (OSError, Refused) as err:
             t.close(False)
             self._reply(t.nonce, t.rseq, "err", str(err) if isinstance(err, Refused) else "failed: %r" % err)
+            self._unload()
             return
         if t.reset:
             await self._reboot(t.nonce, t.rseq, digest)
@@ -216,17 +230,17 @@ class Manager:
     async def _stream_file(self, nonce, path):
         h = sha256()
         seq = 0
+        buf = memoryview(bytearray(CHUNK))  # every chunk, sent before the next is read
         try:
             with open(path, "rb") as f:  # noqa: ASYNC230 (no async files in MicroPython)
                 while True:
-                    data = f.read(CHUNK)
-                    if not data:
+                    n = f.readinto(buf)
+                    if not n:
                         break
-                    h.update(data)
-                    self._reply(nonce, seq, "more", data)
+                    h.update(buf[:n])
+                    self._reply(nonce, seq, "more", buf[:n])
                     seq += 1
-                    data = None
-                    await self._drained()  # one chunk in RAM at a time
+                    await self._drained()
         except OSError as err:
             self._reply(nonce, seq, "err", "read failed: %r" % err)
             return
@@ -242,7 +256,7 @@ class Manager:
         self._send_text(nonce, json.dumps(out))
 
     def _send_text(self, nonce, text):
-        text = text.encode()
+        text = memoryview(text.encode())  # the chunks are views of it, not copies
         seq = 0
         while len(text) > CHUNK:
             self._reply(nonce, seq, "more", text[:CHUNK])

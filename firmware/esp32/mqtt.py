@@ -6,13 +6,16 @@
 # only wait_closed() does), DNS runs off the loop (offload.py), and WiFi is left to the
 # driver's own reconnect once asked (connect() during it fails on the ESP32).
 # Memory is bounded: fixed subscriptions, at most MAX_INFLIGHT QoS 1 messages in
-# flight, incoming messages above max_msg bytes are skipped, not buffered.
+# flight, incoming messages above max_msg bytes are skipped, not buffered. As in
+# mqboard, every incoming message is read into one buffer allocated at start (a 1.4 KB
+# chunk needs no 1.4 KB hole in a fragmented heap) and handlers get a memoryview of it
+# that they must not keep; an outgoing payload is written after its header, not copied.
 import asyncio
 import gc
 import random
 import socket
 import struct
-from errno import EINPROGRESS
+from errno import EINPROGRESS, ENOMEM, ETIMEDOUT
 from time import ticks_diff, ticks_ms
 
 import bootstate
@@ -20,6 +23,10 @@ import network
 import offload
 
 MAX_INFLIGHT = 4
+# A payload up to this size goes out in one write with its header: two writes cost a
+# round trip (Nagle's algorithm holds the second segment until the first is acknowledged,
+# which the broker delays); a larger one is written after the header, not copied.
+JOIN = 512
 ONLINE = b"ONLINE"
 OFFLINE = b"OFFLINE"
 _CONNACK_ERRORS = {
@@ -59,6 +66,26 @@ def _packet(kind, body):
     return bytes([kind]) + _vlen(len(body)) + body
 
 
+def _publish_parts(topic, msg, retain, qos, pid, dup):
+    # PUBLISH as its header and the payload's parts, sent as they are (no joined copy)
+    size = 0
+    for part in msg:
+        size += len(part)
+    if isinstance(topic, str):
+        topic = topic.encode()
+    kind = 0x30 | (qos << 1) | (1 if retain else 0) | (8 if dup else 0)
+    head = bytearray([kind]) + _vlen(2 + len(topic) + (2 if qos else 0) + size)
+    head += struct.pack("!H", len(topic))
+    head += topic
+    if qos:
+        head += struct.pack("!H", pid)
+    if size <= JOIN:
+        for part in msg:
+            head += part
+        return (head,)
+    return (head,) + msg
+
+
 def topic_matches(pattern, topic):
     """Whole-level MQTT filter match ('+' one level, '#' the rest)."""
     p = pattern.split("/")
@@ -90,6 +117,10 @@ class MQTT:
         self._broker_tries = max(1, int(opts.get("broker_tries", 3)))
         self._timeout_ms = int(opts.get("timeout_s", 10)) * 1000
         self.max_msg = int(opts.get("max_msg", 4096))
+        # First, while the heap is young: every incoming message lands here.
+        self._buf = bytearray(max(self.max_msg, 256))
+        self._mv = memoryview(self._buf)
+        self._small = memoryview(bytearray(4))  # a fixed header byte, a short body
         self._plain = bool(broker.get("insecure_plain_mqtt"))
         self._ctx = None
         self._subs = []  # [filter, qos, [callbacks]]
@@ -145,15 +176,19 @@ class MQTT:
             await asyncio.sleep_ms(20)
 
     async def publish(self, topic, msg, retain=False, qos=0):
-        """Publish once connected; QoS 1 returns when the broker acknowledged it."""
+        """Publish once connected; QoS 1 returns when the broker acknowledged it.
+        `msg`: str, a bytes-like, or a tuple of them sent one after the other (a reply's
+        header and its data, not joined into a copy); kept as is until this returns."""
         if isinstance(msg, str):
             msg = msg.encode()
+        if not isinstance(msg, tuple):
+            msg = (msg,)
         if qos == 0:
             while True:
                 await self.up.wait()
                 gen = self._gen
                 try:
-                    await self._send(self._publish_packet(topic, msg, retain, 0, 0, False))
+                    await self._send(_publish_parts(topic, msg, retain, 0, 0, False))
                     return
                 except OSError as err:
                     self._drop(gen, "publish failed: %r" % err)
@@ -166,7 +201,7 @@ class MQTT:
             await self.up.wait()
             gen = self._gen
             try:
-                await self._request(self._publish_packet(topic, msg, retain, 1, pid, dup), pid)
+                await self._request(pid, _publish_parts(topic, msg, retain, 1, pid, dup))
                 return
             except OSError as err:
                 dup = True
@@ -198,7 +233,7 @@ class MQTT:
             gen = self._gen
             try:
                 await self._status(OFFLINE)
-                await self._send(b"\xe0\x00")
+                await self._send((b"\xe0\x00",))
             except (OSError, asyncio.TimeoutError) as err:
                 self.log("warning", "planned disconnect: %r" % err)
             self._drop(gen, None)
@@ -332,7 +367,7 @@ class MQTT:
                 flags |= 0x40
                 body += _field(b["password"])
         body = body[:7] + bytes([flags]) + body[8:]
-        await self._write(writer, _packet(0x10, body))
+        await self._write(writer, (_packet(0x10, body),))
         ack = await asyncio.wait_for_ms(reader.readexactly(4), self._timeout_ms)
         if ack[0] != 0x20:
             raise MQTTError("no CONNACK")
@@ -379,7 +414,7 @@ class MQTT:
 
     async def _status(self, payload):
         pid = self._next_pid()
-        await self._request(self._publish_packet(self.status_topic, payload, True, 1, pid, False), pid)
+        await self._request(pid, _publish_parts(self.status_topic, (payload,), True, 1, pid, False))
 
     async def _close(self):
         # The run loop closes what a drop left: the tasks first (they wait on the
@@ -411,37 +446,42 @@ class MQTT:
             ev.set()
         self._down.set()
 
-    async def _write(self, writer, data):
+    async def _write(self, writer, parts):
         async with self._wlock:
-            writer.write(data)
-            await asyncio.wait_for_ms(writer.drain(), self._timeout_ms)
+            for part in parts:
+                if part:
+                    # Copied only if the socket cannot take it now, and then drained
+                    # before the next part: after a partial write mbedtls_ssl_write()
+                    # must be given the same bytes again, not those and the next part.
+                    writer.write(part)
+                    await asyncio.wait_for_ms(writer.drain(), self._timeout_ms)
 
-    async def _send(self, data):
+    async def _send(self, parts):
         stream = self._stream
         if stream is None:
             raise OSError("not connected")
+        gen = self._gen
         try:
-            await self._write(stream, data)
-        except asyncio.TimeoutError:
-            raise OSError("write timed out")
+            await self._write(stream, parts)
+        except (OSError, MemoryError, asyncio.TimeoutError) as err:
+            # A packet cut short leaves the stream out of step: this connection is done
+            # (a QoS 1 publish goes again, with DUP, on the next one).
+            self._drop(gen, "write: %r" % err)
+            if isinstance(err, OSError):
+                raise
+            raise OSError(ENOMEM if isinstance(err, MemoryError) else ETIMEDOUT)
 
     def _next_pid(self):
         self._pid = self._pid % 65535 + 1
         return self._pid
 
-    def _publish_packet(self, topic, msg, retain, qos, pid, dup):
-        kind = 0x30 | (qos << 1) | (1 if retain else 0) | (8 if dup else 0)
-        body = _field(topic)
-        if qos:
-            body += struct.pack("!H", pid)
-        return _packet(kind, body + msg)
-
-    async def _request(self, packet, pid):
-        """Send a packet that the broker acknowledges with `pid`; OSError if it does not."""
+    async def _request(self, pid, parts):
+        """Send a packet (its parts) that the broker acknowledges with `pid`; OSError if
+        it does not."""
         ev = asyncio.Event()
         self._waiting[pid] = ev
         try:
-            await self._send(packet)
+            await self._send(parts)
             while True:
                 try:
                     await asyncio.wait_for_ms(ev.wait(), self._timeout_ms)
@@ -458,7 +498,7 @@ class MQTT:
 
     async def _subscribe_once(self, topic, qos):
         pid = self._next_pid()
-        await self._request(_packet(0x82, struct.pack("!H", pid) + _field(topic) + bytes([qos])), pid)
+        await self._request(pid, (_packet(0x82, struct.pack("!H", pid) + _field(topic) + bytes([qos])),))
 
     async def _subscribe_live(self, topic, qos):
         gen = self._gen
@@ -487,19 +527,41 @@ class MQTT:
             elif ticks_diff(now, self.rtt_at) >= self._ping_ms:
                 self._ping_at = now
                 try:
-                    await self._send(b"\xc0\x00")
+                    await self._send((b"\xc0\x00",))
                 except OSError as err:
                     self._drop(gen, "ping failed: %r" % err)
                     return
 
+    async def _fill(self, reader, mv):
+        # exactly len(mv) bytes from the stream into mv: no allocation but the views
+        got = 0
+        n = len(mv)
+        while got < n:
+            k = await reader.readinto(mv[got:] if got else mv)
+            if k is None:
+                continue  # poll said readable, TLS has no whole record yet
+            if not k:
+                raise EOFError
+            got += k
+
+    async def _skip(self, reader, n):
+        while n:
+            k = min(n, len(self._mv))
+            await self._fill(reader, self._mv[:k])
+            n -= k
+
     async def _reader(self, reader, gen):
+        small = self._small
+        one = small[:1]
         try:
             while gen == self._gen:
-                head = (await reader.readexactly(1))[0]
+                await self._fill(reader, one)
+                head = small[0]
                 size = 0
                 shift = 0
                 while True:
-                    byte = (await reader.readexactly(1))[0]
+                    await self._fill(reader, one)
+                    byte = small[0]
                     size |= (byte & 0x7F) << shift
                     shift += 7
                     if not byte & 0x80:
@@ -511,11 +573,15 @@ class MQTT:
                     self._pub_at = ticks_ms()
                     await self._on_publish(reader, head, size, gen)
                     continue
-                body = await reader.readexactly(size) if size else b""
-                if kind in (0x40, 0x90):  # PUBACK, SUBACK
-                    pid = struct.unpack("!H", body[:2])[0]
+                if size > len(small):
+                    await self._skip(reader, size)  # nothing we asked for
+                    continue
+                body = small[:size]
+                await self._fill(reader, body)
+                if kind in (0x40, 0x90) and size >= 2:  # PUBACK, SUBACK
+                    pid = small[0] << 8 | small[1]
                     self.rtt_at = ticks_ms()
-                    if kind == 0x90 and body[2:3] == b"\x80":
+                    if kind == 0x90 and size > 2 and small[2] == 0x80:
                         self.log("error", "MQTT: broker refused a subscription (pid %d)" % pid)
                     ev = self._waiting.get(pid)
                     if ev is not None:
@@ -536,30 +602,36 @@ class MQTT:
             raise
 
     async def _on_publish(self, reader, head, size, gen):
-        n = struct.unpack("!H", await reader.readexactly(2))[0]
-        topic = await reader.readexactly(n)
+        small = self._small
+        await self._fill(reader, small[:2])
+        n = small[0] << 8 | small[1]
         size -= n + 2
+        if n > len(self._buf) or size < 0:
+            raise MQTTError("bad PUBLISH")
+        await self._fill(reader, self._mv[:n])
+        topic = str(self._mv[:n], "utf-8")
         qos = (head >> 1) & 3
         pid = 0
         if qos:
-            pid = struct.unpack("!H", await reader.readexactly(2))[0]
+            await self._fill(reader, small[:2])
+            pid = small[0] << 8 | small[1]
             size -= 2
-        msg = None
+            if size < 0:
+                raise MQTTError("bad PUBLISH")
         total = size
+        msg = None
         if size > self.max_msg:
-            while size:  # skip without buffering it
-                chunk = await reader.readexactly(min(size, 256))
-                size -= len(chunk)
+            await self._skip(reader, size)  # not buffered
         else:
-            msg = await reader.readexactly(size) if size else b""
+            msg = self._mv[:size]
+            await self._fill(reader, msg)
         if qos:
-            await self._send(b"\x40\x02" + struct.pack("!H", pid))
+            await self._send((b"\x40\x02" + struct.pack("!H", pid),))
             if head & 0x08 and pid in self._recent:
                 return  # a DUP repeat of a message we already delivered
             self._recent.append(pid)
             if len(self._recent) > 8:
                 self._recent.pop(0)
-        topic = topic.decode()
         if msg is None:
             self.log(
                 "warning",
@@ -567,6 +639,7 @@ class MQTT:
             )
             return
         retained = bool(head & 0x01)
+        # Handlers copy what they keep: the next message overwrites the buffer.
         for sub in self._subs:
             if topic_matches(sub[0], topic):
                 for callback in sub[2]:

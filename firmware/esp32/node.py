@@ -133,6 +133,9 @@ class Node:
             self._mgmt_refusing -= 1
 
     def _on_confirmed(self):
+        # the trial's code ends with this call: its modules are garbage once it returns
+        for name in ("fwupdate", "image_trial", "trial"):
+            sys.modules.pop(name, None)
         self.update = bootstate.read_json("fw_result.json")
         self.image = _image_state()
         asyncio.create_task(self._publish_info())
@@ -238,13 +241,7 @@ class Node:
         mqtt = self.mqtt
         log.start(mqtt, self.config)
         self._report_boot()
-        image = None
-        if self.image and self.image.get("result") == "trial":
-            import image_trial
-
-            if image_trial.check_boot():  # else the bootloader rolled it back
-                image = image_trial
-            self.image = _image_state()
+        image = self.image and self.image.get("result") == "trial" and self._image_booted()
         mqtt.subscribe(self._topic("refresh"), self._on_refresh)
         mqtt.on_connect.append(self._on_connect)
         asyncio.create_task(mqtt.run())
@@ -257,12 +254,7 @@ class Node:
         mgmt_topic = self._topic("mgmt/")
         mqtt.subscribe(mgmt_topic + "cmd", self._on_mgmt, qos=1)
         mqtt.subscribe(mgmt_topic + "data", self._on_mgmt, qos=1)
-        if bootstate.read_json("fw_pending.json") is not None:
-            import fwupdate
-
-            asyncio.create_task(fwupdate.trial(mqtt, self.config, remote.done, self._on_confirmed))
-        if image is not None:
-            asyncio.create_task(image.trial(mqtt, self.config, remote.done, self._on_confirmed))
+        self._start_trials(remote, image)
         used = self.cached
         if used is None and not self.safe:
             # First boot: wait a while for HA's configuration before driving pins.
@@ -290,6 +282,26 @@ class Node:
             await mqtt.disconnect()
             bootstate.reset()
         raise self.failure
+
+    def _image_booted(self):
+        import image_trial
+
+        booted = image_trial.check_boot()  # else the bootloader rolled it back
+        self.image = _image_state()
+        if not booted:
+            sys.modules.pop("image_trial", None)
+        return booted
+
+    def _start_trials(self, remote, image):
+        # here, not in main(): its locals live as long as the node, these modules not
+        if bootstate.read_json("fw_pending.json") is not None:
+            import fwupdate
+
+            asyncio.create_task(fwupdate.trial(self.mqtt, self.config, remote.done, self._on_confirmed))
+        if image:
+            import image_trial
+
+            asyncio.create_task(image_trial.trial(self.mqtt, self.config, remote.done, self._on_confirmed))
 
     async def _await_change(self, remote, used):
         await remote.done.wait()

@@ -26,7 +26,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from script.harness import esp_image
-from script.harness.bootloader import boot_select, esp32_shim
+from script.harness.bootloader import boot_select, esp32_shim, ota_env
 from script.harness.clients import Peer
 from script.harness.micropython import MicroPython
 from script.harness.mosquitto import Broker
@@ -246,6 +246,7 @@ class Board:
             "SHIM_RUNNING": label,
             "SHIM_MPY": str(self.shims),
             **({"SHIM_ROMFS": str(self.rom)} if self.rom else {}),
+            **ota_env(),  # what is C on a board runs here (shim/esp32.py)
             **self.env,
         }
         if self.clock is not None:

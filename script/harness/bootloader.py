@@ -70,3 +70,28 @@ def boot_select(directory: Path) -> tuple[str, str | None]:
             return str(order[i][0]), skipped
         skipped = skipped or f"{order[i][0]}: {why}"
     raise RuntimeError(f"no bootable app partitions: {skipped}")
+
+
+def ota_env() -> dict[str, str]:
+    """What the esp32 shim needs to run its OTA calls here (ota_call), off the node's heap."""
+    return {"SHIM_PYTHON": sys.executable, "SHIM_BOOTLOADER": str(Path(__file__))}
+
+
+def ota_call(call: str, label: str) -> int:
+    """esp32.Partition's set_boot() (of `label`) or mark_app_valid_cancel_rollback() for
+    the esp32 shim, in the harness's Python: as in C on a board, not on the node's heap.
+    Prints the port's OSError ("<errno> <name>") and returns 1 if it raises one."""
+    shim = esp32_shim()
+    try:
+        if call == "set_boot":
+            shim.set_boot(shim.esp32._Flash(shim._find(shim.APP, label=label)[0]))
+        else:
+            shim.mark_valid()
+    except OSError as err:
+        print(err.args[0], err.args[1])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(ota_call(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""))

@@ -1,7 +1,8 @@
 """The firmware's heap, phase by phase, on the 32-bit unix port (benchmarks/firmware.py
 prints it, tests/firmware/test_memory.py holds it to the ESP32's 56 KB): boot with TLS, NTP and configuration; a log flood; PRESS and HOLD; a
 management put and get of 8 KB; hostile payloads (4 KB, 512-deep JSON) on power/set
-and mgmt/cmd; a firmware update that rolls back. Each phase reports the peak heap
+and mgmt/cmd; a firmware update that rolls back; a MicroPython image of 200 KB installed
+and confirmed. Each phase reports the peak heap
 (sampled every 100 ms since the previous info) and the live heap after it; a phase
 that ends the node (MemoryError, a crash) ends the run at that heap limit.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from smartserver_node.client import Connection, Node, NodeError
 from smartserver_node.firmware import build_firmware
 
+from script.harness import esp_image
 from script.harness.board import KEY, NODE, Board, ConfigServer, firmware_sources, protocol, signed
 from script.harness.clients import Peer
 from script.harness.mosquitto import Broker
@@ -84,21 +86,27 @@ def hostile(peer: Peer, board: Board) -> None:
     board.wait(lambda: len(board.log_lines("refused")) >= 6, 30, "six refusals")
 
 
-def rollback(board: Board, node: Node, work: Path) -> None:
-    firmware = build_firmware(firmware_sources(work / "broken-src", "9.9.9", broken=True), MPY_CROSS)
+def threaded(board: Board, work: Callable[[], object]) -> list[NodeError]:
+    """Run `work` (the node reboots meanwhile: the board is polled here); its NodeError."""
     errors: list[NodeError] = []
-    runs = board.output().count("running:")
 
     def run() -> None:
         try:
-            node.update(firmware, confirm_timeout=60)
+            work()
         except NodeError as err:
             errors.append(err)
 
     worker = threading.Thread(target=run)
     worker.start()
-    board.wait(lambda: not worker.is_alive(), 120, "the update")
+    board.wait(lambda: not worker.is_alive(), 120, "the transfer")
     worker.join()
+    return errors
+
+
+def rollback(board: Board, node: Node, work: Path) -> None:
+    firmware = build_firmware(firmware_sources(work / "broken-src", "9.9.9", broken=True), MPY_CROSS)
+    runs = board.output().count("running:")
+    errors = threaded(board, lambda: node.update(firmware, confirm_timeout=60))
     assert errors, "the update did not fail"
     assert "rolled back" in str(errors[0]), errors
     board.wait_output("running:", timeout=60, count=runs + 1)
@@ -129,6 +137,13 @@ def phases(board: Board, peer: Peer, broker: Broker, work: Path) -> list[tuple[s
             node.put("data/8k.bin", data)
             assert node.get("data/8k.bin") == data
 
+    def image() -> None:
+        with node:
+            errors = threaded(
+                board, lambda: node.image(esp_image.build("v1.26.0", 200 * 1024), confirm_timeout=60)
+            )
+        assert not errors, errors
+
     def update() -> None:
         with node:
             rollback(board, node, work)
@@ -140,6 +155,8 @@ def phases(board: Board, peer: Peer, broker: Broker, work: Path) -> list[tuple[s
         ("management put/get 8 KB", put_get),
         ("hostile payloads (4 KB, 512-deep JSON)", lambda: hostile(peer, board)),
         ("update that rolls back", update),
+        # last: the esp32 shim (C on a board) stays on the heap after the image's trial
+        ("MicroPython image 200 KB", image),
     ]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from script.harness import esp_image
 from script.harness.board import APP_SIZE, PARTITIONS, SHIM
-from script.harness.bootloader import boot_select, esp32_shim
+from script.harness.bootloader import boot_select, esp32_shim, ota_env
 from script.harness.micropython import MicroPython
 
 # Runs on the unix port; prints one line per step: the result or the exception's args.
@@ -70,7 +70,7 @@ def _run(micropython: MicroPython, tmp_path: Path, kind: str) -> dict[str, str]:
     label, _ = boot_select(directory)
     script = tmp_path / "partition_script.py"
     script.write_text(f"SHIM = {str(SHIM)!r}\n" + SCRIPT)
-    env = {"SHIM_PARTITIONS": str(directory), "SHIM_RUNNING": label}
+    env = {"SHIM_PARTITIONS": str(directory), "SHIM_RUNNING": label, **ota_env()}
     result = micropython.run(script, env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return dict(line.split("|", 1) for line in result.stdout.splitlines())

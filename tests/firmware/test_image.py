@@ -24,8 +24,13 @@ from .test_mgmt import _firmware, connection
 
 SHIM = esp32_shim()
 TRIAL = {"confirm_s": 2, "trial_s": 60}
-# An image of 200 KB passes at 104K on the 32-bit port and fails at 100K (docs/performance.md)
-HEAP = "112K"
+# The 32-bit port's heap (docs/performance.md): a 200 KB image failed at 100K before the
+# MQTT client read messages into one preallocated buffer and chunks went to flash in place.
+HEAP = "100K"
+# Several transfers in a row (a files update, then an image; ten refused images) still
+# ran out of heap at 100K and 104K now and then: image.py, the management module and
+# the esp32 shim (5 KB, C on a board) are resident meanwhile. Not lowered.
+BUSY_HEAP = "112K"
 
 
 @pytest.fixture
@@ -157,7 +162,7 @@ def _pieces(data: bytes) -> list[bytes]:
 
 
 def test_refused_images_leave_the_boot_partition(start_board: Callable[..., Board], node: Node) -> None:
-    board = start_board(heapsize=HEAP, mgmt={"idle_s": 2})
+    board = start_board(heapsize=BUSY_HEAP, mgmt={"idle_s": 2})
     image = esp_image.build("v1.26.0", 20 * 1024)
     otadata = board.otadata()
     wrong = bytearray(image)
@@ -231,7 +236,7 @@ def _in_thread(work: Callable[[], object]) -> threading.Thread:
 
 
 def test_one_update_on_trial_at_a_time(start_board: Callable[..., Board], node: Node, tmp_path: Path) -> None:
-    board = start_board(heapsize=HEAP, mgmt={"confirm_s": 5, "trial_s": 60})
+    board = start_board(heapsize=BUSY_HEAP, mgmt={"confirm_s": 5, "trial_s": 60})
     # the files' update on trial: no image
     worker = _in_thread(lambda: node.update(_firmware(tmp_path, "0.2.0"), confirm_timeout=60))
     board.wait(lambda: len(board.boots) == 2, what="the reboot into firmware 0.2.0")

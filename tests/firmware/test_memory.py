@@ -53,5 +53,6 @@ def test_a_refused_management_command_does_not_load_the_module(
         f"{bad['nonce']} 0 err\nrefused: bad signature",
         "ab12 0 err\nrefused: unsigned",
     ]
-    # the management module (several KB of bytecode) stays on flash
-    assert info(peer)["mem_alloc"] < before + 1024
+    # the management module (7 KB of bytecode) stays on flash; the margin is for the
+    # refusals' log lines, at times still pending (1.2 KB seen once)
+    assert info(peer)["mem_alloc"] < before + 2048

@@ -26,7 +26,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 
-
 from script.harness.board import (
     NODE,
     Board,

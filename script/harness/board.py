@@ -100,7 +100,8 @@ def install_firmware(config: Path, flash: Path, romfs: Path | None = None) -> No
         contents = flash / "romfs"
         compile_shims(contents, BUILT_IN)
         tool = Path(sys.executable).with_name("mpremote")
-        subprocess.run([str(tool), "romfs", "-o", str(romfs), "build", str(contents)], check=True, capture_output=True)
+        build = [str(tool), "romfs", "-o", str(romfs), "build", str(contents)]
+        subprocess.run(build, check=True, capture_output=True)
         shutil.rmtree(contents)
 
 

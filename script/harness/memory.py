@@ -1,10 +1,11 @@
 """The firmware's heap, phase by phase, on the 32-bit unix port (benchmarks/firmware.py
-prints it, tests/firmware/test_memory.py holds it to the ESP32's 56 KB): boot with TLS, NTP and configuration; a log flood; PRESS and HOLD; a
-management put and get of 8 KB; hostile payloads (4 KB, 512-deep JSON) on power/set
-and mgmt/cmd; a firmware update that rolls back; a MicroPython image of 200 KB installed
-and confirmed. Each phase reports the peak heap
-(sampled every 100 ms since the previous info) and the live heap after it; a phase
-that ends the node (MemoryError, a crash) ends the run at that heap limit.
+prints it, tests/firmware/test_memory.py holds it to an ESP32's 56 KB): boot with TLS,
+NTP and configuration; a log flood; PRESS and HOLD; a management put and get of 8 KB;
+hostile payloads (4 KB, 512-deep JSON) on power/set and mgmt/cmd; a firmware update
+that rolls back; a MicroPython image of 200 KB installed and confirmed. Each phase
+reports the peak heap (sampled every 100 ms since the previous info) and the live heap
+after it; a phase that ends the node (MemoryError, a crash) ends the run at that heap
+limit.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 # signed puts, with a manifest of their SHA-256s. install() checks every file against
 # it, moves each current file to fw_old/ before putting its successor in place, and
 # marks the update as on trial. main.py runs the first boot; a second boot before
-# trial() confirmed it (healthy for confirm_s) restores fw_old/. Loaded on demand.
+# trial() confirmed it (healthy for confirm_s) restores fw_old/. A module identical to
+# its copy in ROMFS (deploy-firmware --romfs) is not put on the filesystem, where it
+# would shadow that copy and load onto the heap. Loaded on demand.
 import gc
 import os
 from binascii import hexlify
@@ -16,6 +18,7 @@ OLD = "fw_old"  # the previous firmware's files, until the new one is confirmed
 PENDING = FW_PENDING  # an update on trial (main.py rolls back if unconfirmed)
 RESULT = "fw_result.json"  # what happened to the last update (main.py writes rollbacks)
 FIRMWARE = "firmware.json"  # version and build of the installed firmware
+ROM = "/rom/"  # where a ROMFS partition is mounted
 
 
 def file_sha256(path):
@@ -55,13 +58,16 @@ def install(arg):
         remove(OLD + "/" + entry[0])
     names = list(files) + [FIRMWARE]
     new = [n for n in names if not exists(n)]
+    in_rom = [n for n in files if exists(ROM + n) and file_sha256(ROM + n) == files[n]]
     # Written before the swap: main.py can undo a swap cut short by a power loss.
     pending = {"version": version, "files": names, "new": new, "state": "swap", "boots": 0}
     write_json(PENDING, pending)
     for name in names:
         if exists(name):
             os.rename(name, OLD + "/" + name)
-        if name != FIRMWARE:
+        if name in in_rom:
+            remove(NEW + "/" + name)  # its ROMFS copy runs in place
+        elif name != FIRMWARE:
             os.rename(NEW + "/" + name, name)
     write_json(FIRMWARE, {"version": version, "build": build})
     pending["state"] = "trial"

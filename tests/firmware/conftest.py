@@ -22,7 +22,8 @@ def make_board(
     """Create boards (not booted); all are stopped at teardown. `clock` starts a board's
     wall clock there (Unix time, e.g. POWER_UP) instead of the host's; `partitions` the
     partition table ("ota", or "factory": a build without OTA partitions), `app_size`
-    the size of its app partitions."""
+    the size of its app partitions, `romfs` puts the modules in a ROMFS image (run in
+    place, as a build with them frozen does)."""
     boards: list[Board] = []
 
     def make(
@@ -31,6 +32,7 @@ def make_board(
         clock: float | None = None,
         partitions: str = "ota",
         app_size: int = APP_SIZE,
+        romfs: bool = False,
         **board: Any,
     ) -> Board:
         made = Board(
@@ -43,6 +45,7 @@ def make_board(
             clock=clock,
             partitions=partitions,
             app_size=app_size,
+            romfs=romfs,
         )
         boards.append(made)
         return made

@@ -45,6 +45,17 @@ def test_out_writes_loadable_modules(tmp_path: Path, broker_certs: Certs) -> Non
     assert not (flash / "mqtt.py").exists()
 
 
+def test_romfs_takes_the_modules_off_the_filesystem(tmp_path: Path, broker_certs: Certs) -> None:
+    config = config_dir(tmp_path, broker_certs)
+    flash = tmp_path / "flash"
+    assert deploy("--romfs", "--out", str(flash), str(config)).returncode == 0
+    modules = {p.stem for p in FIRMWARE.glob("*.py")} - {"boot", "main", "board_template", "secrets_template"}
+    assert {p.name for p in (flash / "romfs").iterdir()} == {f"{m}.mpy" for m in modules}
+    assert not list(flash.glob("*.mpy"))
+    dry = deploy("--romfs", "--dry-run", "--port", "/dev/ttyUSB7", str(config))
+    assert "mpremote connect /dev/ttyUSB7 romfs deploy" in dry.stdout
+
+
 def test_version_and_build_match_the_update_tool(tmp_path: Path, broker_certs: Certs) -> None:
     # HA's update entity and smartserver-node compare this build hash with theirs.
     flash = tmp_path / "flash"

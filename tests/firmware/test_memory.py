@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from script.harness.board import NODE, Board, payloads, protocol, signed, wait_online
 from script.harness.clients import Peer
+from script.harness.memory import memory_run
+from script.harness.mosquitto import Broker
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
 INFO = protocol.node_topic("home", NODE, "info")
@@ -56,3 +59,20 @@ def test_a_refused_management_command_does_not_load_the_module(
     # the management module (7 KB of bytecode) stays on flash; the margin is for the
     # refusals' log lines, at times still pending (1.2 KB seen once)
     assert info(peer)["mem_alloc"] < before + 2048
+
+
+def test_the_whole_scenario_runs_in_56k_with_the_modules_in_romfs(
+    make_board: Callable[..., Board], mosquitto: Broker, tmp_path: Path
+) -> None:
+    # An ESP32 without PSRAM starts MicroPython with 56 KB of heap. With the modules in
+    # flash (ROMFS or frozen) their bytecode runs in place: every phase fits there.
+    board = make_board(
+        heapsize="56K",
+        romfs=True,
+        config={"wait_s": 0.02, "retry_s": 5, "boot_wait_s": 10},
+        mgmt={"confirm_s": 2, "trial_s": 60},
+    )
+    rows = memory_run(board, mosquitto, tmp_path / "fw")
+    assert [result for _, result, _, _ in rows] == ["ok"] * 7, rows
+    assert "MemoryError" not in board.output()
+    assert max(peak for _, _, peak, _ in rows) < 56 * 1024

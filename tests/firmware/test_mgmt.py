@@ -270,6 +270,22 @@ def test_update_kept_once_healthy(start_board: Callable[..., Board], node: Node,
     board.wait_output("firmware 0.2.0 confirmed")
 
 
+def test_an_update_leaves_modules_equal_to_their_romfs_copy_in_romfs(
+    start_board: Callable[..., Board], node: Node, tmp_path: Path
+) -> None:
+    # On the filesystem a module would shadow its ROMFS copy and load onto the heap.
+    board = start_board(heapsize=HEAP, romfs=True, mgmt={"confirm_s": 2, "trial_s": 60})
+    assert not list(board.flash.glob("*.mpy"))
+    firmware = _firmware(tmp_path, "0.2.0")  # only version.py changes
+    worker = threading.Thread(target=lambda: node.update(firmware, confirm_timeout=60))
+    worker.start()
+    board.wait(lambda: not worker.is_alive(), timeout=90, what="the update")
+    worker.join()
+    board.wait_output("firmware 0.2.0 confirmed")
+    assert [p.name for p in board.flash.glob("*.mpy")] == ["version.mpy"]
+    assert node.info()["version"] == "0.2.0"
+
+
 def _failed_update(board: Board, node: Node, firmware: Firmware, confirm_timeout: float) -> str:
     """Run an update that must fail (the node reboots meanwhile, so in a thread); its error."""
     errors: list[NodeError] = []

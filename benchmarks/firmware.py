@@ -5,6 +5,8 @@ Prints:
   12 components, 20 PRESS commands), as the firmware reports it on its info topic
   (gc.mem_alloc() sampled every 100 ms), for several heap limits, and the smallest
   limit under which the whole load still succeeds;
+- heap per phase of the whole scenario (script/harness/memory.py) with the modules as
+  .mpy files on the filesystem (MEMORY_HEAPS) and in ROMFS (MEMORY_ROMFS_HEAPS);
 - command-to-pulse latency: from publishing a signed PRESS to the relay pin going
   active in the pin shim's record, over the real broker (p50/p99).
 
@@ -49,7 +51,7 @@ COMPONENTS: dict[str, Any] = {f"extra{i}": {"note": "x" * 250, "n": i} for i in 
 COMPONENTS["relay"] = {"press_ms": 40}
 
 
-def make_board(work: Path, broker: Broker, name: str, heapsize: str) -> Board:
+def make_board(work: Path, broker: Broker, name: str, heapsize: str, romfs: bool = False) -> Board:
     return Board(
         micropython_port(),
         work / name,
@@ -58,6 +60,7 @@ def make_board(work: Path, broker: Broker, name: str, heapsize: str) -> Board:
         broker.certs.ca_pem,
         heapsize=heapsize,
         reboot=False,
+        romfs=romfs,
     )
 
 
@@ -159,13 +162,16 @@ def main() -> None:
             costs = module_costs(make_board(work, broker, "imports", "256K"))
             print("heap per module once imported:", ", ".join(f"{name} {size}" for name, size in costs))
             print("heap per phase (peak since the previous phase, live after it), 32-bit port")
-            for heapsize in os.environ.get("MEMORY_HEAPS", "56K 64K 80K 100K").split():
-                board = make_board(work, broker, f"phases{heapsize}", heapsize)
+            runs = [(heap, False) for heap in os.environ.get("MEMORY_HEAPS", "56K 64K 80K 100K").split()]
+            runs += [(heap, True) for heap in os.environ.get("MEMORY_ROMFS_HEAPS", "56K 64K 72K").split()]
+            for heapsize, romfs in runs:
+                where = "romfs" if romfs else "mpy"
+                board = make_board(work, broker, f"phases{heapsize}{where}", heapsize, romfs)
                 board.board["mgmt"] = {"confirm_s": 2, "trial_s": 60}
                 board.write_config()
                 board.reboot = True  # the update resets the node
-                for name, result, peak, live in memory_run(board, broker, work / f"fw{heapsize}"):
-                    print(f"{heapsize:>6} {name:<42} {result:<8} {peak:>7} {live:>7}")
+                for name, result, peak, live in memory_run(board, broker, work / f"fw{heapsize}{where}"):
+                    print(f"{heapsize:>6} {where:<5} {name:<42} {result:<8} {peak:>7} {live:>7}")
             times = latency(work, broker)
             print(
                 f"command-to-pulse latency over TLS, {len(times)} PRESS: "

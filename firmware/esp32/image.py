@@ -72,8 +72,8 @@ class Receiver:
         self.erased = 0  # bytes erased, whole sectors
 
     def write(self, data):
-        """Take a chunk (a view the caller reuses); return a progress line when another
-        PROGRESS bytes are on flash."""
+        """Take a chunk (a view the caller reuses); return the bytes on flash when
+        another PROGRESS bytes are (mgmt.py reports them as "written <bytes>")."""
         n = len(data)
         if self.got + n > self.size:
             raise Refused("size mismatch: more than the %d bytes announced" % self.size)
@@ -96,7 +96,7 @@ class Receiver:
             self.fill = n - done
             self.buf[: self.fill] = data[done:]
         if self.flashed // PROGRESS > before // PROGRESS:
-            return "written %d" % (self.flashed // PROGRESS * PROGRESS)
+            return self.flashed // PROGRESS * PROGRESS
         return None
 
     def _flash(self, data):

@@ -87,10 +87,10 @@ class Manager:
     # --- replies (in order: one sender task drains the queue) --------------------
 
     def _reply(self, nonce, seq, kind, body=b""):
-        # header and body go out one after the other (mqtt.publish): no joined copy
-        if isinstance(body, str):
-            body = body.encode()
-        self._queue.append((("%s %d %s\n" % (nonce, seq, kind)).encode(), body))
+        # Queued as given; header and bytes are made when it goes out. An unpaced image
+        # sender has the broker queue chunks ahead of the PUBACK the sender task waits
+        # for: meanwhile a report every 64 KB queues here, so each costs one small tuple.
+        self._queue.append((nonce, seq, kind, body))
         if not self._busy:
             self._busy = True
             asyncio.create_task(self._send())
@@ -98,7 +98,15 @@ class Manager:
     async def _send(self):
         try:
             while self._queue:
-                await self._mqtt.publish(self.reply_topic, self._queue.pop(0), qos=1)
+                nonce, seq, kind, body = self._queue.pop(0)
+                if isinstance(body, int):
+                    body = "written %d" % body  # an image's progress (image.py)
+                if isinstance(body, str):
+                    body = body.encode()
+                # header and body go out one after the other (mqtt.publish): no joined copy
+                head = ("%s %d %s\n" % (nonce, seq, kind)).encode()
+                await self._mqtt.publish(self.reply_topic, (head, body), qos=1)
+                head = body = None
         finally:
             self._busy = False
 

@@ -85,6 +85,7 @@ def load_run(work: Path, broker: Broker, heapsize: str) -> dict[str, Any] | None
         ConfigServer(peer, COMPONENTS)
         board.boot()
         board.wait_output("running: relay", timeout=30)
+        board.wait_commands()  # a PRESS signed in the node's boot second is refused as older
         # A burst of junk commands: 300 refusals to log while commands keep coming.
         for i in range(300):
             peer.client.publish(POWER_SET, json.dumps({"cmd": "PRESS", "pad": i}), qos=0)
@@ -120,6 +121,7 @@ def latency(work: Path, broker: Broker, samples: int = 100) -> list[float]:
         ConfigServer(peer, {"relay": {"press_ms": 30}})
         board.boot()
         board.wait_output("running: relay", timeout=30)
+        board.wait_commands()
         times = []
         for i in range(samples):
             sent = time.time_ns()

@@ -333,49 +333,41 @@ def _relay_node(user_input: dict[str, Any]) -> str | None:
     return str(user_input.get(CONF_RELAY_NODE) or "").strip() or None
 
 
-def _uses_wol(user_input: dict[str, Any]) -> bool:
-    return user_input.get(CONF_POWER_ON) in (PowerOn.WOL_NODE, PowerOn.WOL_HA)
+# Settings read from the form, or (when the errors are not empty) what is wrong with them.
+_Read = tuple[dict[str, Any], dict[str, str]]
 
 
-def _check_wol(user_input: dict[str, Any]) -> dict[str, str]:
-    """Validate the Wake-on-LAN settings when the power-on method uses them."""
+def _wol(user_input: dict[str, Any]) -> _Read:
+    """Read the power-on method and, when it is Wake-on-LAN, its settings."""
+    method = user_input.get(CONF_POWER_ON, PowerOn.RELAY)
+    if method not in (PowerOn.WOL_NODE, PowerOn.WOL_HA):
+        return {CONF_POWER_ON: method}, {}
     errors: dict[str, str] = {}
-    if not _uses_wol(user_input):
-        return errors
+    mac = address = ""
     try:
-        protocol.normalize_mac(user_input.get(CONF_MAC, ""))
+        mac = protocol.normalize_mac(user_input.get(CONF_MAC, ""))
     except ValueError:
         errors[CONF_MAC] = "invalid_mac"
     try:
-        protocol.validate_ipv4(user_input.get(CONF_WOL_ADDRESS, protocol.WOL_ADDRESS))
+        address = protocol.validate_ipv4(user_input.get(CONF_WOL_ADDRESS, protocol.WOL_ADDRESS))
     except ValueError:
         errors[CONF_WOL_ADDRESS] = "invalid_address"
-    return errors
-
-
-def _wol_data(user_input: dict[str, Any]) -> dict[str, Any]:
-    """Return the power-on method and, when it is Wake-on-LAN, its settings (validated)."""
-    method = user_input.get(CONF_POWER_ON, PowerOn.RELAY)
-    if not _uses_wol(user_input):
-        return {CONF_POWER_ON: method}
-    return {
+    data = {
         CONF_POWER_ON: method,
-        CONF_MAC: protocol.normalize_mac(user_input[CONF_MAC]),
-        CONF_WOL_ADDRESS: protocol.validate_ipv4(user_input.get(CONF_WOL_ADDRESS, protocol.WOL_ADDRESS)),
+        CONF_MAC: mac,
+        CONF_WOL_ADDRESS: address,
         CONF_WOL_PORT: int(user_input.get(CONF_WOL_PORT, protocol.WOL_PORT)),
     }
+    return data, errors
 
 
 # A host name or an IPv4/IPv6 address: what asyncio can connect to, nothing else.
 _HOST = re.compile(r"[A-Za-z0-9.:-]{1,253}")
 
 
-def _check_reach(user_input: dict[str, Any]) -> dict[str, str]:
-    """Validate the reachability check: no host (no check), or a host, a port and who checks."""
+def _reach_error(user_input: dict[str, Any], host: str) -> dict[str, str]:
+    """Check the reachability check: a host, a port and, when the node checks, an IPv4 host."""
     # the interval's bounds are the selector's: HA refuses a value outside them
-    host = user_input.get(CONF_REACH_HOST, "").strip()
-    if not host:
-        return {}
     if not _HOST.fullmatch(host):
         return {CONF_REACH_HOST: "invalid_host"}
     if not user_input.get(CONF_REACH_PORT):
@@ -390,15 +382,17 @@ def _check_reach(user_input: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
-def _reach_data(user_input: dict[str, Any]) -> dict[str, Any]:
-    """Return the reachability check's settings (validated); an empty host: no check."""
+def _reach(user_input: dict[str, Any]) -> _Read:
+    """Read the reachability check's settings; an empty host: no check."""
     host = user_input.get(CONF_REACH_HOST, "").strip()
-    return {
+    errors = _reach_error(user_input, host) if host else {}
+    data = {
         CONF_REACH_HOST: host,
-        CONF_REACH_PORT: int(user_input[CONF_REACH_PORT]) if host else 0,
+        CONF_REACH_PORT: int(user_input[CONF_REACH_PORT]) if host and not errors else 0,
         CONF_REACH_BY: user_input.get(CONF_REACH_BY, ReachBy.HA),
         CONF_REACH_INTERVAL: int(user_input.get(CONF_REACH_INTERVAL, DEFAULT_REACH_INTERVAL)),
     }
+    return data, errors
 
 
 def _new_key() -> str:
@@ -412,8 +406,8 @@ class ServerSubentryFlow(ConfigSubentryFlow):
         """Start with nothing entered."""
         self._data: dict[str, Any] = {}
 
-    def _check(self, user_input: dict[str, Any], own: str | None) -> dict[str, str]:
-        """Validate ids; `own` is the subentry being reconfigured (its ids may stay)."""
+    def _read(self, user_input: dict[str, Any], own: str | None) -> _Read:
+        """Read the form; `own` is the subentry being reconfigured (its ids may stay)."""
         errors: dict[str, str] = {}
         others = [
             sub.data
@@ -436,38 +430,41 @@ class ServerSubentryFlow(ConfigSubentryFlow):
             errors[CONF_RELAY_NODE] = "relay_node_in_use"
         if not user_input[CONF_NAME].strip():
             errors[CONF_NAME] = "name_required"
-        errors.update(_check_wol(user_input))
-        errors.update(_check_reach(user_input))
-        return errors
+        wol, wol_errors = _wol(user_input)
+        reach, reach_errors = _reach(user_input)
+        errors.update(wol_errors)
+        errors.update(reach_errors)
+        data = {
+            CONF_NAME: user_input[CONF_NAME].strip(),
+            CONF_START_GRACE: int(user_input[CONF_START_GRACE]),
+            CONF_STOP_GRACE: int(user_input[CONF_STOP_GRACE]),
+            **wol,
+            **reach,
+        }
+        if relay:
+            data[CONF_RELAY_NODE] = relay
+        return data, errors
 
     def _known_nodes(self) -> list[str]:
         """Return the ids of the nodes that have a device under the hub entry."""
         devices = dr.async_entries_for_config_entry(dr.async_get(self.hass), self._get_entry().entry_id)
         return sorted({node for device in devices if (node := node_id_of_device(device)) is not None})
 
-    def _take(self, user_input: dict[str, Any]) -> None:
+    def _take(self, data: dict[str, Any]) -> None:
         self._data.pop(CONF_RELAY_NODE, None)  # reconfigured to no node
-        if relay := _relay_node(user_input):
-            self._data[CONF_RELAY_NODE] = relay
-        self._data.update(
-            {
-                CONF_NAME: user_input[CONF_NAME].strip(),
-                CONF_START_GRACE: int(user_input[CONF_START_GRACE]),
-                CONF_STOP_GRACE: int(user_input[CONF_STOP_GRACE]),
-                **_wol_data(user_input),
-                **_reach_data(user_input),
-            }
-        )
+        self._data.update(data)
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         """Ask for the server's name, ids and grace periods; generate its keys."""
         errors: dict[str, str] = {}
-        if user_input is not None and not (errors := self._check(user_input, None)):
-            self._take(user_input)
-            self._data[CONF_SERVER_ID] = user_input[CONF_SERVER_ID]
-            self._data[CONF_COMMAND_KEY] = _new_key()
-            self._data[CONF_NODE_KEY] = _new_key()
-            return await self.async_step_agent()
+        if user_input is not None:
+            data, errors = self._read(user_input, None)
+            if not errors:
+                self._take(data)
+                self._data[CONF_SERVER_ID] = user_input[CONF_SERVER_ID]
+                self._data[CONF_COMMAND_KEY] = _new_key()
+                self._data[CONF_NODE_KEY] = _new_key()
+                return await self.async_step_agent()
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(
@@ -480,13 +477,15 @@ class ServerSubentryFlow(ConfigSubentryFlow):
         """Change name, relay node or grace periods; optionally rotate both keys."""
         subentry = self._get_reconfigure_subentry()
         errors: dict[str, str] = {}
-        if user_input is not None and not (errors := self._check(user_input, subentry.subentry_id)):
-            self._data = dict(subentry.data)
-            self._take(user_input)
-            if user_input[CONF_ROTATE_KEYS]:
-                self._data[CONF_COMMAND_KEY] = _new_key()
-                self._data[CONF_NODE_KEY] = _new_key()
-            return await self.async_step_agent()
+        if user_input is not None:
+            data, errors = self._read(user_input, subentry.subentry_id)
+            if not errors:
+                self._data = dict(subentry.data)
+                self._take(data)
+                if user_input[CONF_ROTATE_KEYS]:
+                    self._data[CONF_COMMAND_KEY] = _new_key()
+                    self._data[CONF_NODE_KEY] = _new_key()
+                return await self.async_step_agent()
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=self.add_suggested_values_to_schema(

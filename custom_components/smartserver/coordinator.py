@@ -223,8 +223,9 @@ class SmartServerCoordinator:
     @callback
     def _on_status(self, node_id: str, msg: mqtt.ReceiveMessage) -> None:
         text = _stripped(msg)
-        self.nodes.async_status(node_id, text)
-        self.servers.async_node_status(node_id, text)
+        if self.nodes.async_status(node_id, text) and text:
+            # a cleared status tells a server nothing about its relay node
+            self.servers.async_node_status(node_id, text)
 
     @callback
     def _on_login(self, msg: mqtt.ReceiveMessage) -> None:

@@ -144,13 +144,13 @@ class NodeManager:
         async_dispatcher_send(self.hass, self.signal_connection)
 
     @callback
-    def async_status(self, node_id: str, text: str) -> None:
-        """Take a valid id's `status`: ONLINE, OFFLINE or empty (cleared)."""
+    def async_status(self, node_id: str, text: str) -> bool:
+        """Take a valid id's `status`: ONLINE, OFFLINE or empty (cleared); return whether it is one."""
         if text not in (protocol.ONLINE, protocol.OFFLINE, ""):
             LOGGER.warning("Ignored status %r of node %s: expected ONLINE or OFFLINE", text[:40], node_id)
-            return
+            return False
         if (node := self.registry.async_contact(node_id)) is None:
-            return
+            return True
         node.online = None if not text else text == protocol.ONLINE
         if node.online is False and not node.offline_logged:
             node.offline_logged = True
@@ -159,6 +159,7 @@ class NodeManager:
             node.offline_logged = False
             LOGGER.info("Node %s is back online", node_id)
         self.states.async_changed(node)
+        return True
 
     @callback
     def async_remove_node(self, node_id: str) -> bool:

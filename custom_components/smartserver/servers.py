@@ -290,12 +290,11 @@ class Server:
 
     @callback
     def async_node_status(self, payload: str) -> None:
-        """Take the relay node's availability: ONLINE or OFFLINE."""
-        if self._valid("relay node status", payload, (protocol.ONLINE, protocol.OFFLINE)):
-            self._apply(self.machine.on_node_status(payload))
-            if payload == protocol.OFFLINE and self.config.checks(ReachBy.NODE):
-                # the node's last answer no longer holds: nobody checks now
-                self._apply(self.machine.on_reachable(None, time.monotonic()))
+        """Take the relay node's availability, ONLINE or OFFLINE (the node manager checked it)."""
+        self._apply(self.machine.on_node_status(payload))
+        if payload == protocol.OFFLINE and self.config.checks(ReachBy.NODE):
+            # the node's last answer no longer holds: nobody checks now
+            self._apply(self.machine.on_reachable(None, time.monotonic()))
 
     @callback
     def async_node_reach(self, payload: str) -> None:

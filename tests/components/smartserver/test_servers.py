@@ -366,6 +366,12 @@ async def test_offline_relay_node_is_not_pressed(hass: HomeAssistant, mqtt_mock:
         await switch(hass, "turn_on")
     assert err.value.translation_key == "relay_node_offline"
     assert published(mqtt_mock, POWER_SET) == []
+    # neither a bad status nor a cleared one changes what the server knows of its node
+    fire(hass, status, "MAYBE")
+    fire(hass, status, "", retain=True)
+    await hass.async_block_till_done()
+    with pytest.raises(HomeAssistantError, match="offline"):
+        await switch(hass, "turn_on")
     fire(hass, status, "ONLINE")
     await hass.async_block_till_done()
     await switch(hass, "turn_on")

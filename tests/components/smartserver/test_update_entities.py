@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -29,6 +28,7 @@ from custom_components.smartserver.const import DOMAIN
 from custom_components.smartserver.helpers import node_device_info, node_identifier
 from script.harness.ha import RELAY_NODE
 
+from . import update_common
 from .update_common import (
     BUILD,
     FILES,
@@ -54,47 +54,30 @@ def bundle_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def setup(
-    hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    mqtt_client_closing: None,
-    server_config_entry: MockConfigEntry,
-    bundle_dir: Path,
-) -> AsyncGenerator[MockConfigEntry]:
-    """The hub with its server (relay1) and only the update platform, carrying the bundle."""
-    async with running_hub(hass, server_config_entry, bundle_dir) as entry:
-        yield entry
+def fake_node(hass: HomeAssistant) -> FakeNode:
+    """relay1 on 0.1.0; confirms 0.2.0 after update."""
+    return FakeNode(hass, after_update=[info(VERSION, BUILD, {"result": "confirmed", "version": VERSION})])
 
 
-@pytest.fixture
-async def node(hass: HomeAssistant, setup: MockConfigEntry) -> AsyncGenerator[FakeNode]:
-    """relay1 on 0.1.0, answering management commands; confirms 0.2.0 after update."""
-    fake = FakeNode(hass, after_update=[info(VERSION, BUILD, {"result": "confirmed", "version": VERSION})])
-    unsubscribe = await fake.start()
-    publish_info(hass, RELAY_NODE, info())
-    await hass.async_block_till_done()
-    yield fake
-    unsubscribe()
+# the shared fixtures: pytest finds them as this module's attributes
+setup = update_common.setup
+node = update_common.node
 
 
 # One entity per node -------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("mqtt_client_closing")
 async def test_entities(
     hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    server_config_entry: MockConfigEntry,
-    bundle_dir: Path,
+    setup: MockConfigEntry,
     entity_registry: er.EntityRegistry,
     snapshot: SnapshotAssertion,
 ) -> None:
     """The relay node's entity (install) and one of a node whose key HA lacks (none)."""
-    async with running_hub(hass, server_config_entry, bundle_dir):
-        publish_info(hass, RELAY_NODE, info())
-        publish_info(hass, NODE2, info(VERSION, BUILD))
-        await hass.async_block_till_done()
-        await snapshot_platform(hass, entity_registry, snapshot, server_config_entry.entry_id)
+    publish_info(hass, RELAY_NODE, info())
+    publish_info(hass, NODE2, info(VERSION, BUILD))
+    await hass.async_block_till_done()
+    await snapshot_platform(hass, entity_registry, snapshot, setup.entry_id)
 
 
 async def test_a_node_gets_its_entity_with_its_first_info(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -36,6 +35,7 @@ from custom_components.smartserver.helpers import node_identifier
 from custom_components.smartserver.mgmt_framing import CHUNK, app_version, image_arg
 from script.harness.ha import RELAY_NODE
 
+from . import update_common
 from .nodes_common import write
 from .update_common import (
     BUILD,
@@ -76,27 +76,18 @@ def bundle_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def setup(
-    hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    mqtt_client_closing: None,
-    server_config_entry: MockConfigEntry,
-    bundle_dir: Path,
-) -> AsyncGenerator[MockConfigEntry]:
-    """The hub with relay1's server and only the update platform, carrying the image."""
-    async with running_hub(hass, server_config_entry, bundle_dir) as entry:
-        yield entry
-
-
-@pytest.fixture
-async def node(hass: HomeAssistant, setup: MockConfigEntry) -> AsyncGenerator[FakeNode]:
+def fake_node(hass: HomeAssistant) -> FakeNode:
     """relay1 on MicroPython 1.24.1, confirming the image it gets."""
-    fake = FakeNode(hass, after_image=[image_info(result="trial"), image_info()])
-    unsubscribe = await fake.start()
-    publish_info(hass, RELAY_NODE, info(VERSION, BUILD, micropython=RUNNING))
-    await hass.async_block_till_done()
-    yield fake
-    unsubscribe()
+    return FakeNode(
+        hass,
+        running=info(VERSION, BUILD, micropython=RUNNING),
+        after_image=[image_info(result="trial"), image_info()],
+    )
+
+
+# the shared fixtures: pytest finds them as this module's attributes
+setup = update_common.setup
+node = update_common.node
 
 
 # The image's version -----------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Helpers for the update entity tests on the mocked MQTT client: a bundled firmware,
-MicroPython images, node infos, and a scripted node that answers management commands."""
+MicroPython images, node infos, a scripted node that answers management commands, and the
+fixtures `setup` and `node` (a test module provides `bundle_dir` and `fake_node`)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import pytest
 from homeassistant.components import mqtt
 from homeassistant.const import ATTR_ENTITY_ID, Platform
 from homeassistant.core import HomeAssistant, callback
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
+from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
 from custom_components.smartserver import protocol
 from script.harness import esp_image
@@ -135,11 +138,12 @@ class FakeNode:
     node refuses a command it will not take. After `update` the node publishes the infos
     in `after_update`, after `image` those in `after_image`. Like the firmware, it
     reports `written <bytes>` every 64 KB of an image (unless `progress` is off); the
-    scripted chunks' seqs count after those.
+    scripted chunks' seqs count after those. The `node` fixture publishes `running` first.
     """
 
     hass: HomeAssistant
     node: str = RELAY_NODE
+    running: str = field(default_factory=info)
     script: dict[str, list[Reply]] = field(default_factory=dict)
     after_update: list[str] = field(default_factory=list)
     after_image: list[str] = field(default_factory=list)
@@ -210,3 +214,26 @@ class FakeNode:
 def app_image(version: str = "v1.25.0", project: bytes = b"micropython", size: int = 200_000) -> bytes:
     """A valid ESP32 app image as esptool writes it (script/harness/esp_image.py)."""
     return esp_image.build(version, size, project=project.decode())
+
+
+@pytest.fixture
+async def setup(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    server_config_entry: MockConfigEntry,
+    bundle_dir: Path,
+) -> AsyncGenerator[MockConfigEntry]:
+    """The hub with relay1's server and only the update platform, carrying the module's bundle."""
+    async with running_hub(hass, server_config_entry, bundle_dir) as entry:
+        yield entry
+
+
+@pytest.fixture
+async def node(hass: HomeAssistant, setup: MockConfigEntry, fake_node: FakeNode) -> AsyncGenerator[FakeNode]:
+    """The module's fake relay1, answering management commands, after its first info."""
+    unsubscribe = await fake_node.start()
+    publish_info(hass, fake_node.node, fake_node.running)
+    await hass.async_block_till_done()
+    yield fake_node
+    unsubscribe()

@@ -121,9 +121,9 @@ class RemoteConfig:
 
     def _complete(self, components):
         self._expected = None
-        log.info("configuration received: %d components" % len([k for k in components if k != "_order"]))
         if components != load_cache():
-            save_cache(components)
+            save_cache(components)  # before the log line: whoever reads it finds the cache
+        log.info("configuration received: %d components" % len([k for k in components if k != "_order"]))
         self.components = relevant(components)
         self.done.set()
         self._progress.set()

@@ -24,9 +24,10 @@ from .test_mgmt import _firmware, connection
 
 SHIM = esp32_shim()
 TRIAL = {"confirm_s": 2, "trial_s": 60}
-# The 32-bit port's heap (docs/performance.md): a 200 KB image failed at 100K before the
-# MQTT client read messages into one preallocated buffer and chunks went to flash in place.
-HEAP = "100K"
+# The 32-bit port's heap (docs/performance.md): an image transfer passes at 100K with
+# 1-2 KB to spare (the memory scenario, script/harness/memory.py, holds that); these
+# tests are about the install, not the heap, and one failed at 100K in a full run.
+HEAP = "112K"
 # Several transfers in a row (a files update, then an image; ten refused images) still
 # ran out of heap at 100K and 104K now and then: image.py, the management module and
 # the esp32 shim (5 KB, C on a board) are resident meanwhile. Not lowered.
@@ -114,7 +115,7 @@ def test_an_image_never_healthy_within_trial_s_is_rolled_back(
     board.wait_commands()
     server.answer = False  # the new image runs, but HA's configuration never comes
     result = install(board, node, esp_image.build("v1.26.0", 64 * 1024))
-    assert "rolled back MicroPython image 1.26.0" in result["error"]
+    assert "rolled back MicroPython image 1.26.0" in result["error"], board.output()[-3000:]
     assert "MicroPython image 1.26.0 did not become healthy: rolling back" in board.output()
     # never marked valid: the reset after trial_s made the bootloader abort it
     assert board.booted == ["ota_0", "ota_1", "ota_0"]

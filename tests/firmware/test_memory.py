@@ -9,7 +9,7 @@ from typing import Any
 
 from script.harness.board import NODE, Board, payloads, protocol, signed, wait_online
 from script.harness.clients import Peer
-from script.harness.memory import memory_run
+from script.harness.memory import SCENARIO, memory_run
 from script.harness.mosquitto import Broker
 
 POWER_SET = protocol.node_topic("home", NODE, protocol.NODE_POWER_SET)
@@ -88,12 +88,7 @@ def test_the_whole_scenario_runs_in_72k_with_the_modules_in_romfs(
 ) -> None:
     # Boot, flood, PRESS/HOLD, an 8 KB put/get, hostile payloads, an update that rolls
     # back and a 200 KB image: the .mpy build needs 100K for this (benchmarks/firmware.py).
-    board = make_board(
-        heapsize="72K",
-        romfs=True,
-        config={"wait_s": 0.02, "retry_s": 5, "boot_wait_s": 10},
-        mgmt={"confirm_s": 2, "trial_s": 60},
-    )
+    board = make_board(heapsize="72K", romfs=True, **SCENARIO)
     rows = memory_run(board, mosquitto, tmp_path / "fw")
     assert [result for _, result, _, _ in rows] == ["ok"] * 7, rows
     assert "MemoryError" not in board.output()

@@ -94,6 +94,30 @@ def _safe_after():
         return SAFE_AFTER
 
 
+# Loaded on demand (management, updates); their names are interned at boot.
+ON_DEMAND = ("mgmt", "fwupdate", "image")
+
+
+def load_names():
+    """Load the on-demand modules once and drop them again, keeping only their names.
+
+    MicroPython interns every name a module uses in a pool that doubles when full and
+    is never freed. Done at boot the next pool fits; done weeks later in a fragmented
+    heap it may not (the 32-bit port needed 4.5 KB in one piece for `mgmt`). What they
+    import besides (log, sign, asyncio's parts) stays: the node uses it anyway."""
+    import gc
+    import sys
+
+    for name in ON_DEMAND:
+        try:
+            __import__(name)
+        except Exception:  # noqa: S110 (a broken module fails when it is used, and says so then)
+            pass
+    for name in ON_DEMAND + ("fsutil",):
+        sys.modules.pop(name, None)
+    gc.collect()
+
+
 class BootState:
     def __init__(self):
         cause = machine.reset_cause()

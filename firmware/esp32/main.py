@@ -56,6 +56,7 @@ try:
     _firmware_trial()
     _firmware_trial = None  # its code is garbage now: heap for the node
     state = bootstate.BootState()
+    bootstate.load_names()  # before the big imports, while the heap is whole
     import node
 
     node.run(state)

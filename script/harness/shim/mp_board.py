@@ -34,8 +34,10 @@ if os.getenv("SHIM_ROMFS"):
 _mount_romfs = None
 sys.path[:] = [""] + rom + [".frozen"] + ([os.getenv("SHIM_MPY")] if os.getenv("SHIM_MPY") else []) + [shim]
 rom = None
+# Compiled first and the source dropped: a board reads main.py through a small lexer
+# buffer and keeps only the compiled code while it runs, not the text.
 for name in ("boot.py", "main.py"):
     with open(name) as f:
-        code = f.read()
+        code = compile(f.read(), name, "exec")
     exec(code, {"__name__": "__main__", "__file__": name})
     code = None

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from smartserver_node.client import Node
+
 from script.harness.board import KEY, NODE, Board, payloads, protocol, signed, wait_online
 from script.harness.clients import Peer
 from script.harness.memory import SCENARIO, memory_run
 from script.harness.mosquitto import Broker
-from smartserver_node.client import Node
 
 from .test_mgmt import connection
 

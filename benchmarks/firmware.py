@@ -165,7 +165,7 @@ def main() -> None:
             print("heap per module once imported:", ", ".join(f"{name} {size}" for name, size in costs))
             print("heap per phase (peak since the previous phase, live after it), 32-bit port")
             runs = [(heap, False) for heap in os.environ.get("MEMORY_HEAPS", "56K 64K 80K 100K").split()]
-            runs += [(heap, True) for heap in os.environ.get("MEMORY_ROMFS_HEAPS", "56K 64K 72K").split()]
+            runs += [(heap, True) for heap in os.environ.get("MEMORY_ROMFS_HEAPS", "56K 60K 64K").split()]
             for heapsize, romfs in runs:
                 where = "romfs" if romfs else "mpy"
                 board = make_board(work, broker, f"phases{heapsize}{where}", heapsize, romfs)

@@ -23,13 +23,13 @@ ROM = "/rom/"  # where a ROMFS partition is mounted
 
 def file_sha256(path):
     h = sha256()
-    buf = bytearray(512)
+    buf = memoryview(bytearray(512))  # a file's last piece as a view, not a copy
     with open(path, "rb") as f:
         while True:
             n = f.readinto(buf)
             if not n:
                 break
-            h.update(buf[:n] if n < len(buf) else buf)
+            h.update(buf[:n])
     return hexlify(h.digest()).decode()
 
 

@@ -109,6 +109,7 @@ def load_names():
     import sys
 
     for name in ON_DEMAND:
+        gc.collect()  # garbage gone first: the pool's next piece finds the heap's top free
         try:
             __import__(name)
         except Exception:  # noqa: S110 (a broken module fails when it is used, and says so then)

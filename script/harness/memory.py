@@ -166,14 +166,16 @@ def phases(board: Board, peer: Peer, broker: Broker, work: Path) -> list[tuple[s
     ]
 
 
-def memory_run(board: Board, broker: Broker, work: Path) -> list[tuple[str, str, int, int]]:
-    """(phase, result, peak, live) for each phase until one fails."""
+def memory_run(
+    board: Board, broker: Broker, work: Path, count: int | None = None
+) -> list[tuple[str, str, int, int]]:
+    """(phase, result, peak, live) for each phase (the first `count`) until one fails."""
     peer = Peer(broker).connect()
     rows: list[tuple[str, str, int, int]] = []
     try:
         peer.subscribe("home/#")
         ConfigServer(peer, {})
-        for name, phase in phases(board, peer, broker, work):
+        for name, phase in phases(board, peer, broker, work)[:count]:
             try:
                 phase()
                 time.sleep(0.5)

@@ -29,7 +29,9 @@ def time():
             try:
                 answer = s.recv(48)
                 break
-            except OSError:
+            except OSError as err:
+                if err.errno != errno.EAGAIN:
+                    raise  # a real socket error, at once as on a board
                 if ticks_diff(ticks_ms(), start) >= timeout * 1000:
                     raise OSError(errno.ETIMEDOUT)
                 sleep_ms(20)

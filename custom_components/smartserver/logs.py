@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import BinaryIO, Final, NamedTuple
+from typing import BinaryIO, Final
 
 from homeassistant.core import HomeAssistant, callback
 
@@ -41,19 +41,11 @@ BATCH_INTERVAL_S: Final = 0.05
 RECHECK_S: Final = 1.0
 
 
-class LogLine(NamedTuple):
-    """One received log line.
-
-    A tuple of plain values: the garbage collector stops tracking it, so the lines
-    waiting for the writer during a flood do not pile up in its oldest generation
-    (whose collections pause all of HA).
-    """
-
-    received: float
-    level: str
-    node: str
-    message: str
-    own_log: bool = True  # False: the general log only (a node not added yet)
+# One received line: (received, level, node, message, own_log); own_log False: the
+# general log only (a node not added yet). A plain tuple of strings and numbers: the
+# garbage collector never tracks it, so the lines waiting for the writer during a flood
+# cost its collections nothing (it tracks a NamedTuple's instances as long as they live).
+type LogLine = tuple[float, str, str, str, bool]
 
 
 # `[time] [LEVEL]`: the known levels in capitals, others as given
@@ -69,9 +61,10 @@ def escape(message: str) -> str:
 
 def format_line(line: LogLine, tz: tzinfo, stamp: str | None = None) -> str:
     """`[time] [LEVEL] [node] message` with a newline; unknown levels as given."""
+    received, level, node, message, _own_log = line
     if stamp is None:
-        stamp = datetime.fromtimestamp(line.received, tz).isoformat(sep=" ", timespec="milliseconds")
-    return f"[{stamp}] [{LEVEL_TEXT.get(line.level, line.level)}] [{line.node}] {escape(line.message)}\n"
+        stamp = datetime.fromtimestamp(received, tz).isoformat(sep=" ", timespec="milliseconds")
+    return f"[{stamp}] [{LEVEL_TEXT.get(level, level)}] [{node}] {escape(message)}\n"
 
 
 class Stamps:

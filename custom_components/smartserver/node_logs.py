@@ -52,7 +52,7 @@ class LogIngest:
         """
         if (node := self.registry.log_source(node_id)) is None:
             # held back: its lines still reach the general log
-            self._write(LogLine(received, level, node_id, message, own_log=False))
+            self._write((received, level, node_id, message, False))
             return
         text = message[:MAX_HA_TEXT]
         node.logged(level, text, received)
@@ -63,7 +63,7 @@ class LogIngest:
                 self._fire(node, level, text)
             else:
                 node.suppressed += 1
-        self._write(LogLine(received, level, node_id, message))
+        self._write((received, level, node_id, message, True))
         node.seen = now
         self.states.async_changed(node)
 

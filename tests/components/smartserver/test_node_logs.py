@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -513,6 +514,25 @@ async def test_busy_writer_gathers_lines_into_fewer_batches(
     assert [line.rsplit(" ", 1)[1] for line in lines(node_log(hass, "node1"))] == [str(i) for i in range(11)]
 
 
+async def test_lines_waiting_for_the_writer_cost_the_garbage_collector_nothing(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A flood's queued lines are never tracked: each tracked one would be scanned by every
+    collection while it waits (HA's whole process pauses for a full one)."""
+    real_write = logs.LogFiles.write
+    tracked: list[bool] = []
+
+    def write(files: logs.LogFiles, batch: list[logs.LogLine]) -> logs.WriteResult:
+        tracked.extend(gc.is_tracked(line) for line in batch)
+        return real_write(files, batch)
+
+    with patch.object(logs.LogFiles, "write", write):
+        log(hass, "info", "node1", "known node")
+        log(hass, "error", "node2", "another")
+        await flush(hass, init_integration)
+    assert tracked == [False, False]
+
+
 async def test_lines_queued_at_unload_are_written(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
@@ -550,7 +570,7 @@ def test_batch_written_as_format_line_writes_each_line(tmp_path: Path, messages:
     levels = ["info", "warning", "critical", "odd-level", "ERROR"]
     start = datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC).timestamp()  # across a DST change
     batch = [
-        logs.LogLine(start + i * 0.1237, levels[i % len(levels)], f"node{i % 2}", message, own_log=i % 3 != 2)
+        (start + i * 0.1237, levels[i % len(levels)], f"node{i % 2}", message, i % 3 != 2)
         for i, message in enumerate(messages * 3)
     ]
     assert not files.write(batch).errors
@@ -561,7 +581,7 @@ def test_batch_written_as_format_line_writes_each_line(tmp_path: Path, messages:
 
     assert (tmp_path / logs.GENERAL_LOG).read_bytes() == expected(batch)
     for node in ("node0", "node1"):
-        own = [line for line in batch if line.node == node and line.own_log]
+        own = [line for line in batch if line[2] == node and line[4]]
         assert (tmp_path / "clients" / node / f"{node}.log").read_bytes() == expected(own)
 
 

@@ -155,6 +155,9 @@ def main() -> int:
     parser.add_argument("--demo", action="store_true", help="also run a simulated relay node and server")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Ctrl-C stops everything even when started from a shell that ignores SIGINT (a
+    # background job of a script): Python then installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     state = load_state()
     pki = DEV / "pki"

@@ -26,6 +26,12 @@ SWITCH = "switch.demo_server_power"
 WOL_SWITCH = "switch.wol_server_power"
 
 
+IGNORING_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
 class Develop:
     """`script/dev_instance.py --demo` (what script/develop runs after bootstrap)."""
 
@@ -34,7 +40,9 @@ class Develop:
         self.output = ""
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "script" / "dev_instance.py"), "--demo"],
+            # started as a script's background job starts it (CI may run so): with SIGINT
+            # ignored, which exec keeps
+            [sys.executable, "-c", IGNORING_SIGINT, str(REPO / "script" / "dev_instance.py"), "--demo"],
             env={**os.environ, "PYTHONPATH": str(REPO), "SMARTSERVER_DEV_DIR": str(dev)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

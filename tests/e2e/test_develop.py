@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from script.harness.hass_process import REPO, HassApi, HassProcess, Owner, integration_problems
@@ -87,7 +86,6 @@ class Develop:
         started = self.descendants()
         assert started, "the runner started no processes"
         self.proc.send_signal(signal.SIGINT)
-        began = time.monotonic()
         try:
             code = self.proc.wait(60)
         except subprocess.TimeoutExpired:
@@ -95,7 +93,6 @@ class Develop:
             tail = log.read_text(errors="replace")[-6000:] if log.exists() else "(no log)"
             shown = f"{self.output[-4000:]}\nHA's log:\n{tail}"
             raise AssertionError(f"not stopped within 60 s:\n{shown}") from None
-        print(f"stopped in {time.monotonic() - began:.1f} s")
         assert code == 0, self.output
         wait_for(
             lambda: not any(Path(f"/proc/{pid}").exists() for pid in started), 10, "its processes to end"

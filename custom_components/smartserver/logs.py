@@ -1,41 +1,28 @@
-"""Node log files: every line to the general log and the node's log, off the event loop.
+"""Node log files: every line to the general log and the node's log, in batches.
 
-The event loop only appends lines to a list; one writer task at a time hands the
-whole list to an executor job, so a flood becomes a few large writes (one per file and
-batch). While lines keep coming, a batch starts at most every BATCH_INTERVAL_S (the
-first at once): each write hands the interpreter lock back and forth with a busy event
-loop, so many small batches slowed the loop and the writer alike. A write that fails
-(full disk, permissions) is logged and its lines are kept and retried.
+Runs in the log writer's child process (log_process.py): no Home Assistant imports. A
+write that fails (full disk, permissions) keeps its lines for the next batch.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import math
 import operator
 import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from homeassistant.core import HomeAssistant, callback
-
 from . import protocol
-from .const import LOGGER
 from .storage import Storage
 
 GENERAL_LOG: Final = "smartserver.log"
 # Lines kept for retry per file while writes fail; beyond this the oldest are dropped.
 MAX_RETRY_LINES: Final = 200_000
-RETRY_DELAY_S: Final = 2.0
 MAX_OPEN_FILES: Final = 64
-# Shortest time from the start of one batch to the next while lines keep coming.
-BATCH_INTERVAL_S: Final = 0.05
 # A node's log path is checked on disk (directory, name) at most this often, and at once
 # when the storage reports a change (device_names.yaml, a directory made or renamed).
 RECHECK_S: Final = 1.0
@@ -265,67 +252,3 @@ class LogFiles:
         """Close every file."""
         while self._handles:
             self._handles.popitem()[1].file.close()
-
-
-class LogWriter:
-    """Collects lines in the event loop and writes them in batches in an executor.
-
-    Whoever queues lines runs `async_drain` (one at a time): it yields the node names
-    each batch found on disk, so devices follow renames in device_names.yaml.
-    """
-
-    def __init__(self, hass: HomeAssistant, files: LogFiles) -> None:
-        """Write through `files`."""
-        self._hass = hass
-        self.files = files
-        self._buffer: list[LogLine] = []
-        self.closing = False  # no waiting between batches, no retry delay: unloading
-        self._failing = False
-        self.written = 0
-        self.dropped = 0
-
-    @property
-    def queued(self) -> bool:
-        """Whether lines wait to be written (new or kept for retry)."""
-        return bool(self._buffer or self.files.pending)
-
-    @callback
-    def add(self, line: LogLine) -> None:
-        """Queue a line."""
-        self._buffer.append(line)
-
-    async def async_drain(self) -> AsyncIterator[dict[str, str]]:
-        """Write batches until nothing is queued; yield each batch's node names (id -> name)."""
-        started = -math.inf
-        while self.queued:
-            if not self.closing and (wait := started + BATCH_INTERVAL_S - time.monotonic()) > 0:
-                await asyncio.sleep(wait)  # lines keep coming: let them gather
-            started = time.monotonic()
-            batch, self._buffer = self._buffer, []
-            result = await self._hass.async_add_executor_job(self.files.write, batch)
-            self.written += len(batch)
-            if result.dropped:
-                self.dropped += result.dropped
-                LOGGER.error("Dropped %s log lines that could not be written", result.dropped)
-            yield result.names
-            if result.errors:
-                # once per failure streak: a full disk must not flood HA's log too
-                LOGGER.log(
-                    logging.DEBUG if self._failing else logging.ERROR,
-                    "Could not write node logs (%s lines kept for retry): %s",
-                    self.files.pending,
-                    "; ".join(result.errors),
-                )
-                self._failing = True
-                if self.closing:
-                    return
-                await asyncio.sleep(RETRY_DELAY_S)
-            elif self._failing:
-                self._failing = False
-                LOGGER.warning("Node logs are written again; the lines kept for retry are written")
-
-    async def async_close(self) -> None:
-        """Close the files; count the lines that could not be written (call after the last drain)."""
-        if lost := self.files.pending:
-            LOGGER.error("Lost %s node log lines that could not be written before unloading", lost)
-        await self._hass.async_add_executor_job(self.files.close)

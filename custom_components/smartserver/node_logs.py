@@ -9,7 +9,8 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
 from .const import DOMAIN, EVENT_LOG
-from .logs import LogLine, LogWriter
+from .log_writer import LogWriter
+from .logs import LogLine
 from .node_model import CRITICAL_RANK, LEVEL_RANK, MAX_HA_TEXT, UNKNOWN_RANK, Node
 from .node_registry import NodeRegistry
 from .node_states import NodeStates
@@ -108,5 +109,5 @@ class LogIngest:
         return {
             "lines_written": self.writer.written,
             "lines_dropped": self.writer.dropped,
-            "lines_pending_retry": self.writer.files.pending,
+            "lines_pending_retry": self.writer.pending,
         }

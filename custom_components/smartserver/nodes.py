@@ -14,7 +14,6 @@ from typing import Any, Final
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
-from homeassistant.util import dt as dt_util
 
 from . import protocol
 from .const import (
@@ -31,7 +30,8 @@ from .const import (
     DOMAIN,
     LOGGER,
 )
-from .logs import LogFiles, LogWriter
+from .log_process import LogProcess
+from .log_writer import LogWriter
 from .node_config import ConfigServer
 from .node_logs import LogIngest
 from .node_model import LEVEL_RANK
@@ -113,19 +113,19 @@ class NodeManager:
         self.storage = Storage(options.storage)
         self.registry = NodeRegistry(hass, entry.entry_id, servers, self.storage)
         self.states = NodeStates(hass, entry.entry_id, options.state_interval)
-        files = LogFiles(
-            self.storage,
+        process = LogProcess(
+            options.storage,
             options.max_bytes,
             options.backups,
-            dt_util.get_default_time_zone(),
-            servers=frozenset(servers),
+            hass.config.time_zone,
+            frozenset(servers),
         )
         self.logs = LogIngest(
             hass,
             entry.entry_id,
             self.registry,
             self.states,
-            LogWriter(hass, files),
+            LogWriter(process),
             event_rank=LEVEL_RANK[options.event_level],
             rate=options.rate,
         )

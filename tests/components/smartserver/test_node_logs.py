@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
 import random
 import re
 import shutil
-import threading
+import signal
+import sys
 import time
 import zoneinfo
 from datetime import UTC, datetime, timedelta
@@ -33,7 +35,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
-from custom_components.smartserver import coordinator, logs, node_registry
+from custom_components.smartserver import coordinator, log_writer, logs, node_registry
 from custom_components.smartserver.const import (
     CONF_BASE_TOPIC,
     CONF_LOG_BACKUPS,
@@ -43,6 +45,7 @@ from custom_components.smartserver.const import (
     EVENT_LOG,
     ISSUE_NEW_NODES,
 )
+from custom_components.smartserver.log_process import LogProcess
 from custom_components.smartserver.storage import Storage
 
 from .nodes_common import answers, node_device, root, settle, tree, wait_until, write, written
@@ -73,10 +76,17 @@ async def flush(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     await settle(hass)
 
 
-def open_files() -> set[Path]:
-    """The files this process holds open."""
+def writer_pid(entry: MockConfigEntry) -> int:
+    """The log writer process of the entry (it has written a batch)."""
+    pid = entry.runtime_data.nodes.logs.writer.process.pid
+    assert pid is not None
+    return pid
+
+
+def open_files(pid: int | str = "self") -> set[Path]:
+    """The files a process (this one by default) holds open."""
     found = set()
-    for fd in Path("/proc/self/fd").iterdir():
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             found.add(Path(os.readlink(fd)))
         except OSError:  # closed meanwhile
@@ -217,20 +227,25 @@ async def test_rename_closes_the_old_log_handle(
     """After a rename only the new path is open: the old handle is not left behind."""
     log(hass, "info", "node1", "before")
     await flush(hass, init_integration)
-    assert node_log(hass, "node1") in open_files()
+    writer = writer_pid(init_integration)
+    assert node_log(hass, "node1") in open_files(writer)
+    assert node_log(hass, "node1") not in open_files()  # HA's process writes no log file
     (root(hass) / "device_names.yaml").write_text("node1: kitchen\n")
     log(hass, "info", "node1", "after")
     await flush(hass, init_integration)
     kitchen = root(hass) / "clients/kitchen/kitchen.log"
-    assert node_log(hass, "node1") not in open_files()
-    assert kitchen in open_files()
+    assert node_log(hass, "node1") not in open_files(writer)
+    assert kitchen in open_files(writer)
     assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["before", "after"]
 
 
-async def test_node_paths_checked_once_a_second_and_at_once_on_a_change(
-    hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
+def test_node_paths_checked_once_a_second_and_at_once_on_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Batches reuse a node's checked path; a names change or the interval checks again."""
+    """Batches reuse a node's checked path; a names change or the interval checks again.
+
+    On the writer itself: it runs in the writer process, where a test cannot patch it.
+    """
     checks: list[str] = []
     real_node_dir = Storage.node_dir
 
@@ -240,27 +255,29 @@ async def test_node_paths_checked_once_a_second_and_at_once_on_a_change(
 
     monkeypatch.setattr(Storage, "node_dir", node_dir)
     monkeypatch.setattr(logs, "RECHECK_S", 3600.0)
+    files = logs.LogFiles(Storage(tmp_path), 0, 0, UTC)
+
+    def log_line(text: str) -> None:
+        assert not files.write([(time.time(), "info", "node1", text, True)]).errors
+
     for i in range(3):  # the first check makes the directory: the second batch checks again
-        log(hass, "info", "node1", f"line {i}")
-        await flush(hass, init_integration)
+        log_line(f"line {i}")
     assert checks == ["node1", "node1"]
-    (root(hass) / "device_names.yaml").write_text("node1: kitchen\n")
-    log(hass, "info", "node1", "renamed")
-    await flush(hass, init_integration)
+    (tmp_path / "device_names.yaml").write_text("node1: kitchen\n")
+    log_line("renamed")
     assert checks == ["node1"] * 3
-    kitchen = root(hass) / "clients/kitchen/kitchen.log"
+    kitchen = tmp_path / "clients/kitchen/kitchen.log"
     assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["0", "1", "2", "renamed"]
 
     # a directory removed by hand, or a log moved away, is made again at the next check
     monkeypatch.setattr(logs, "RECHECK_S", 0.0)
-    await hass.async_add_executor_job(shutil.rmtree, kitchen.parent)
-    log(hass, "info", "node1", "again")
-    await flush(hass, init_integration)
+    shutil.rmtree(kitchen.parent)
+    log_line("again")
     assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["again"]
     moved = kitchen.with_name("moved.log")
-    await hass.async_add_executor_job(kitchen.rename, moved)
-    log(hass, "info", "node1", "new file")
-    await flush(hass, init_integration)
+    kitchen.rename(moved)
+    log_line("new file")
+    files.close()
     assert [line.rsplit(" ", 1)[1] for line in lines(kitchen)] == ["file"]
     assert [line.rsplit(" ", 1)[1] for line in lines(moved)] == ["again"]
 
@@ -274,7 +291,7 @@ async def test_write_error_logged_and_retried(
     target: str,
 ) -> None:
     """A full disk (/dev/full: every write fails with ENOSPC) loses nothing silently."""
-    monkeypatch.setattr(logs, "RETRY_DELAY_S", 0.05)
+    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
     path = node_log(hass, "node1") if target == "node" else general_log(hass)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.symlink_to("/dev/full")
@@ -301,6 +318,70 @@ async def test_write_error_at_unload_reports_lost_lines(
     await hass.async_block_till_done()
     assert "Lost 1 node log lines that could not be written before unloading" in caplog.text
     assert lines(general_log(hass))[0].endswith("doomed")
+
+
+async def test_writer_process_killed_loses_no_line(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer process that dies (killed, out of memory) is started again; its batch is retried."""
+    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
+    log(hass, "info", "node1", "line 0")
+    await flush(hass, init_integration)
+    first = writer_pid(init_integration)
+    os.kill(first, signal.SIGKILL)
+    for i in range(1, 4):
+        log(hass, "info", "node1", f"line {i}")
+    await flush(hass, init_integration)
+    assert "Could not write node logs (3 lines kept for retry)" in caplog.text
+    assert "the log writer process stopped" in caplog.text
+    assert "Node logs are written again" in caplog.text
+    assert writer_pid(init_integration) != first
+    for path in (node_log(hass, "node1"), general_log(hass)):
+        assert [line.rsplit(" ", 1)[1] for line in lines(path)] == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    ("executable", "reason"),
+    [("/nonexistent/python", "did not start: [Errno 2]"), ("/bin/false", "did not start (see HA's output")],
+)
+async def test_writer_process_that_cannot_start_keeps_the_lines(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    executable: str,
+    reason: str,
+) -> None:
+    """No interpreter, or one that stops at once: lines wait (bounded) until a process starts."""
+    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
+    monkeypatch.setattr(log_writer, "MAX_RETRY_LINES", 5)
+    python = sys.executable
+    monkeypatch.setattr(sys, "executable", executable)
+    for i in range(8):
+        log(hass, "info", "node1", f"line {i}")
+    await wait_until(lambda: "Could not write node logs" in caplog.text)
+    assert f"Could not write node logs (5 lines kept for retry): the log writer process {reason}" in caplog.text
+    assert "Dropped 3 log lines that could not be written" in caplog.text
+    monkeypatch.setattr(sys, "executable", python)
+    await flush(hass, init_integration)
+    assert "Node logs are written again" in caplog.text
+    assert [line.rsplit(" ", 1)[1] for line in lines(node_log(hass, "node1"))] == ["3", "4", "5", "6", "7"]
+    assert init_integration.runtime_data.nodes.logs.diagnostics()["lines_dropped"] == 3
+
+
+async def test_unload_stops_the_writer_process(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    log(hass, "info", "node1", "hello")
+    await flush(hass, init_integration)
+    pid = writer_pid(init_integration)
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped and reaped
 
 
 # a diagnostic sensor, disabled by default
@@ -481,25 +562,19 @@ async def test_busy_writer_gathers_lines_into_fewer_batches(
     hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first batch starts at once; lines that come while it is written wait for the interval."""
-    monkeypatch.setattr(logs, "BATCH_INTERVAL_S", 0.3)
-    real_write = logs.LogFiles.write
+    monkeypatch.setattr(log_writer, "BATCH_INTERVAL_S", 0.3)
+    real_write = LogProcess.write
     batches: list[tuple[float, int]] = []
-    queued = threading.Event()
 
-    def more() -> None:
-        for i in range(1, 10):
-            log(hass, "info", "node1", f"line {i}")
-        # handled in the next loop turn: the lines reach the writer while it writes
-        hass.loop.call_soon(queued.set)
-
-    def write(files: logs.LogFiles, batch: list[logs.LogLine]) -> logs.WriteResult:
+    async def write(process: LogProcess, batch: list[logs.LogLine]) -> logs.WriteResult:
         batches.append((time.monotonic(), len(batch)))
         if len(batches) == 1:  # more lines come while the first batch is written
-            hass.loop.call_soon_threadsafe(more)
-            assert queued.wait(5)
-        return real_write(files, batch)
+            for i in range(1, 10):
+                log(hass, "info", "node1", f"line {i}")
+            await asyncio.sleep(0)  # handled in the next loop turn
+        return await real_write(process, batch)
 
-    with patch.object(logs.LogFiles, "write", write):
+    with patch.object(LogProcess, "write", write):
         start = time.monotonic()
         log(hass, "info", "node1", "line 0")
         await flush(hass, init_integration)
@@ -519,14 +594,14 @@ async def test_lines_waiting_for_the_writer_cost_the_garbage_collector_nothing(
 ) -> None:
     """A flood's queued lines are never tracked: each tracked one would be scanned by every
     collection while it waits (HA's whole process pauses for a full one)."""
-    real_write = logs.LogFiles.write
+    real_write = LogProcess.write
     tracked: list[bool] = []
 
-    def write(files: logs.LogFiles, batch: list[logs.LogLine]) -> logs.WriteResult:
+    async def write(process: LogProcess, batch: list[logs.LogLine]) -> logs.WriteResult:
         tracked.extend(gc.is_tracked(line) for line in batch)
-        return real_write(files, batch)
+        return await real_write(process, batch)
 
-    with patch.object(logs.LogFiles, "write", write):
+    with patch.object(LogProcess, "write", write):
         log(hass, "info", "node1", "known node")
         log(hass, "error", "node2", "another")
         await flush(hass, init_integration)

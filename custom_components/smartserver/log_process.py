@@ -1,0 +1,169 @@
+"""The node log files are written by a child process, so HA's interpreter lock stays with the event loop.
+
+Formatting and appending a flood's lines in an executor thread shared HA's interpreter
+lock with the event loop: each of the loop's socket reads could hand it to the writer,
+and the loop then waited for it back (docs/performance.md has the figures). The child
+runs `LogFiles` with its own interpreter. Each batch goes to its stdin as one marshal
+blob behind a 4-byte length; it answers each with one JSON line (the batch's
+`WriteResult` and the lines it keeps for retry).
+
+The child imports the integration's `logs` module and what it needs (storage, protocol,
+const), never Home Assistant, and stops when its stdin closes (also when HA dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import marshal
+import os
+import struct
+import sys
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from .logs import LogFiles, LogLine, WriteResult
+from .storage import Storage
+
+HEADER: Final = struct.Struct("<I")
+# Unload waits this long for the child to close its files before it is killed.
+STOP_TIMEOUT_S: Final = 10.0
+# The child imports this module as part of a package of this directory without running
+# its __init__ (which imports Home Assistant).
+_PACKAGE: Final = "smartserver_log_process"
+_CHILD: Final = (
+    "import json, sys, types\n"
+    "sys.path[:] = json.loads(sys.argv[1])['path']  # as HA's (its deps may be elsewhere)\n"
+    f"package = types.ModuleType({_PACKAGE!r})\n"
+    f"package.__path__ = [{os.path.dirname(os.path.abspath(__file__))!r}]\n"
+    f"sys.modules[{_PACKAGE!r}] = package\n"
+    f"from {_PACKAGE}.log_process import child\n"
+    "child()\n"
+)
+
+
+class LogProcessError(Exception):
+    """The child could not start, or it is gone; `lost`: the lines it kept for retry."""
+
+    def __init__(self, reason: str, lost: int = 0) -> None:
+        """Why, and how many lines went with the child."""
+        super().__init__(reason)
+        self.lost = lost
+
+
+class LogProcess:
+    """The child that writes the log files; started on the first batch, again after it died."""
+
+    def __init__(
+        self, root: Path, max_bytes: int, backups: int, tz_name: str, servers: frozenset[str]
+    ) -> None:
+        """Write under `root` as `LogFiles` does with these settings (`tz_name`: an IANA zone)."""
+        self.settings = {
+            "root": os.fspath(root),
+            "max_bytes": max_bytes,
+            "backups": backups,
+            "tz": tz_name,
+            "servers": sorted(servers),
+            "path": [p for p in sys.path if isinstance(p, str)],
+        }
+        self._process: asyncio.subprocess.Process | None = None
+        self.pending = 0  # lines the child keeps for retry (its last answer)
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id."""
+        return None if self._process is None else self._process.pid
+
+    async def write(self, lines: list[LogLine]) -> WriteResult:
+        """Have the child append a batch; raise LogProcessError if it cannot."""
+        process = self._process or await self._start()
+        assert process.stdin is not None
+        assert process.stdout is not None
+        data = marshal.dumps(lines)
+        try:
+            process.stdin.write(HEADER.pack(len(data)))
+            process.stdin.write(data)
+            await process.stdin.drain()
+            answer = await process.stdout.readline()
+            result = json.loads(answer)
+        except (OSError, ValueError) as err:
+            raise await self._gone(f"the log writer process stopped ({type(err).__name__})") from err
+        self.pending = int(result["pending"])
+        return WriteResult(list(result["errors"]), int(result["dropped"]), dict(result["names"]))
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                "-c",
+                _CHILD,
+                json.dumps(self.settings),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        except OSError as err:
+            raise LogProcessError(f"the log writer process did not start: {err}") from err
+        self._process = process
+        assert process.stdout is not None
+        if await process.stdout.readline() != b"ready\n":
+            raise await self._gone("the log writer process did not start (see HA's output for why)")
+        return process
+
+    async def _gone(self, reason: str) -> LogProcessError:
+        """Reap a child that stopped answering; the next write starts a new one."""
+        process, self._process = self._process, None
+        lost, self.pending = self.pending, 0
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            reason = f"{reason}, exit status {process.returncode}"
+        return LogProcessError(reason, lost)
+
+    async def close(self) -> None:
+        """Let the child close its files and stop (killed if it takes over STOP_TIMEOUT_S)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+def child() -> None:
+    """Run as the child: write each batch from stdin, answer on stdout, until stdin closes."""
+    settings: dict[str, Any] = json.loads(sys.argv[1])
+    files = LogFiles(
+        Storage(Path(settings["root"])),
+        settings["max_bytes"],
+        settings["backups"],
+        ZoneInfo(settings["tz"]),
+        servers=frozenset(settings["servers"]),
+    )
+    source, answers = sys.stdin.buffer, sys.stdout
+    answers.write("ready\n")
+    answers.flush()
+    try:
+        while len(header := source.read(HEADER.size)) == HEADER.size:
+            (size,) = HEADER.unpack(header)
+            # from HA's own process only (its stdin), never from the network
+            result = files.write(marshal.loads(source.read(size)))  # noqa: S302
+            answer = {
+                "names": result.names,
+                "errors": result.errors,
+                "dropped": result.dropped,
+                "pending": files.pending,
+            }
+            answers.write(json.dumps(answer) + "\n")
+            answers.flush()
+    finally:
+        files.close()

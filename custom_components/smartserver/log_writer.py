@@ -1,0 +1,105 @@
+"""Log lines from the event loop to the log writer process, in batches.
+
+The event loop only appends lines to a list; one task at a time hands the whole list
+to the writer process (log_process.py), so a flood becomes a few large writes (one per
+file and batch). While lines keep coming, a batch starts at most every BATCH_INTERVAL_S
+(the first at once): fewer, larger hand-overs cost the loop less. A batch that cannot
+be written (full disk, permissions, the process gone) is logged once per failure streak
+and retried every RETRY_DELAY_S; nothing is dropped until a file's retry store is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Final
+
+from .const import LOGGER
+from .log_process import LogProcess, LogProcessError
+from .logs import MAX_RETRY_LINES, LogLine, WriteResult
+
+RETRY_DELAY_S: Final = 2.0
+# Shortest time from the start of one batch to the next while lines keep coming.
+BATCH_INTERVAL_S: Final = 0.05
+
+
+class LogWriter:
+    """Collects lines in the event loop and has the writer process write them in batches.
+
+    Whoever queues lines runs `async_drain` (one at a time): it yields the node names
+    each batch found on disk, so devices follow renames in device_names.yaml.
+    """
+
+    def __init__(self, process: LogProcess) -> None:
+        """Write through `process`."""
+        self.process = process
+        self._buffer: list[LogLine] = []
+        self.closing = False  # no waiting between batches, no retry delay: unloading
+        self._failing = False
+        self.written = 0
+        self.dropped = 0
+
+    @property
+    def pending(self) -> int:
+        """Lines the process keeps for retry (a file could not be written)."""
+        return self.process.pending
+
+    @property
+    def queued(self) -> bool:
+        """Whether lines wait to be written (new or kept for retry)."""
+        return bool(self._buffer or self.process.pending)
+
+    def add(self, line: LogLine) -> None:
+        """Queue a line (in the event loop)."""
+        self._buffer.append(line)
+
+    async def async_drain(self) -> AsyncIterator[dict[str, str]]:
+        """Write batches until nothing is queued; yield each batch's node names (id -> name)."""
+        started = -math.inf
+        while self.queued:
+            if not self.closing and (wait := started + BATCH_INTERVAL_S - time.monotonic()) > 0:
+                await asyncio.sleep(wait)  # lines keep coming: let them gather
+            started = time.monotonic()
+            batch, self._buffer = self._buffer, []
+            result = await self._write(batch)
+            if result.dropped:
+                self.dropped += result.dropped
+                LOGGER.error("Dropped %s log lines that could not be written", result.dropped)
+            yield result.names
+            if result.errors:
+                # once per failure streak: a full disk must not flood HA's log too
+                LOGGER.log(
+                    logging.DEBUG if self._failing else logging.ERROR,
+                    "Could not write node logs (%s lines kept for retry): %s",
+                    self.process.pending + len(self._buffer),
+                    "; ".join(result.errors),
+                )
+                self._failing = True
+                if self.closing:
+                    return
+                await asyncio.sleep(RETRY_DELAY_S)
+            elif self._failing:
+                self._failing = False
+                LOGGER.warning("Node logs are written again; the lines kept for retry are written")
+
+    async def _write(self, batch: list[LogLine]) -> WriteResult:
+        try:
+            result = await self.process.write(batch)
+        except LogProcessError as err:
+            # the batch waits for the next try, before the lines that came meanwhile
+            self._buffer[:0] = batch
+            excess = max(0, len(self._buffer) - MAX_RETRY_LINES)
+            del self._buffer[:excess]  # the oldest, as a file's retry store drops them
+            return WriteResult([str(err)], err.lost + excess)
+        self.written += len(batch)
+        return result
+
+    async def async_close(self) -> None:
+        """Stop the process; count the lines that could not be written (call after the last drain)."""
+        if lost := self.process.pending + len(self._buffer):
+            LOGGER.error("Lost %s node log lines that could not be written before unloading", lost)
+        self._buffer.clear()
+        await self.process.close()

@@ -14,10 +14,13 @@ Node ids and component names become file names through `file_name` (docs/nodes.m
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -249,7 +252,7 @@ class Storage:
         """
         if not protocol.valid_name(node_id):
             raise ValueError(f"refused node id {node_id!r}")
-        with self._lock:
+        with self._lock, self._across_processes():
             names = self.read_names()
             if node_id not in names:
                 self._remember(node_id)
@@ -269,6 +272,17 @@ class Storage:
             self._dirs[node_id] = path
             self.generation += 1
             return path
+
+    @contextlib.contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        """Hold the root's lock: HA and its log writer process both make and rename folders."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and with it the lock
 
     def server_log(self, server_id: str) -> Path:
         """Return the log of a server's agent (named by its id, which never changes)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import logging
 import os
@@ -11,6 +12,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 import zoneinfo
 from datetime import UTC, datetime, timedelta
@@ -363,13 +365,32 @@ async def test_writer_process_that_cannot_start_keeps_the_lines(
     for i in range(8):
         log(hass, "info", "node1", f"line {i}")
     await wait_until(lambda: "Could not write node logs" in caplog.text)
-    assert f"Could not write node logs (5 lines kept for retry): the log writer process {reason}" in caplog.text
+    kept = "Could not write node logs (5 lines kept for retry): the log writer process"
+    assert f"{kept} {reason}" in caplog.text
     assert "Dropped 3 log lines that could not be written" in caplog.text
     monkeypatch.setattr(sys, "executable", python)
     await flush(hass, init_integration)
     assert "Node logs are written again" in caplog.text
     assert [line.rsplit(" ", 1)[1] for line in lines(node_log(hass, "node1"))] == ["3", "4", "5", "6", "7"]
     assert init_integration.runtime_data.nodes.logs.diagnostics()["lines_dropped"] == 3
+
+
+def test_node_folders_change_one_process_at_a_time(tmp_path: Path) -> None:
+    """HA (config requests) and its log writer process both make and rename node folders."""
+    storage = Storage(tmp_path)
+    other = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(other, fcntl.LOCK_EX)  # as the other process holds it: another open file
+    made = threading.Event()
+    thread = threading.Thread(target=lambda: made.set() if storage.node_dir("node1") else None)
+    thread.start()
+    try:
+        assert not made.wait(0.3)
+        assert not (tmp_path / "clients").exists()
+    finally:
+        os.close(other)
+    thread.join(5)
+    assert made.is_set()
+    assert (tmp_path / "clients/node1").is_dir()
 
 
 async def test_unload_stops_the_writer_process(

@@ -190,7 +190,7 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
         finally:
             batches.append((len(lines), time.perf_counter() - begin, process_cpu() - cpu))
 
-    process.write = counted_write  # type: ignore[method-assign]
+    process.write = counted_write
     general = root / GENERAL_LOG
     registry = entry.runtime_data.nodes.registry
 

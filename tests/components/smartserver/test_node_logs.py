@@ -80,7 +80,7 @@ async def flush(hass: HomeAssistant, entry: MockConfigEntry) -> None:
 
 def writer_pid(entry: MockConfigEntry) -> int:
     """The log writer process of the entry (it has written a batch)."""
-    pid = entry.runtime_data.nodes.logs.writer.process.pid
+    pid: int | None = entry.runtime_data.nodes.logs.writer.process.pid
     assert pid is not None
     return pid
 

@@ -3,7 +3,8 @@
 The event loop only appends lines to a list; one task at a time hands the whole list
 to the writer process (log_process.py), so a flood becomes a few large writes (one per
 file and batch). While lines keep coming, a batch starts at most every BATCH_INTERVAL_S
-(the first at once): fewer, larger hand-overs cost the loop less. A batch that cannot
+(the first at once): fewer, larger hand-overs cost the loop less. Once they stop coming
+for QUIET_S, what is queued goes at once: the last lines of a burst do not wait. A batch that cannot
 be written (full disk, permissions, the process gone) is logged once per failure streak
 and retried every RETRY_DELAY_S; nothing is dropped until a file's retry store is full.
 """
@@ -24,6 +25,8 @@ from .logs import MAX_RETRY_LINES, LogLine, WriteResult
 RETRY_DELAY_S: Final = 2.0
 # Shortest time from the start of one batch to the next while lines keep coming.
 BATCH_INTERVAL_S: Final = 0.05
+# Lines stopped coming for this long: what is queued goes without waiting out the interval.
+QUIET_S: Final = 0.01
 
 
 class LogWriter:
@@ -60,8 +63,7 @@ class LogWriter:
         """Write batches until nothing is queued; yield each batch's node names (id -> name)."""
         started = -math.inf
         while self.queued:
-            if not self.closing and (wait := started + BATCH_INTERVAL_S - time.monotonic()) > 0:
-                await asyncio.sleep(wait)  # lines keep coming: let them gather
+            await self._gather(started)  # the first batch at once
             started = time.monotonic()
             batch, self._buffer = self._buffer, []
             result = await self._write(batch)
@@ -84,6 +86,14 @@ class LogWriter:
             elif self._failing:
                 self._failing = False
                 LOGGER.warning("Node logs are written again; the lines kept for retry are written")
+
+    async def _gather(self, started: float) -> None:
+        """Let lines gather until the interval since `started` is over, or they stop coming."""
+        while not self.closing and (wait := started + BATCH_INTERVAL_S - time.monotonic()) > 0:
+            count = len(self._buffer)
+            await asyncio.sleep(min(wait, QUIET_S))
+            if len(self._buffer) == count:
+                return
 
     async def _write(self, batch: list[LogLine]) -> WriteResult:
         try:

@@ -582,32 +582,44 @@ async def test_lines_handled_as_they_arrive(hass: HomeAssistant, init_integratio
 async def test_busy_writer_gathers_lines_into_fewer_batches(
     hass: HomeAssistant, init_integration: MockConfigEntry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first batch starts at once; lines that come while it is written wait for the interval."""
-    monkeypatch.setattr(log_writer, "BATCH_INTERVAL_S", 0.3)
+    """The first batch starts at once; while lines keep coming the next waits for the interval;
+    once they stop coming for QUIET_S, what is queued goes without waiting it out.
+
+    Each write takes 30 ms (a slow disk) and a line comes every 20 ms: lines come while
+    the writer writes, as in a flood."""
+    monkeypatch.setattr(log_writer, "BATCH_INTERVAL_S", 1.0)
+    monkeypatch.setattr(log_writer, "QUIET_S", 0.2)
     real_write = LogProcess.write
     batches: list[tuple[float, int]] = []
 
     async def write(process: LogProcess, batch: list[logs.LogLine]) -> logs.WriteResult:
         batches.append((time.monotonic(), len(batch)))
-        if len(batches) == 1:  # more lines come while the first batch is written
-            for i in range(1, 10):
-                log(hass, "info", "node1", f"line {i}")
-            await asyncio.sleep(0)  # handled in the next loop turn
+        await asyncio.sleep(0.03)
         return await real_write(process, batch)
 
     with patch.object(LogProcess, "write", write):
         start = time.monotonic()
-        log(hass, "info", "node1", "line 0")
+        sent = 0
+        while time.monotonic() - start < 1.2:  # a line every 20 ms
+            log(hass, "info", "node1", f"line {sent}")
+            last_line = time.monotonic()
+            sent += 1
+            await asyncio.sleep(0.02)
         await flush(hass, init_integration)
-        assert [count for _at, count in batches] == [1, 9]
-        assert batches[0][0] - start < 0.3
-        assert batches[1][0] - start >= 0.3
+        assert len(batches) == 3
+        assert batches[0][0] - start < 0.2
+        assert batches[0][1] == 1
+        assert batches[1][0] - batches[0][0] >= 1.0  # lines kept coming
+        assert batches[2][0] - last_line >= 0.2  # they stopped: quiet for QUIET_S
+        assert batches[2][0] - batches[1][0] < 0.8  # then it went, the interval not over
+        assert sum(count for _at, count in batches) == sent
         idle = time.monotonic()  # the writer is idle again: the next line goes at once
-        log(hass, "info", "node1", "line 10")
+        log(hass, "info", "node1", f"line {sent}")
         await flush(hass, init_integration)
-        assert [count for _at, count in batches] == [1, 9, 1]
-        assert batches[2][0] - idle < 0.3
-    assert [line.rsplit(" ", 1)[1] for line in lines(node_log(hass, "node1"))] == [str(i) for i in range(11)]
+        assert len(batches) == 4
+        assert batches[3][0] - idle < 0.2
+    written_lines = [line.rsplit(" ", 1)[1] for line in lines(node_log(hass, "node1"))]
+    assert written_lines == [str(i) for i in range(sent + 1)]
 
 
 async def test_lines_waiting_for_the_writer_cost_the_garbage_collector_nothing(

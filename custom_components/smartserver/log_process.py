@@ -28,13 +28,16 @@ from .logs import LogFiles, LogLine, WriteResult
 from .storage import Storage
 
 HEADER: Final = struct.Struct("<I")
+# Writing logs yields the CPU to HA and the broker (often on the same host) in a flood.
+NICE: Final = 10
 # Unload waits this long for the child to close its files before it is killed.
 STOP_TIMEOUT_S: Final = 10.0
 # The child imports this module as part of a package of this directory without running
 # its __init__ (which imports Home Assistant).
 _PACKAGE: Final = "smartserver_log_process"
 _CHILD: Final = (
-    "import json, sys, types\n"
+    "import json, os, sys, types\n"
+    f"os.nice({NICE})\n"
     "sys.path[:] = json.loads(sys.argv[1])['path']  # as HA's (its deps may be elsewhere)\n"
     f"package = types.ModuleType({_PACKAGE!r})\n"
     f"package.__path__ = [{os.path.dirname(os.path.abspath(__file__))!r}]\n"

@@ -232,6 +232,8 @@ async def test_rename_closes_the_old_log_handle(
     writer = writer_pid(init_integration)
     assert node_log(hass, "node1") in open_files(writer)
     assert node_log(hass, "node1") not in open_files()  # HA's process writes no log file
+    # it yields the CPU to HA
+    assert os.getpriority(os.PRIO_PROCESS, writer) == os.getpriority(os.PRIO_PROCESS, 0) + 10
     (root(hass) / "device_names.yaml").write_text("node1: kitchen\n")
     log(hass, "info", "node1", "after")
     await flush(hass, init_integration)

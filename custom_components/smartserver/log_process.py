@@ -30,6 +30,8 @@ from .storage import Storage
 HEADER: Final = struct.Struct("<I")
 # Writing logs yields the CPU to HA and the broker (often on the same host) in a flood.
 NICE: Final = 10
+# The longest answer line: the node names of a batch (about 100 bytes each).
+ANSWER_LIMIT: Final = 1 << 24
 # Unload waits this long for the child to close its files before it is killed.
 STOP_TIMEOUT_S: Final = 10.0
 # The child imports this module as part of a package of this directory without running
@@ -93,6 +95,10 @@ class LogProcess:
             result = json.loads(answer)
         except (OSError, ValueError) as err:
             raise await self._gone(f"the log writer process stopped ({type(err).__name__})") from err
+        except asyncio.CancelledError:
+            # its answer, still on the way, would be taken for the next batch's
+            self._abandon()
+            raise
         self.pending = int(result["pending"])
         return WriteResult(list(result["errors"]), int(result["dropped"]), dict(result["names"]))
 
@@ -106,14 +112,30 @@ class LogProcess:
                 json.dumps(self.settings),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                limit=ANSWER_LIMIT,
             )
         except OSError as err:
             raise LogProcessError(f"the log writer process did not start: {err}") from err
         self._process = process
         assert process.stdout is not None
-        if await process.stdout.readline() != b"ready\n":
+        try:
+            ready = await process.stdout.readline()
+        except asyncio.CancelledError:
+            self._abandon()
+            raise
+        if ready != b"ready\n":
             raise await self._gone("the log writer process did not start (see HA's output for why)")
         return process
+
+    def _abandon(self) -> None:
+        """Kill the child without waiting (it is reaped when it exits); the next write starts a new one.
+
+        Its `pending` lines stay counted until the next answer: lost, if unloading.
+        """
+        process, self._process = self._process, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
     async def _gone(self, reason: str) -> LogProcessError:
         """Reap a child that stopped answering; the next write starts a new one."""

@@ -98,6 +98,9 @@ class LogWriter:
     async def _write(self, batch: list[LogLine]) -> WriteResult:
         try:
             result = await self.process.write(batch)
+        except asyncio.CancelledError:
+            self._buffer[:0] = batch  # counted as lost at unload, not dropped silently
+            raise
         except LogProcessError as err:
             # the batch waits for the next try, before the lines that came meanwhile
             self._buffer[:0] = batch

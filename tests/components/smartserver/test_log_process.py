@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import marshal
@@ -14,6 +15,7 @@ import pytest
 
 from custom_components.smartserver import log_process
 from custom_components.smartserver.log_process import HEADER, LogProcess
+from custom_components.smartserver.log_writer import LogWriter
 
 
 def blob(lines: list[tuple[float, str, str, str, bool]]) -> bytes:
@@ -46,6 +48,67 @@ def test_child_writes_each_batch_and_answers_it(tmp_path: Path, monkeypatch: pyt
     assert (tmp_path / "clients/node1/node1.log").read_text().endswith("] first\n")
     assert (tmp_path / "servers/srv/srv.log").read_text().endswith("] agent line\n")
     assert not (tmp_path / "clients/new").exists()
+
+
+async def test_an_answer_longer_than_asyncio_s_default_line_limit(tmp_path: Path) -> None:
+    """A batch of 3,000 nodes answers with their names in one line of about 80 KB."""
+    ids = [f"node-{n:04d}" for n in range(3000)]
+    (tmp_path / "device_names.yaml").write_text("".join(f"{node}: null\n" for node in ids))
+    process = LogProcess(tmp_path, 0, 0, "UTC", frozenset())
+    try:
+        result = await process.write([(time.time(), "info", node, "hello", True) for node in ids])
+    finally:
+        await process.close()
+    assert len(json.dumps(result.names)) > 64 * 1024
+    assert result.names == {node: node for node in ids}
+
+
+async def test_a_write_cancelled_on_the_way_does_not_answer_the_next(tmp_path: Path) -> None:
+    """The process of a cancelled write is killed: its late answer cannot pass for the next one's."""
+    (tmp_path / "device_names.yaml").write_text("a: null\nb: null\n")
+    (tmp_path / "clients/a").mkdir(parents=True)
+    os.mkfifo(tmp_path / "clients/a/a.log")  # opening it blocks while nobody reads it
+    process = LogProcess(tmp_path, 0, 0, "UTC", frozenset())
+    try:
+        stuck = asyncio.create_task(process.write([(time.time(), "info", "a", "stuck", True)]))
+        await asyncio.sleep(0.5)
+        first = process.pid
+        assert first is not None
+        assert not stuck.done()
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        result = await process.write([(time.time(), "info", "b", "next", True)])
+        assert result.names == {"b": "b"}
+        assert process.pid != first
+    finally:
+        await process.close()
+    assert (tmp_path / "clients/b/b.log").read_text().endswith("] next\n")
+
+
+async def test_lines_of_a_cancelled_write_are_counted_at_unload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HA cancels the writer's task at its final stop: the batch is not dropped silently."""
+    (tmp_path / "device_names.yaml").write_text("a: null\n")
+    (tmp_path / "clients/a").mkdir(parents=True)
+    os.mkfifo(tmp_path / "clients/a/a.log")  # opening it blocks while nobody reads it
+    writer = LogWriter(LogProcess(tmp_path, 0, 0, "UTC", frozenset()))
+    writer.add((time.time(), "info", "a", "stuck", True))
+
+    async def drain() -> None:
+        async for _names in writer.async_drain():
+            pass
+
+    task = asyncio.create_task(drain())
+    await asyncio.sleep(0.5)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert writer.queued
+    await writer.async_close()
+    assert "Lost 1 node log lines that could not be written before unloading" in caplog.text
 
 
 async def test_a_process_that_does_not_stop_is_killed(

@@ -85,6 +85,13 @@ def writer_pid(entry: MockConfigEntry) -> int:
     return pid
 
 
+async def written_by(hass: HomeAssistant, entry: MockConfigEntry, text: str) -> int:
+    """Log a line of node1, let it be written; return the writer process."""
+    log(hass, "info", "node1", text)
+    await flush(hass, entry)
+    return writer_pid(entry)
+
+
 def open_files(pid: int | str = "self") -> set[Path]:
     """The files a process (this one by default) holds open."""
     found = set()
@@ -227,9 +234,7 @@ async def test_rename_closes_the_old_log_handle(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
     """After a rename only the new path is open: the old handle is not left behind."""
-    log(hass, "info", "node1", "before")
-    await flush(hass, init_integration)
-    writer = writer_pid(init_integration)
+    writer = await written_by(hass, init_integration, "before")
     assert node_log(hass, "node1") in open_files(writer)
     assert node_log(hass, "node1") not in open_files()  # HA's process writes no log file
     # it yields the CPU to HA
@@ -332,9 +337,7 @@ async def test_writer_process_killed_loses_no_line(
 ) -> None:
     """A writer process that dies (killed, out of memory) is started again; its batch is retried."""
     monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
-    log(hass, "info", "node1", "line 0")
-    await flush(hass, init_integration)
-    first = writer_pid(init_integration)
+    first = await written_by(hass, init_integration, "line 0")
     os.kill(first, signal.SIGKILL)
     for i in range(1, 4):
         log(hass, "info", "node1", f"line {i}")
@@ -398,9 +401,7 @@ def test_node_folders_change_one_process_at_a_time(tmp_path: Path) -> None:
 async def test_unload_stops_the_writer_process(
     hass: HomeAssistant, init_integration: MockConfigEntry
 ) -> None:
-    log(hass, "info", "node1", "hello")
-    await flush(hass, init_integration)
-    pid = writer_pid(init_integration)
+    pid = await written_by(hass, init_integration, "hello")
     await hass.config_entries.async_unload(init_integration.entry_id)
     await hass.async_block_till_done()
     with pytest.raises(ProcessLookupError):

@@ -39,7 +39,7 @@ STOP_TIMEOUT_S: Final = 10.0
 _PACKAGE: Final = "smartserver_log_process"
 _CHILD: Final = (
     "import json, os, sys, types\n"
-    f"os.nice({NICE})\n"
+    f"try:\n    os.nice({NICE})\nexcept OSError:  # not allowed here: at HA's priority\n    pass\n"
     "sys.path[:] = json.loads(sys.argv[1])['path']  # as HA's (its deps may be elsewhere)\n"
     f"package = types.ModuleType({_PACKAGE!r})\n"
     f"package.__path__ = [{os.path.dirname(os.path.abspath(__file__))!r}]\n"

@@ -90,6 +90,17 @@ class LoopLag:
         return self.worst * 1000, self.longest_gc * 1000
 
 
+def writer_memory(pid: int) -> str:
+    """The writer process's resident memory, and how much of it is its own (anonymous)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    kib = {
+        key: int(value.split()[0])
+        for key, value in (line.split(":", 1) for line in lines)
+        if key.startswith("Rss")
+    }
+    return f"{kib['RssAnon'] / 1024:.1f} MiB of its own (resident {sum(kib.values()) / 1024:.1f} MiB)"
+
+
 async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, mosquitto: Broker) -> None:
     hass.loop.set_debug(False)  # the harness' asyncio debug mode would dominate the figures
     entry = MockConfigEntry(domain=DOMAIN, options={CONF_BASE_TOPIC: BASE, CONF_LOG_MAX_KB: 1024 * 1024})
@@ -226,6 +237,8 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
         await floods.callback_cost(
             entry.runtime_data.coordinator._on_log, entry.runtime_data.nodes.logs.writer, NODES
         )
+        if process.pid is not None:
+            print(f"log writer process: {await run(writer_memory, process.pid)}")
         floods.print_profile()
     finally:
         await run(publisher.close)

@@ -127,7 +127,7 @@ class LogProcess:
             raise await self._gone("the log writer process did not start (see HA's output for why)")
         return process
 
-    def _abandon(self) -> None:
+    def _abandon(self) -> asyncio.subprocess.Process | None:
         """Kill the child without waiting (it is reaped when it exits); the next write starts a new one.
 
         Its `pending` lines stay counted until the next answer: lost, if unloading.
@@ -136,14 +136,12 @@ class LogProcess:
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+        return process
 
     async def _gone(self, reason: str) -> LogProcessError:
         """Reap a child that stopped answering; the next write starts a new one."""
-        process, self._process = self._process, None
         lost, self.pending = self.pending, 0
-        if process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+        if (process := self._abandon()) is not None:
             await process.wait()
             reason = f"{reason}, exit status {process.returncode}"
         return LogProcessError(reason, lost)

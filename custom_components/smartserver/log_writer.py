@@ -4,9 +4,10 @@ The event loop only appends lines to a list; one task at a time hands the whole 
 to the writer process (log_process.py), so a flood becomes a few large writes (one per
 file and batch). While lines keep coming, a batch starts at most every BATCH_INTERVAL_S
 (the first at once): fewer, larger hand-overs cost the loop less. Once they stop coming
-for QUIET_S, what is queued goes at once: the last lines of a burst do not wait. A batch that cannot
-be written (full disk, permissions, the process gone) is logged once per failure streak
-and retried every RETRY_DELAY_S; nothing is dropped until a file's retry store is full.
+for QUIET_S, what is queued goes at once: the last lines of a burst do not wait. A
+batch that cannot be written (full disk, permissions, the process gone) is logged once
+per failure streak and retried every RETRY_DELAY_S; nothing is dropped until a file's
+retry store is full.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class LogWriter:
     @property
     def queued(self) -> bool:
         """Whether lines wait to be written (new or kept for retry)."""
-        return bool(self._buffer or self.process.pending)
+        return bool(self._buffer or self.pending)
 
     def add(self, line: LogLine) -> None:
         """Queue a line (in the event loop)."""
@@ -76,7 +77,7 @@ class LogWriter:
                 LOGGER.log(
                     logging.DEBUG if self._failing else logging.ERROR,
                     "Could not write node logs (%s lines kept for retry): %s",
-                    self.process.pending + len(self._buffer),
+                    self.pending + len(self._buffer),
                     "; ".join(result.errors),
                 )
                 self._failing = True
@@ -112,7 +113,7 @@ class LogWriter:
 
     async def async_close(self) -> None:
         """Stop the process; count the lines that could not be written (call after the last drain)."""
-        if lost := self.process.pending + len(self._buffer):
+        if lost := self.pending + len(self._buffer):
             LOGGER.error("Lost %s node log lines that could not be written before unloading", lost)
         self._buffer.clear()
         await self.process.close()

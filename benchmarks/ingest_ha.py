@@ -32,6 +32,9 @@ PAHO = os.environ.get("BENCH_PAHO", "1") == "1"
 # BENCH_PROFILE=1: cProfile (every thread) over the integration's floods, printed at the end
 # (and saved to BENCH_PROFILE_OUT if set)
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"
+# BENCH_BREAKDOWN=1: the integration's own time in the loop per flood, measured in place
+# (timers around its line handler and events: about 0.2 us per message more)
+BREAKDOWN = os.environ.get("BENCH_BREAKDOWN") == "1"
 
 
 class Noop:
@@ -45,6 +48,45 @@ class Noop:
     def on_message(self, _msg: mqtt.ReceiveMessage) -> None:
         self.count += 1
         self.last = time.time()
+
+
+class Breakdown:
+    """Times the log ingest's line handler and its events where they run: in the floods.
+
+    A loop of calls (`callback_cost`) runs with warm caches; in a flood, HA's MQTT
+    client runs between two lines, and the same code takes about twice as long.
+    """
+
+    def __init__(self, logs: Any) -> None:
+        """Wrap `logs.async_line` and `logs._fire` (instance attributes: looked up per call)."""
+        self.line_ns = self.lines = self.fire_ns = self.fires = 0
+        line, fire = logs.async_line, logs._fire
+
+        def timed_line(*args: Any) -> None:
+            begin = time.perf_counter_ns()
+            line(*args)
+            self.line_ns += time.perf_counter_ns() - begin
+            self.lines += 1
+
+        def timed_fire(*args: Any) -> None:
+            begin = time.perf_counter_ns()
+            fire(*args)
+            self.fire_ns += time.perf_counter_ns() - begin
+            self.fires += 1
+
+        setattr(logs, "async_line", timed_line)  # noqa: B010 (mypy: no assigning to a method)
+        setattr(logs, "_fire", timed_fire)  # noqa: B010
+
+    def take(self) -> str:
+        """What the last flood cost, and start again."""
+        each = self.fire_ns / self.fires / 1000 if self.fires else 0.0
+        text = (
+            f"  in place: line handling {self.line_ns / max(1, self.lines) / 1000:.2f} us per line, "
+            f"of it events {self.fire_ns / max(1, self.lines) / 1000:.2f} us ({self.fires} events, "
+            f"{each:.0f} us each)"
+        )
+        self.line_ns = self.lines = self.fire_ns = self.fires = 0
+        return text
 
 
 @dataclass(slots=True)
@@ -74,6 +116,7 @@ class Floods:
         lag: Any,
         batches: list[tuple[int, float, float]],
         last_handled: Callable[[], float],
+        breakdown: Breakdown | None = None,
     ) -> None:
         self.hass = hass
         self.helper = helper
@@ -84,6 +127,7 @@ class Floods:
         self.lag = lag
         self.batches = batches  # the writer's batches: (lines, seconds, CPU seconds)
         self.last_handled = last_handled  # when the integration's callback took its last line
+        self.breakdown = breakdown
         self.noop = Noop()
         self.profile = cProfile.Profile() if PROFILE else None
 
@@ -129,6 +173,8 @@ class Floods:
             processes.append(publisher)
             assert publisher.stdin is not None
             self.batches.clear()
+            if self.breakdown is not None:
+                self.breakdown.take()  # not the warm-up's lines
             self.noop.count = 0
             if self.profile is not None and not noop:
                 self.profile.enable()
@@ -183,6 +229,8 @@ class Floods:
             f"{1000 * gc_total:.0f} ms in all, the longest {gc_ms:.1f} ms); "
             f"CPU per message: event loop {result.loop_us:.1f} us, writer {result.writer_us:.1f} us{paho}"
         )
+        if self.breakdown is not None and not noop:
+            print(self.breakdown.take())
         if batches:
             busy = sum(s for _n, s, _c in batches)
             each = sum(n for n, _s, _c in batches) / len(batches)

@@ -15,7 +15,8 @@ mosquitto's default (Nagle on: back-to-back answers wait for HA's delayed ACKs, 
 Also: BENCH_BURSTS (bursts, default BENCH_REPEATS), BENCH_QOS ("1 0"), BENCH_PAHO=0 (no
 paho subscriber in another process, a secondary figure), BENCH_PROFILE=1 (cProfile of
 every thread over the integration's floods; BENCH_PROFILE_OUT=file keeps it),
-BENCH_ALONE_LEVELS ("info" times the callback without events).
+BENCH_ALONE_LEVELS ("info" times the callback without events), BENCH_BREAKDOWN=1 (the
+line handler's and the events' time per flood, measured in place).
 
 The measurement lives in nodes_ha.py and runs under pytest (see launch.py).
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from homeassistant.core import HomeAssistant
-from ingest_ha import NOOP_BASE, Floods
+from ingest_ha import BREAKDOWN, NOOP_BASE, Breakdown, Floods
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.smartserver.const import CONF_BASE_TOPIC, CONF_LOG_MAX_KB, DOMAIN
@@ -208,7 +208,8 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
     def last_handled() -> float:
         return max((node.last_log_ts or 0.0) for node in registry.nodes.values())
 
-    floods = Floods(hass, helper, auth, protocol, MESSAGES, general, lag, batches, last_handled)
+    breakdown = Breakdown(entry.runtime_data.nodes.logs) if BREAKDOWN else None
+    floods = Floods(hass, helper, auth, protocol, MESSAGES, general, lag, batches, last_handled, breakdown)
     try:
         # warm up the log subscription (debounced) and the node directories
         async with asyncio.timeout(20):

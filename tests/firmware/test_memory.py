@@ -93,7 +93,7 @@ def test_the_whole_scenario_runs_in_64k_with_the_modules_in_romfs(
     # 64K heap had no such piece left by then.
     board = make_board(heapsize="64K", romfs=True, **SCENARIO)
     rows = memory_run(board, mosquitto, tmp_path / "fw")
-    assert [result for _, result, _, _ in rows] == ["ok"] * 7, rows
+    assert [result for _, result, _, _ in rows] == ["ok"] * 7, (rows, board.output()[-4000:])
     assert "MemoryError" not in board.output()
 
 
@@ -106,5 +106,6 @@ def test_at_56k_with_romfs_the_node_boots_takes_a_flood_and_pulses_the_relay(
     # (bootstate.load_names): the name pool's next piece then finds the heap's top free.
     board = make_board(heapsize="56K", romfs=True, **SCENARIO)
     rows = memory_run(board, mosquitto, tmp_path / "fw", count=3)
-    assert [result for _, result, _, _ in rows] == ["ok"] * 3, rows
+    # the console's tail: a phase that times out says why only there (a reconnect, a crash)
+    assert [result for _, result, _, _ in rows] == ["ok"] * 3, (rows, board.output()[-4000:])
     assert "MemoryError" not in board.output()

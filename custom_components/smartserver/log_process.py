@@ -9,6 +9,9 @@ blob behind a 4-byte length; it answers each with one JSON line (the batch's
 
 The child imports the integration's `logs` module and what it needs (storage, protocol,
 const), never Home Assistant, and stops when its stdin closes (also when HA dies).
+Where it cannot start at all (no interpreter at `sys.executable`, an install that does
+not let it import the integration), the files are written in HA's process instead, in
+an executor job: slower in a flood, but no line waits for a process that never comes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from .const import LOGGER
 from .logs import LogFiles, LogLine, WriteResult
 from .storage import Storage
 
@@ -50,7 +54,11 @@ _CHILD: Final = (
 
 
 class LogProcessError(Exception):
-    """The child could not start, or it is gone; `lost`: the lines it kept for retry."""
+    """The child could not start, or it is gone; `lost`: the lines it kept for retry.
+
+    Only a child that is gone reaches `write`'s caller: one that cannot start is replaced
+    by writing in HA's process.
+    """
 
     def __init__(self, reason: str, lost: int = 0) -> None:
         """Why, and how many lines went with the child."""
@@ -75,15 +83,36 @@ class LogProcess:
         }
         self._process: asyncio.subprocess.Process | None = None
         self.pending = 0  # lines the child keeps for retry (its last answer)
+        # Written in HA's process (in an executor job) since the child could not start.
+        self._here: LogFiles | None = None
+        self._job: asyncio.Future[WriteResult] | None = None
 
     @property
     def pid(self) -> int | None:
         """The running child's process id."""
         return None if self._process is None else self._process.pid
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the files are written in HA's process (the child could not start)."""
+        return self._here is not None
+
     async def write(self, lines: list[LogLine]) -> WriteResult:
-        """Have the child append a batch; raise LogProcessError if it cannot."""
-        process = self._process or await self._start()
+        """Have the child append a batch; raise LogProcessError if it dies on the way."""
+        if self._here is None and self._process is None:
+            try:
+                await self._start()
+            except LogProcessError as err:
+                LOGGER.warning(
+                    "The log writer process cannot be used (%s): node logs are written in"
+                    " Home Assistant's process instead (slower in a flood)",
+                    err,
+                )
+                self._here = await asyncio.get_running_loop().run_in_executor(None, log_files, self.settings)
+        if self._here is not None:
+            return await self._write_here(self._here, lines)
+        process = self._process
+        assert process is not None
         assert process.stdin is not None
         assert process.stdout is not None
         data = marshal.dumps(lines)
@@ -101,6 +130,18 @@ class LogProcess:
             raise
         self.pending = int(result["pending"])
         return WriteResult(list(result["errors"]), int(result["dropped"]), dict(result["names"]))
+
+    async def _write_here(self, files: LogFiles, lines: list[LogLine]) -> WriteResult:
+        await self._job_done()  # one job at a time, also after a cancelled write
+        self._job = asyncio.get_running_loop().run_in_executor(None, files.write, lines)
+        # shielded: a cancelled write leaves its job running, and the next one waits for it
+        result = await asyncio.shield(self._job)
+        self.pending = files.pending
+        return result
+
+    async def _job_done(self) -> None:
+        if self._job is not None:
+            await asyncio.wait([self._job])
 
     async def _start(self) -> asyncio.subprocess.Process:
         try:
@@ -148,6 +189,9 @@ class LogProcess:
 
     async def close(self) -> None:
         """Let the child close its files and stop (killed if it takes over STOP_TIMEOUT_S)."""
+        if self._here is not None:
+            await self._job_done()
+            await asyncio.get_running_loop().run_in_executor(None, self._here.close)
         process, self._process = self._process, None
         if process is None:
             return
@@ -162,16 +206,20 @@ class LogProcess:
             await process.wait()
 
 
-def child() -> None:
-    """Run as the child: write each batch from stdin, answer on stdout, until stdin closes."""
-    settings: dict[str, Any] = json.loads(sys.argv[1])
-    files = LogFiles(
+def log_files(settings: dict[str, Any]) -> LogFiles:
+    """Return the log files of these settings (`LogProcess.settings`); blocking (time zone data)."""
+    return LogFiles(
         Storage(Path(settings["root"])),
         settings["max_bytes"],
         settings["backups"],
         ZoneInfo(settings["tz"]),
         servers=frozenset(settings["servers"]),
     )
+
+
+def child() -> None:
+    """Run as the child: write each batch from stdin, answer on stdout, until stdin closes."""
+    files = log_files(json.loads(sys.argv[1]))
     source, answers = sys.stdin.buffer, sys.stdout
     answers.write("ready\n")
     answers.flush()

@@ -104,10 +104,12 @@ class LogIngest:
             await self._drain()
         await self.writer.async_close()
 
-    def diagnostics(self) -> dict[str, int]:
+    def diagnostics(self) -> dict[str, int | bool]:
         """Return what the writer did."""
         return {
             "lines_written": self.writer.written,
             "lines_dropped": self.writer.dropped,
             "lines_pending_retry": self.writer.pending,
+            # the writer process could not start: Home Assistant's process writes the files
+            "written_in_ha_process": self.writer.process.in_process,
         }

@@ -86,6 +86,38 @@ async def test_a_write_cancelled_on_the_way_does_not_answer_the_next(tmp_path: P
     assert (tmp_path / "clients/b/b.log").read_text().endswith("] next\n")
 
 
+async def test_in_ha_s_process_a_cancelled_write_finishes_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a process the files are written in an executor job, one at a time: a
+    cancelled write's job goes on (a thread cannot be stopped) and the next one waits."""
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    (tmp_path / "device_names.yaml").write_text("a: null\nb: null\n")
+    (tmp_path / "clients/a").mkdir(parents=True)
+    fifo = tmp_path / "clients/a/a.log"
+    os.mkfifo(fifo)  # opening it blocks while nobody reads it
+    process = LogProcess(tmp_path, 0, 0, "UTC", frozenset())
+    reader = None
+    try:
+        stuck = asyncio.create_task(process.write([(time.time(), "info", "a", "stuck", True)]))
+        await asyncio.sleep(0.5)
+        assert process.in_process
+        assert process.pid is None
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        after = asyncio.create_task(process.write([(time.time(), "info", "b", "next", True)]))
+        await asyncio.sleep(0.3)
+        assert not after.done()  # the LogFiles are busy in the stuck job's thread
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        assert (await after).names["b"] == "b"
+    finally:
+        await process.close()
+        if reader is not None:
+            os.close(reader)
+    assert (tmp_path / "clients/b/b.log").read_text().endswith("] next\n")
+
+
 async def test_lines_of_a_cancelled_write_are_counted_at_unload(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -354,7 +354,7 @@ async def test_writer_process_killed_loses_no_line(
     ("executable", "reason"),
     [("/nonexistent/python", "did not start: [Errno 2]"), ("/bin/false", "did not start (see HA's output")],
 )
-async def test_writer_process_that_cannot_start_keeps_the_lines(
+async def test_writer_process_that_cannot_start_leaves_the_files_to_ha_s_process(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
     caplog: pytest.LogCaptureFixture,
@@ -362,22 +362,56 @@ async def test_writer_process_that_cannot_start_keeps_the_lines(
     executable: str,
     reason: str,
 ) -> None:
-    """No interpreter, or one that stops at once: lines wait (bounded) until a process starts."""
-    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
-    monkeypatch.setattr(log_writer, "MAX_RETRY_LINES", 5)
-    python = sys.executable
+    """No interpreter, or one that stops at once (an install where the child cannot
+    import the integration): HA's process writes the files, nothing waits or is dropped."""
+    monkeypatch.setattr(log_writer, "MAX_RETRY_LINES", 5)  # none of them waits for retry
     monkeypatch.setattr(sys, "executable", executable)
     for i in range(8):
         log(hass, "info", "node1", f"line {i}")
-    await wait_until(lambda: "Could not write node logs" in caplog.text)
-    kept = "Could not write node logs (5 lines kept for retry): the log writer process"
-    assert f"{kept} {reason}" in caplog.text
-    assert "Dropped 3 log lines that could not be written" in caplog.text
-    monkeypatch.setattr(sys, "executable", python)
+    await flush(hass, init_integration)
+    assert f"The log writer process cannot be used (the log writer process {reason}" in caplog.text
+    assert "node logs are written in Home Assistant's process instead" in caplog.text
+    assert "Could not write node logs" not in caplog.text
+    expected = [f"{i}" for i in range(8)]
+    for path in (node_log(hass, "node1"), general_log(hass)):
+        assert [line.rsplit(" ", 1)[1] for line in lines(path)] == expected
+    # for good: a later batch does not try the process again
+    monkeypatch.setattr(sys, "executable", "/nonexistent/again")
+    log(hass, "info", "node1", "line 8")
+    await flush(hass, init_integration)
+    assert caplog.text.count("The log writer process cannot be used") == 1
+    assert lines(node_log(hass, "node1"))[-1].endswith("line 8")
+    assert init_integration.runtime_data.nodes.logs.writer.process.pid is None
+    assert init_integration.runtime_data.nodes.logs.diagnostics() == {
+        "lines_written": 9,
+        "lines_dropped": 0,
+        "lines_pending_retry": 0,
+        "written_in_ha_process": True,
+    }
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+    assert "could not be written before unloading" not in caplog.text
+
+
+async def test_in_ha_s_process_a_full_disk_keeps_the_lines_for_retry(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Written in HA's process, a failing write is kept and retried as in the child."""
+    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    path = node_log(hass, "node1")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to("/dev/full")
+    for i in range(3):
+        log(hass, "info", "node1", f"line {i}")
+    await wait_until(lambda: "Could not write node logs (3 lines kept for retry)" in caplog.text)
+    path.unlink()
     await flush(hass, init_integration)
     assert "Node logs are written again" in caplog.text
-    assert [line.rsplit(" ", 1)[1] for line in lines(node_log(hass, "node1"))] == ["3", "4", "5", "6", "7"]
-    assert init_integration.runtime_data.nodes.logs.diagnostics()["lines_dropped"] == 3
+    assert [line.rsplit(" ", 1)[1] for line in lines(path)] == ["0", "1", "2"]
 
 
 def test_node_folders_change_one_process_at_a_time(tmp_path: Path) -> None:

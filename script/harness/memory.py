@@ -1,11 +1,11 @@
 """The firmware's heap, phase by phase, on the 32-bit unix port (benchmarks/firmware.py
 prints it, tests/firmware/test_memory.py holds it to an ESP32's 56 KB): boot with TLS,
 NTP and configuration; a log flood; PRESS and HOLD; a management put and get of 8 KB;
-hostile payloads (4 KB, 512-deep JSON) on power/set and mgmt/cmd; a firmware update
-that rolls back; a MicroPython image of 200 KB installed and confirmed. Each phase
-reports the peak heap (sampled every 100 ms since the previous info) and the live heap
-after it; a phase that ends the node (MemoryError, a crash) ends the run at that heap
-limit.
+hostile payloads (4 KB, 512-deep JSON, 250-deep within the size limit) on power/set
+and mgmt/cmd; a firmware update that rolls back; a MicroPython image of 200 KB
+installed and confirmed. Each phase reports the peak heap (sampled every 100 ms since
+the previous info) and the live heap after it; a phase that ends the node (MemoryError,
+a crash) ends the run at that heap limit.
 """
 
 from __future__ import annotations
@@ -86,12 +86,15 @@ def info(peer: Peer) -> dict[str, Any]:
 
 def hostile(peer: Peer, board: Board) -> None:
     deep = "[" * 512 + "]" * 512
-    # the log flood's refusals came before: only this phase's six count
+    parsed = "[" * 250 + "]" * 250  # within the 512-byte limit: it reaches the JSON parser
+    payloads = ("x" * 4000, json.dumps({"cmd": "PRESS", "pad": "y" * 3900}), deep, parsed)
+    # the log flood's refusals came before: only this phase's count
     before = len(board.log_lines("refused"))
     for topic in (POWER_SET, MGMT_CMD):
-        for payload in ("x" * 4000, json.dumps({"cmd": "PRESS", "pad": "y" * 3900}), deep):
+        for payload in payloads:
             peer.publish(topic, payload)
-    board.wait(lambda: len(board.log_lines("refused")) >= before + 6, 30, "six refusals")
+    board.wait(lambda: len(board.log_lines("refused")) >= before + 8, 30, "eight refusals")
+    assert len(board.log_lines("refused: not a JSON object")) == 2, board.output()[-2000:]
 
 
 def threaded(board: Board, work: Callable[[], object]) -> list[NodeError]:

@@ -38,6 +38,8 @@ NICE: Final = 10
 ANSWER_LIMIT: Final = 1 << 24
 # Unload waits this long for the child to close its files before it is killed.
 STOP_TIMEOUT_S: Final = 10.0
+# A child that has not said "ready" by then (a hung import, a stalled disk) never will.
+START_TIMEOUT_S: Final = 30.0
 # The child imports this module as part of a package of this directory without running
 # its __init__ (which imports Home Assistant).
 _PACKAGE: Final = "smartserver_log_process"
@@ -160,7 +162,12 @@ class LogProcess:
         self._process = process
         assert process.stdout is not None
         try:
-            ready = await process.stdout.readline()
+            async with asyncio.timeout(START_TIMEOUT_S):
+                ready = await process.stdout.readline()
+        except TimeoutError:
+            raise await self._gone(
+                f"the log writer process did not start within {START_TIMEOUT_S:g} s"
+            ) from None
         except asyncio.CancelledError:
             self._abandon()
             raise

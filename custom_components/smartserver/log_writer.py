@@ -59,6 +59,20 @@ class LogWriter:
     def add(self, line: LogLine) -> None:
         """Queue a line (in the event loop)."""
         self._buffer.append(line)
+        if len(self._buffer) > MAX_RETRY_LINES:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        # A batch that never comes back (a hung disk, a stopped process) must not let
+        # HA's memory grow with every line: the oldest go, a tenth at a time, counted.
+        excess = len(self._buffer) - MAX_RETRY_LINES * 9 // 10
+        del self._buffer[:excess]
+        self.dropped += excess
+        LOGGER.error(
+            "Dropped %s log lines: the log writer has not finished a batch while %s more came",
+            excess,
+            MAX_RETRY_LINES,
+        )
 
     async def async_drain(self) -> AsyncIterator[dict[str, str]]:
         """Write batches until nothing is queued; yield each batch's node names (id -> name)."""

@@ -118,6 +118,24 @@ async def test_in_ha_s_process_a_cancelled_write_finishes_before_the_next(
     assert (tmp_path / "clients/b/b.log").read_text().endswith("] next\n")
 
 
+async def test_a_process_that_never_says_ready_is_replaced_by_ha_s_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child that hangs at its start (an import that never returns) is killed in time."""
+    monkeypatch.setattr(log_process, "START_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(log_process, "_CHILD", "import time\ntime.sleep(60)\n")
+    process = LogProcess(tmp_path, 0, 0, "UTC", frozenset())
+    try:
+        async with asyncio.timeout(10):
+            result = await process.write([(time.time(), "info", "a", "here", True)])
+    finally:
+        await process.close()
+    assert result.names == {"a": "a"}
+    assert process.in_process
+    assert "did not start within 0.5 s, exit status -9" in caplog.text
+    assert (tmp_path / "clients/a/a.log").read_text().endswith("] here\n")
+
+
 async def test_lines_of_a_cancelled_write_are_counted_at_unload(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

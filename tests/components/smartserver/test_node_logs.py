@@ -364,7 +364,6 @@ async def test_writer_process_that_cannot_start_leaves_the_files_to_ha_s_process
 ) -> None:
     """No interpreter, or one that stops at once (an install where the child cannot
     import the integration): HA's process writes the files, nothing waits or is dropped."""
-    monkeypatch.setattr(log_writer, "MAX_RETRY_LINES", 5)  # none of them waits for retry
     monkeypatch.setattr(sys, "executable", executable)
     for i in range(8):
         log(hass, "info", "node1", f"line {i}")
@@ -412,6 +411,42 @@ async def test_in_ha_s_process_a_full_disk_keeps_the_lines_for_retry(
     await flush(hass, init_integration)
     assert "Node logs are written again" in caplog.text
     assert [line.rsplit(" ", 1)[1] for line in lines(path)] == ["0", "1", "2"]
+
+
+async def test_a_write_that_never_returns_does_not_grow_the_queue_for_ever(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung write (a stalled network disk, a stopped process): the queue stays bounded."""
+    monkeypatch.setattr(log_writer, "MAX_RETRY_LINES", 10)
+    release = asyncio.Event()
+    written: list[list[logs.LogLine]] = []
+
+    async def hung(lines: list[logs.LogLine]) -> logs.WriteResult:
+        await release.wait()
+        written.append(lines)
+        return logs.WriteResult()
+
+    monkeypatch.setattr(init_integration.runtime_data.nodes.logs.writer.process, "write", hung)
+    log(hass, "info", "node1", "line 0")
+    await hass.async_block_till_done()  # the first batch hangs (a background task)
+    try:
+        for i in range(1, 26):
+            log(hass, "info", "node1", f"line {i}")
+        await hass.async_block_till_done()
+        assert (
+            "Dropped 2 log lines: the log writer has not finished a batch while 10 more came" in caplog.text
+        )
+        assert init_integration.runtime_data.nodes.logs.diagnostics()["lines_dropped"] == 16
+    finally:
+        release.set()  # else unloading waits for the batch for ever
+    await settle(hass)
+    # the oldest went: the hung batch and the newest lines are written
+    assert [line[3] for batch in written for line in batch] == ["line 0"] + [
+        f"line {i}" for i in range(17, 26)
+    ]
 
 
 def test_node_folders_change_one_process_at_a_time(tmp_path: Path) -> None:

@@ -65,14 +65,19 @@ class LogWriter:
     def _overflow(self) -> None:
         # A batch that never comes back (a hung disk, a stopped process) must not let
         # HA's memory grow with every line: the oldest go, a tenth at a time, counted.
-        excess = len(self._buffer) - MAX_RETRY_LINES * 9 // 10
-        del self._buffer[:excess]
+        excess = self._drop_oldest(MAX_RETRY_LINES * 9 // 10)
         self.dropped += excess
         LOGGER.error(
             "Dropped %s log lines: the log writer has not finished a batch while %s more came",
             excess,
             MAX_RETRY_LINES,
         )
+
+    def _drop_oldest(self, keep: int) -> int:
+        """Drop all but the newest `keep` queued lines; return how many went."""
+        excess = max(0, len(self._buffer) - keep)
+        del self._buffer[:excess]
+        return excess
 
     async def async_drain(self) -> AsyncIterator[dict[str, str]]:
         """Write batches until nothing is queued; yield each batch's node names (id -> name)."""
@@ -119,8 +124,7 @@ class LogWriter:
         except LogProcessError as err:
             # the batch waits for the next try, before the lines that came meanwhile
             self._buffer[:0] = batch
-            excess = max(0, len(self._buffer) - MAX_RETRY_LINES)
-            del self._buffer[:excess]  # the oldest, as a file's retry store drops them
+            excess = self._drop_oldest(MAX_RETRY_LINES)  # as a file's retry store drops them
             return WriteResult([str(err)], err.lost + excess)
         self.written += len(batch)
         return result

@@ -40,6 +40,9 @@ NEW_NODES_PER_HOUR: Final = 60
 # The repair issue about held-back nodes clears itself after this long without one.
 NEW_NODES_QUIET_S: Final = 3600
 MAX_HELD_BACK: Final = 10_000  # ids counted for the repair issue
+# The issue's count follows at most this often: each update is a registry write and an
+# event to every open repairs panel, and a flood of made-up ids brings thousands.
+ISSUE_UPDATE_S: Final = 10.0
 # Nodes on disk are never held back; a held-back id makes the folder be read again (a
 # node set up by hand meanwhile), at most this often: made-up ids cannot keep it busy.
 RESCAN_S: Final = 5.0
@@ -68,6 +71,8 @@ class NodeRegistry:
         self._held_back: set[str] = set()
         self._held_back_timer: CALLBACK_TYPE | None = None
         self._held_back_last = 0.0  # when a node was last held back (time.time())
+        self._example = ""  # the first held-back id, shown in the issue
+        self._issue_timer: CALLBACK_TYPE | None = None  # the issue's count is updated then
         registry = dr.async_get(hass)
         for device in dr.async_entries_for_config_entry(registry, entry_id):
             if (node_id := node_id_of_device(device)) is None:
@@ -164,7 +169,9 @@ class NodeRegistry:
         if node_id in self.on_disk or self._budget.take(now, NEW_NODES_PER_HOUR / 3600, NEW_NODES_BURST):
             return True
         if node_id not in self._held_back and len(self._held_back) < MAX_HELD_BACK:
-            if not self._held_back:
+            first = not self._held_back
+            self._held_back.add(node_id)
+            if first:
                 LOGGER.warning(
                     "Node %s is not added to Home Assistant yet: more than %s new nodes got in "
                     "touch, and new ones are added at %s an hour. Its log lines go to %s only; "
@@ -174,14 +181,10 @@ class NodeRegistry:
                     NEW_NODES_PER_HOUR,
                     GENERAL_LOG,
                 )
-            self._held_back.add(node_id)
-            placeholders = {
-                "count": str(len(self._held_back)),
-                "example": node_id,
-                "burst": str(NEW_NODES_BURST),
-                "per_hour": str(NEW_NODES_PER_HOUR),
-            }
-            create_issue(self.hass, ISSUE_NEW_NODES, ISSUE_NEW_NODES, placeholders)
+                self._example = node_id
+                self._update_issue()
+            elif self._issue_timer is None:
+                self._issue_timer = async_call_later(self.hass, ISSUE_UPDATE_S, self._update_issue)
         self._held_back_last = time.time()
         if self._scan is None and now - self._scanned >= RESCAN_S:
             self.hass.async_create_background_task(self.async_scan(), "smartserver nodes on disk")
@@ -195,6 +198,29 @@ class NodeRegistry:
             self._held_back_timer = async_call_later(self.hass, remaining, self._held_back_over)
             return
         self._held_back_timer = None
+        self._clear_issue()
+
+    @callback
+    def _update_issue(self, _now: datetime | None = None) -> None:
+        """Raise the issue, or bring its count up to date."""
+        self._stop_issue_timer()
+        placeholders = {
+            "count": str(len(self._held_back)),
+            "example": self._example,
+            "burst": str(NEW_NODES_BURST),
+            "per_hour": str(NEW_NODES_PER_HOUR),
+        }
+        create_issue(self.hass, ISSUE_NEW_NODES, ISSUE_NEW_NODES, placeholders)
+
+    @callback
+    def _stop_issue_timer(self) -> None:
+        if self._issue_timer is not None:  # cancelling one that has just run is harmless
+            self._issue_timer()
+            self._issue_timer = None
+
+    @callback
+    def _clear_issue(self) -> None:
+        self._stop_issue_timer()
         self._held_back.clear()
         ir.async_delete_issue(self.hass, DOMAIN, ISSUE_NEW_NODES)
 
@@ -225,7 +251,7 @@ class NodeRegistry:
         if self._held_back_timer is not None:
             self._held_back_timer()
             self._held_back_timer = None
-            ir.async_delete_issue(self.hass, DOMAIN, ISSUE_NEW_NODES)
+            self._clear_issue()
 
     def diagnostics(self) -> dict[str, Any]:
         """Return the new-node budget."""

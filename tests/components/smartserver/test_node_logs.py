@@ -889,3 +889,40 @@ async def test_held_back_issue_waits_for_the_last_node(
     assert issue.translation_placeholders["count"] == "2"
     await hass.config_entries.async_unload(init_integration.entry_id)
     assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is None
+
+
+async def test_made_up_ids_flood_writes_the_issue_once_then_now_and_then(
+    hass: HomeAssistant,
+    mqtt_mock: MqttMockHAClient,
+    mqtt_client_closing: None,
+    mock_config_entry: MockConfigEntry,
+    no_new_nodes: None,
+) -> None:
+    """Every held-back id counts, but the issue is written at the first, then every ISSUE_UPDATE_S.
+
+    Each write is a registry save and an event to every open repairs panel.
+    """
+    init_integration = await _setup(hass, mock_config_entry)
+    updates = async_capture_events(hass, ir.EVENT_REPAIRS_ISSUE_REGISTRY_UPDATED)
+
+    def placeholders() -> dict[str, str] | None:
+        issue = ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES)
+        return None if issue is None else issue.translation_placeholders
+
+    for i in range(50):
+        log(hass, "info", f"made-up-{i}", "x")
+    await flush(hass, init_integration)
+    assert [event.data["action"] for event in updates] == ["create"]
+    assert placeholders() == {"count": "1", "example": "made-up-0", "burst": "0", "per_hour": "60"}
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=node_registry.ISSUE_UPDATE_S + 1))
+    await settle(hass)
+    assert [event.data["action"] for event in updates] == ["create", "update"]
+    assert placeholders() == {"count": "50", "example": "made-up-0", "burst": "0", "per_hour": "60"}
+
+    # an update still due at unload does not raise the issue again afterwards
+    log(hass, "info", "made-up-50", "x")
+    await flush(hass, init_integration)
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=2 * node_registry.ISSUE_UPDATE_S + 2))
+    await settle(hass)
+    assert placeholders() is None

@@ -118,7 +118,8 @@ class Floods:
         messages: int,
         general: Path,
         lag: Any,
-        batches: list[tuple[int, float, float]],
+        batches: list[tuple[int, float]],
+        writer_cpu: Callable[[], float],
         last_handled: Callable[[], float],
         breakdown: Breakdown | None = None,
     ) -> None:
@@ -129,7 +130,8 @@ class Floods:
         self.messages = messages
         self.general = general
         self.lag = lag
-        self.batches = batches  # the writer's batches: (lines, seconds, CPU seconds)
+        self.batches = batches  # the writer's batches: (lines, seconds)
+        self.writer_cpu = writer_cpu  # the writer process's CPU seconds so far
         self.last_handled = last_handled  # when the integration's callback took its last line
         self.breakdown = breakdown
         self.noop = Noop()
@@ -182,6 +184,7 @@ class Floods:
             self.noop.count = 0
             if self.profile is not None and not noop:
                 self.profile.enable()
+            writer_cpu = self.writer_cpu()
             loop_cpu = time.thread_time()  # this is HA's event loop thread
             self.lag.start()
             start = time.time()
@@ -199,7 +202,7 @@ class Floods:
             loop_cpu = time.thread_time() - loop_cpu
             if self.profile is not None:
                 self.profile.disable()
-            writer_cpu = sum(c for _n, _s, c in self.batches)
+            writer_cpu = self.writer_cpu() - writer_cpu
             batches = list(self.batches)
             async with asyncio.timeout(300):
                 assert await publisher.wait() == 0
@@ -236,8 +239,8 @@ class Floods:
         if self.breakdown is not None and not noop:
             print(self.breakdown.take())
         if batches:
-            busy = sum(s for _n, s, _c in batches)
-            each = sum(n for n, _s, _c in batches) / len(batches)
+            busy = sum(s for _n, s in batches)
+            each = sum(n for n, _s in batches) / len(batches)
             print(
                 f"  writer: {len(batches)} batches of {each:.0f} lines, "
                 f"{1000 * busy / len(batches):.1f} ms each, {100 * busy / (done - start):.0f} % of the flood"
@@ -301,14 +304,15 @@ class Floods:
             for i in range(self.messages)
         ]
         self.batches.clear()
+        writer_cpu = self.writer_cpu()
         begin = time.perf_counter()
         for message in messages:
             on_log(message)
         loop_s = time.perf_counter() - begin
         async with asyncio.timeout(60):
-            while writer.queued or sum(n for n, _s, _c in self.batches) < self.messages:  # noqa: ASYNC110
+            while writer.queued or sum(n for n, _s in self.batches) < self.messages:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
-        writer_cpu = sum(c for _n, _s, c in self.batches)
+        writer_cpu = self.writer_cpu() - writer_cpu
         print(
             f"the integration alone ({self.messages} messages handed to its MQTT callback in a loop): "
             f"{1e6 * loop_s / self.messages:.1f} us per message in the event loop, writer "

@@ -891,12 +891,9 @@ async def test_held_back_issue_waits_for_the_last_node(
     assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is None
 
 
+@pytest.mark.usefixtures("mqtt_mock", "mqtt_client_closing", "no_new_nodes")
 async def test_made_up_ids_flood_writes_the_issue_once_then_now_and_then(
-    hass: HomeAssistant,
-    mqtt_mock: MqttMockHAClient,
-    mqtt_client_closing: None,
-    mock_config_entry: MockConfigEntry,
-    no_new_nodes: None,
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
 ) -> None:
     """Every held-back id counts, but the issue is written at the first, then every ISSUE_UPDATE_S.
 

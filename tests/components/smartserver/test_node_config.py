@@ -8,6 +8,7 @@ from pathlib import Path
 from unittest.mock import patch
 
 import pytest
+import yaml
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
@@ -15,7 +16,7 @@ from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_mqtt_message
 from pytest_homeassistant_custom_component.typing import MqttMockHAClient
 
-from custom_components.smartserver import node_config
+from custom_components.smartserver import node_config, storage
 from custom_components.smartserver.const import DOMAIN
 
 from .nodes_common import (
@@ -315,6 +316,36 @@ async def test_broken_device_names_blocks_answers_until_fixed(
     await request(hass, "node1")
     assert answers(mqtt_mock) == [("home/login/node1", '{"_order":[]}')]
     assert ir.async_get(hass).async_get_issue(DOMAIN, "config_file_node1") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "node1: kitchen\n# a comment\nnode2: null\n",
+        "yes: on\n123: 456\n'007': bond\nkü che: Küche ✓\n",
+        "node1: a\nnode1: b\n",  # the last one counts
+        "",
+        "node1: kitchen\nnode2: [unclosed\n",
+        "- a list\n",
+        "node1: {nested: map}\n",
+    ],
+)
+def test_names_read_alike_with_either_yaml_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """libyaml's loader (used where PyYAML has it) reads device_names.yaml as the pure-Python one."""
+    if not hasattr(yaml, "CSafeLoader"):
+        pytest.skip("this PyYAML has no libyaml")
+    (tmp_path / "device_names.yaml").write_text(text, encoding="utf-8")
+
+    def read(loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader]) -> tuple[object, ...]:
+        monkeypatch.setattr(storage, "_SAFE_LOADER", loader)
+        files = storage.Storage(tmp_path)
+        names = files.read_names()
+        error = files.names_error
+        return names, None if error is None else (error.path, error.line)
+
+    assert read(yaml.CSafeLoader) == read(yaml.SafeLoader)
 
 
 @pytest.mark.parametrize("node", ["..", ".", "+", "#", "a" * 300, "a" * 65, "ö" * 33, "x\0y"])

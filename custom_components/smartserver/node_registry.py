@@ -204,6 +204,8 @@ class NodeRegistry:
     def _update_issue(self, _now: datetime | None = None) -> None:
         """Raise the issue, or bring its count up to date."""
         self._stop_issue_timer()
+        if not self._held_back:  # all added since: the issue clears itself after the hour
+            return
         placeholders = {
             "count": str(len(self._held_back)),
             "example": self._example,

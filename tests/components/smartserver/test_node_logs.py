@@ -866,6 +866,16 @@ async def test_nodes_on_disk_are_never_held_back(
     await hass.config_entries.async_unload(init_integration.entry_id)
 
 
+async def held_back_count_after(hass: HomeAssistant, seconds: float) -> str:
+    """The held-back issue's count once `seconds` have passed."""
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=seconds))
+    await settle(hass)
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES)
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    return issue.translation_placeholders["count"]
+
+
 async def test_held_back_issue_waits_for_the_last_node(
     hass: HomeAssistant,
     mqtt_mock: MqttMockHAClient,
@@ -881,12 +891,7 @@ async def test_held_back_issue_waits_for_the_last_node(
     with patch("time.time", return_value=later.timestamp()):
         log(hass, "info", "made-up-2", "x")
         await flush(hass, init_integration)
-    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=node_registry.NEW_NODES_QUIET_S + 1))
-    await settle(hass)
-    issue = ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES)
-    assert issue is not None
-    assert issue.translation_placeholders is not None
-    assert issue.translation_placeholders["count"] == "2"
+    assert await held_back_count_after(hass, node_registry.NEW_NODES_QUIET_S + 1) == "2"
     await hass.config_entries.async_unload(init_integration.entry_id)
     assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_NEW_NODES) is None
 
@@ -923,3 +928,25 @@ async def test_made_up_ids_flood_writes_the_issue_once_then_now_and_then(
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=2 * node_registry.ISSUE_UPDATE_S + 2))
     await settle(hass)
     assert placeholders() is None
+
+
+@pytest.mark.usefixtures("mqtt_mock", "mqtt_client_closing", "no_new_nodes")
+async def test_issue_count_is_not_cut_to_zero_when_held_back_nodes_were_added(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> None:
+    """Held-back nodes set up by hand are added; the issue keeps its last count till it clears."""
+    init_integration = await _setup(hass, mock_config_entry)
+    for node in ("made-up-0", "made-up-1"):
+        log(hass, "info", node, "held back")
+    await flush(hass, init_integration)
+    for node in ("made-up-0", "made-up-1"):
+        write(root(hass) / "clients" / node / "config" / "led.json", '{"pin": 2}')
+    for node in ("made-up-0", "made-up-1"):  # the first line has the folder read again
+        log(hass, "info", node, "set up by hand")
+    await flush(hass, init_integration)
+    for node in ("made-up-0", "made-up-1"):
+        log(hass, "info", node, "added")
+    await flush(hass, init_integration)
+    assert node_device(hass, init_integration, "made-up-1") is not None
+    assert await held_back_count_after(hass, node_registry.ISSUE_UPDATE_S + 1) == "1"
+    await hass.config_entries.async_unload(init_integration.entry_id)

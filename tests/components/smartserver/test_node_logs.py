@@ -291,16 +291,18 @@ def test_node_paths_checked_once_a_second_and_at_once_on_a_change(
     assert [line.rsplit(" ", 1)[1] for line in lines(moved)] == ["again"]
 
 
+@pytest.fixture
+def quick_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed batch is retried after 50 ms, not 2 s."""
+    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
+
+
 @pytest.mark.parametrize("target", ["node", "general"])
+@pytest.mark.usefixtures("quick_retry")
 async def test_write_error_logged_and_retried(
-    hass: HomeAssistant,
-    init_integration: MockConfigEntry,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-    target: str,
+    hass: HomeAssistant, init_integration: MockConfigEntry, caplog: pytest.LogCaptureFixture, target: str
 ) -> None:
     """A full disk (/dev/full: every write fails with ENOSPC) loses nothing silently."""
-    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
     path = node_log(hass, "node1") if target == "node" else general_log(hass)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.symlink_to("/dev/full")
@@ -329,14 +331,11 @@ async def test_write_error_at_unload_reports_lost_lines(
     assert lines(general_log(hass))[0].endswith("doomed")
 
 
+@pytest.mark.usefixtures("quick_retry")
 async def test_writer_process_killed_loses_no_line(
-    hass: HomeAssistant,
-    init_integration: MockConfigEntry,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    hass: HomeAssistant, init_integration: MockConfigEntry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A writer process that dies (killed, out of memory) is started again; its batch is retried."""
-    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
     first = await written_by(hass, init_integration, "line 0")
     os.kill(first, signal.SIGKILL)
     for i in range(1, 4):
@@ -392,6 +391,7 @@ async def test_writer_process_that_cannot_start_leaves_the_files_to_ha_s_process
     assert "could not be written before unloading" not in caplog.text
 
 
+@pytest.mark.usefixtures("quick_retry")
 async def test_in_ha_s_process_a_full_disk_keeps_the_lines_for_retry(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
@@ -399,7 +399,6 @@ async def test_in_ha_s_process_a_full_disk_keeps_the_lines_for_retry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Written in HA's process, a failing write is kept and retried as in the child."""
-    monkeypatch.setattr(log_writer, "RETRY_DELAY_S", 0.05)
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     path = node_log(hass, "node1")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -196,10 +196,10 @@ async def test_nodes_benchmark(hass: HomeAssistant, mqtt_real: MockConfigEntry, 
         fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    async def counted_write(lines: list[Any]) -> Any:
+    async def counted_write(lines: list[Any], held_back: frozenset[str], **how: Any) -> Any:
         begin = time.perf_counter()
         try:
-            return await real_write(lines)
+            return await real_write(lines, held_back, **how)
         finally:
             batches.append((len(lines), time.perf_counter() - begin))
 

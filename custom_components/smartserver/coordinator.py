@@ -244,7 +244,8 @@ class SmartServerCoordinator:
         except KeyError:
             parsed = self._log_topic(msg.topic)
         if parsed is not None:
-            self.nodes.logs.async_line(parsed[0], parsed[1], text_of(msg), time.time())
+            # the payload as it came: the writer process decodes it
+            self.nodes.logs.async_line(parsed[0], parsed[1], msg.payload, time.time())
 
     def _log_topic(self, topic: str) -> tuple[str, str] | None:
         """Node id and level of a log topic not seen yet, or None (not ours, or a refused id)."""

@@ -3,9 +3,10 @@
 Formatting and appending a flood's lines in an executor thread shared HA's interpreter
 lock with the event loop: each of the loop's socket reads could hand it to the writer,
 and the loop then waited for it back (docs/performance.md has the figures). The child
-runs `LogFiles` with its own interpreter. Each batch goes to its stdin as one marshal
-blob behind a 4-byte length; it answers each with one JSON line (the batch's
-`WriteResult` and the lines it keeps for retry).
+runs `LogFiles` with its own interpreter, and the batches' tally (log_tally.py: the last
+lines, counters and events HA applies). Each batch goes to its stdin as one marshal blob
+behind a 4-byte length; it answers each with two JSON lines: the tally at once, then,
+once the lines are written, the batch's `WriteResult` and the lines it keeps for retry.
 
 The child imports the integration's `logs` module and what it needs (storage, protocol,
 const), never Home Assistant, and stops when its stdin closes (also when HA dies).
@@ -23,12 +24,14 @@ import marshal
 import os
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from .const import LOGGER
-from .logs import LogFiles, LogLine, WriteResult
+from .log_tally import BatchTally, LogLine, LogTally, NodeTally
+from .logs import LogFiles, WriteResult
 from .storage import Storage
 
 HEADER: Final = struct.Struct("<I")
@@ -72,19 +75,34 @@ class LogProcess:
     """The child that writes the log files; started on the first batch, again after it died."""
 
     def __init__(
-        self, root: Path, max_bytes: int, backups: int, tz_name: str, servers: frozenset[str]
+        self,
+        root: Path,
+        max_bytes: int,
+        backups: int,
+        tz_name: str,
+        servers: frozenset[str],
+        *,
+        event_rank: int,
+        rate: float,
     ) -> None:
-        """Write under `root` as `LogFiles` does with these settings (`tz_name`: an IANA zone)."""
+        """Write under `root` as `LogFiles` does with these settings (`tz_name`: an IANA zone).
+
+        The tally fires events from `event_rank` up, at most `rate` per node and second.
+        """
         self.settings = {
             "root": os.fspath(root),
             "max_bytes": max_bytes,
             "backups": backups,
             "tz": tz_name,
             "servers": sorted(servers),
+            "event_rank": event_rank,
+            "rate": rate,
             "path": [p for p in sys.path if isinstance(p, str)],
         }
         self._process: asyncio.subprocess.Process | None = None
         self.pending = 0  # lines the child keeps for retry (its last answer)
+        # where the files are written in HA's process, lines are tallied in the event loop
+        self._tally = LogTally(event_rank, rate)
         # Written in HA's process (in an executor job) since the child could not start.
         self._here: LogFiles | None = None
         self._job: asyncio.Future[WriteResult] | None = None
@@ -99,8 +117,21 @@ class LogProcess:
         """Whether the files are written in HA's process (the child could not start)."""
         return self._here is not None
 
-    async def write(self, lines: list[LogLine]) -> WriteResult:
-        """Have the child append a batch; raise LogProcessError if it dies on the way."""
+    async def write(
+        self,
+        lines: list[LogLine],
+        held_back: frozenset[str] = frozenset(),
+        *,
+        tallied: Callable[[BatchTally], None] | None = None,
+        skip: int = 0,
+    ) -> WriteResult:
+        """Have the child tally and append a batch; raise LogProcessError if it dies on the way.
+
+        The lines of nodes in `held_back` go to the general log only and count for nothing.
+        `tallied` gets the tally of the lines after the first `skip` (an earlier try tallied
+        those) as soon as it is worked out, before the lines are written: a stalled disk
+        holds back no event.
+        """
         if self._here is None and self._process is None:
             try:
                 await self._start()
@@ -112,30 +143,42 @@ class LogProcess:
                 )
                 self._here = await asyncio.get_running_loop().run_in_executor(None, log_files, self.settings)
         if self._here is not None:
-            return await self._write_here(self._here, lines)
+            if tallied is not None:
+                tallied(self._tally.add(lines, held_back, skip))
+            return await self._write_here(self._here, lines, held_back)
         process = self._process
         assert process is not None
+        data = marshal.dumps((lines, tuple(held_back), skip))
+        tally = await self._answer(process, data)
+        if tallied is not None:
+            tallied(BatchTally({node: NodeTally(*v) for node, v in tally["nodes"].items()}, tally["events"]))
+        result = await self._answer(process, None)
+        self.pending = int(result["pending"])
+        return WriteResult(list(result["errors"]), int(result["dropped"]), dict(result["names"]))
+
+    async def _answer(self, process: asyncio.subprocess.Process, data: bytes | None) -> dict[str, Any]:
+        """Send `data` (a batch) if given, and return the child's next answer line."""
         assert process.stdin is not None
         assert process.stdout is not None
-        data = marshal.dumps(lines)
         try:
-            process.stdin.write(HEADER.pack(len(data)))
-            process.stdin.write(data)
-            await process.stdin.drain()
-            answer = await process.stdout.readline()
-            result = json.loads(answer)
+            if data is not None:
+                process.stdin.write(HEADER.pack(len(data)))
+                process.stdin.write(data)
+                await process.stdin.drain()
+            answer: dict[str, Any] = json.loads(await process.stdout.readline())
         except (OSError, ValueError) as err:
             raise await self._gone(f"the log writer process stopped ({type(err).__name__})") from err
         except asyncio.CancelledError:
             # its answer, still on the way, would be taken for the next batch's
             self._abandon()
             raise
-        self.pending = int(result["pending"])
-        return WriteResult(list(result["errors"]), int(result["dropped"]), dict(result["names"]))
+        return answer
 
-    async def _write_here(self, files: LogFiles, lines: list[LogLine]) -> WriteResult:
+    async def _write_here(
+        self, files: LogFiles, lines: list[LogLine], held_back: frozenset[str]
+    ) -> WriteResult:
         await self._job_done()  # one job at a time, also after a cancelled write
-        self._job = asyncio.get_running_loop().run_in_executor(None, files.write, lines)
+        self._job = asyncio.get_running_loop().run_in_executor(None, files.write, lines, held_back)
         # shielded: a cancelled write leaves its job running, and the next one waits for it
         result = await asyncio.shield(self._job)
         self.pending = files.pending
@@ -226,7 +269,9 @@ def log_files(settings: dict[str, Any]) -> LogFiles:
 
 def child() -> None:
     """Run as the child: write each batch from stdin, answer on stdout, until stdin closes."""
-    files = log_files(json.loads(sys.argv[1]))
+    settings = json.loads(sys.argv[1])
+    files = log_files(settings)
+    tally = LogTally(settings["event_rank"], settings["rate"])
     source, answers = sys.stdin.buffer, sys.stdout
     answers.write("ready\n")
     answers.flush()
@@ -234,7 +279,14 @@ def child() -> None:
         while len(header := source.read(HEADER.size)) == HEADER.size:
             (size,) = HEADER.unpack(header)
             # from HA's own process only (its stdin), never from the network
-            result = files.write(marshal.loads(source.read(size)))  # noqa: S302
+            lines, held, skip = marshal.loads(source.read(size))  # noqa: S302
+            held_back = frozenset(held)
+            # the tally first: HA fires the batch's events while its lines are written
+            batch = tally.add(lines, held_back, skip)
+            nodes = {node: node_tally.as_list() for node, node_tally in batch.nodes.items()}
+            answers.write(json.dumps({"nodes": nodes, "events": batch.events}) + "\n")
+            answers.flush()
+            result = files.write(lines, held_back)
             answer = {
                 "names": result.names,
                 "errors": result.errors,

@@ -16,12 +16,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from .const import LOGGER
 from .log_process import LogProcess, LogProcessError
-from .logs import MAX_RETRY_LINES, LogLine, WriteResult
+from .log_tally import BatchTally, LogLine
+from .logs import MAX_RETRY_LINES, WriteResult
 
 RETRY_DELAY_S: Final = 2.0
 # Shortest time from the start of one batch to the next while lines keep coming.
@@ -33,14 +34,16 @@ QUIET_S: Final = 0.01
 class LogWriter:
     """Collects lines in the event loop and has the writer process write them in batches.
 
-    Whoever queues lines runs `async_drain` (one at a time): it yields the node names
-    each batch found on disk, so devices follow renames in device_names.yaml.
+    Whoever queues lines runs `async_drain` (one at a time): it hands over each batch's
+    tally as soon as it is worked out, and yields each batch's result: the node names it
+    found on disk, so devices follow renames in device_names.yaml.
     """
 
     def __init__(self, process: LogProcess) -> None:
         """Write through `process`."""
         self.process = process
         self._buffer: list[LogLine] = []
+        self._tallied = 0  # the first lines of the buffer were tallied (a batch written again)
         self.closing = False  # no waiting between batches, no retry delay: unloading
         self._failing = False
         self.written = 0
@@ -77,20 +80,29 @@ class LogWriter:
         """Drop all but the newest `keep` queued lines; return how many went."""
         excess = max(0, len(self._buffer) - keep)
         del self._buffer[:excess]
+        self._tallied = max(0, self._tallied - excess)
         return excess
 
-    async def async_drain(self) -> AsyncIterator[dict[str, str]]:
-        """Write batches until nothing is queued; yield each batch's node names (id -> name)."""
+    async def async_drain(
+        self,
+        held_back: Callable[[list[LogLine]], frozenset[str]],
+        tallied: Callable[[BatchTally], None],
+    ) -> AsyncIterator[WriteResult]:
+        """Write batches until nothing is queued; yield each batch's result.
+
+        `held_back` names the nodes of a batch whose lines go to the general log only;
+        `tallied` gets each batch's tally, every line tallied once (also when written again).
+        """
         started = -math.inf
         while self.queued:
             await self._gather(started)  # the first batch at once
             started = time.monotonic()
             batch, self._buffer = self._buffer, []
-            result = await self._write(batch)
+            result = await self._write(batch, held_back(batch), tallied)
             if result.dropped:
                 self.dropped += result.dropped
                 LOGGER.error("Dropped %s log lines that could not be written", result.dropped)
-            yield result.names
+            yield result
             if result.errors:
                 # once per failure streak: a full disk must not flood HA's log too
                 LOGGER.log(
@@ -115,19 +127,34 @@ class LogWriter:
             if len(self._buffer) == count:
                 return
 
-    async def _write(self, batch: list[LogLine]) -> WriteResult:
+    async def _write(
+        self, batch: list[LogLine], held_back: frozenset[str], tallied: Callable[[BatchTally], None]
+    ) -> WriteResult:
+        skip, self._tallied = self._tallied, 0
+        done = False
+
+        def take(tally: BatchTally) -> None:
+            nonlocal done
+            done = True
+            tallied(tally)
+
         try:
-            result = await self.process.write(batch)
+            result = await self.process.write(batch, held_back, tallied=take, skip=skip)
         except asyncio.CancelledError:
-            self._buffer[:0] = batch  # counted as lost at unload, not dropped silently
+            self._requeue(batch, len(batch) if done else skip)  # counted as lost at unload
             raise
         except LogProcessError as err:
             # the batch waits for the next try, before the lines that came meanwhile
-            self._buffer[:0] = batch
+            self._requeue(batch, len(batch) if done else skip)
             excess = self._drop_oldest(MAX_RETRY_LINES)  # as a file's retry store drops them
             return WriteResult([str(err)], err.lost + excess)
         self.written += len(batch)
         return result
+
+    def _requeue(self, batch: list[LogLine], tallied: int) -> None:
+        """Put a batch back in front of the lines that came meanwhile; its first `tallied` were."""
+        self._buffer[:0] = batch
+        self._tallied = tallied
 
     async def async_close(self) -> None:
         """Stop the process; count the lines that could not be written (call after the last drain)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from . import protocol
+from .log_tally import LogLine, text_of
 from .storage import Storage
 
 GENERAL_LOG: Final = "smartserver.log"
@@ -26,13 +27,6 @@ MAX_OPEN_FILES: Final = 64
 # A node's log path is checked on disk (directory, name) at most this often, and at once
 # when the storage reports a change (device_names.yaml, a directory made or renamed).
 RECHECK_S: Final = 1.0
-
-
-# One received line: (received, level, node, message, own_log); own_log False: the
-# general log only (a node not added yet). A plain tuple of strings and numbers: the
-# garbage collector never tracks it, so the lines waiting for the writer during a flood
-# cost its collections nothing (it tracks a NamedTuple's instances as long as they live).
-type LogLine = tuple[float, str, str, str, bool]
 
 
 # `[time] [LEVEL]`: the known levels in capitals, others as given
@@ -48,10 +42,10 @@ def escape(message: str) -> str:
 
 def format_line(line: LogLine, tz: tzinfo, stamp: str | None = None) -> str:
     """`[time] [LEVEL] [node] message` with a newline; unknown levels as given."""
-    received, level, node, message, _own_log = line
+    received, level, node, message = line
     if stamp is None:
         stamp = datetime.fromtimestamp(received, tz).isoformat(sep=" ", timespec="milliseconds")
-    return f"[{stamp}] [{LEVEL_TEXT.get(level, level)}] [{node}] {escape(message)}\n"
+    return f"[{stamp}] [{LEVEL_TEXT.get(level, level)}] [{node}] {escape(text_of(message))}\n"
 
 
 class Stamps:
@@ -137,8 +131,11 @@ class LogFiles:
         """Lines waiting for a retry."""
         return sum(len(lines) for lines in self._retry.values())
 
-    def write(self, lines: list[LogLine]) -> WriteResult:
-        """Append a batch (after the lines of earlier failed writes)."""
+    def write(self, lines: list[LogLine], held_back: frozenset[str] = frozenset()) -> WriteResult:
+        """Append a batch (after the lines of earlier failed writes).
+
+        The lines of nodes in `held_back` (not added yet) go to the general log only.
+        """
         result = WriteResult()
         groups, self._retry = self._retry, {}
         self.storage.read_names()  # once per batch: a changed file bumps the generation
@@ -146,7 +143,7 @@ class LogFiles:
             self._generation = self.storage.generation
             self._checked.clear()
         now = time.monotonic()
-        self._format(lines, groups)
+        self._format(lines, held_back, groups)
         for node, texts in groups.items():
             try:
                 if node is None:
@@ -163,19 +160,22 @@ class LogFiles:
                 self._retry[node] = texts[-MAX_RETRY_LINES:]
         return result
 
-    def _format(self, lines: list[LogLine], groups: dict[str | None, list[str]]) -> None:
+    def _format(
+        self, lines: list[LogLine], held_back: frozenset[str], groups: dict[str | None, list[str]]
+    ) -> None:
         """Add each line's text to the general log's group and its node's (as format_line)."""
         if not lines:
             return
         general = groups.setdefault(None, [])
-        messages = "".join(map(_MESSAGE, lines))  # one look for what must be escaped
-        escaping = "\\" in messages or "\n" in messages or "\r" in messages
+        messages = list(map(text_of, map(_MESSAGE, lines)))
+        joined = "".join(messages)  # one look for what must be escaped
+        escaping = "\\" in joined or "\n" in joined or "\r" in joined
         stamps, levels = self._stamps, LEVEL_TEXT
-        for received, level, node, message, own_log in lines:
+        for (received, level, node, _payload), message in zip(lines, messages, strict=True):
             shown = escape(message) if escaping else message
             text = f"[{stamps(received)}] [{levels.get(level, level)}] [{node}] {shown}\n"
             general.append(text)
-            if own_log:
+            if node not in held_back:
                 if (group := groups.get(node)) is None:
                     group = groups[node] = []
                 group.append(text)

@@ -1,23 +1,33 @@
-"""Log ingest: queued lines to the files, the last line and counters to the model, events to HA."""
+"""Log ingest: lines queued for the writer process; its tally to the model, events to HA."""
 
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
+from typing import Final
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 
 from .const import DOMAIN, EVENT_LOG
+from .log_tally import BatchTally, LogLine, Payload
 from .log_writer import LogWriter
-from .logs import LogLine
-from .node_model import CRITICAL_RANK, LEVEL_RANK, MAX_HA_TEXT, UNKNOWN_RANK, Node
+from .node_model import Node
 from .node_registry import NodeRegistry
 from .node_states import NodeStates
 
+_NODE: Final = operator.itemgetter(2)
+
 
 class LogIngest:
-    """Each line as it arrives: to the writer, node state, rate-limited events."""
+    """Each line queued as it arrives; per batch: new nodes, their state, rate-limited events.
+
+    The writer process works out what a batch means (log_tally.py): HA's event loop does
+    nothing per line but queue it. A line's event fires once its batch is tallied, before
+    its lines are written (within about BATCH_INTERVAL_S of the line in a flood, a
+    millisecond or two otherwise).
+    """
 
     def __init__(
         self,
@@ -26,18 +36,15 @@ class LogIngest:
         registry: NodeRegistry,
         states: NodeStates,
         writer: LogWriter,
-        *,
-        event_rank: int,
-        rate: float,
     ) -> None:
-        """Ingest for the entry; events from `event_rank` up, at most `rate` per node and second."""
+        """Ingest for the entry; the writer's process applies the event level and rate limit."""
         self.hass = hass
         self.entry_id = entry_id
         self.registry = registry
         self.states = states
         self.writer = writer
-        self.event_rank = event_rank
-        self.rate = rate
+        # the registry's own dicts, looked up for every line without a call
+        self._nodes, self._servers = registry.nodes, registry.server_logs
         self._writing: asyncio.Task[None] | None = None
 
     def event_signal(self, node_id: str) -> str:
@@ -45,28 +52,42 @@ class LogIngest:
         return f"{DOMAIN}_{self.entry_id}_log_{node_id}"
 
     @callback
-    def async_line(self, node_id: str, level: str, message: str, received: float) -> None:
-        """Take a line of a valid id: its event (rate-limited), the writer, the node's state.
+    def async_line(self, node_id: str, level: str, message: Payload, received: float) -> None:
+        """Queue a line of a valid id (the payload as it came: the writer process decodes it).
 
-        Handled at once: HA's MQTT client hands over one message per event-loop turn, so
-        gathering the lines of a turn saved nothing and cost a loop callback per line.
+        A new node is added at its first line (within the new-node budget): adding the
+        new nodes of a whole batch at once held up the event loop for 400 ms in a flood
+        of made-up ids.
         """
-        if (node := self.registry.log_source(node_id)) is None:
-            # held back: its lines still reach the general log
-            self._write((received, level, node_id, message, False))
-            return
-        text = message[:MAX_HA_TEXT]
-        node.logged(level, text, received)
+        if node_id not in self._nodes and node_id not in self._servers:
+            self.registry.async_contact(node_id)
+        self._write((received, level, node_id, message))
+
+    @callback
+    def _held_back(self, batch: list[LogLine]) -> frozenset[str]:
+        """Return the nodes of a batch that are not added (held back, or removed since)."""
+        log_node = self.registry.log_node
+        return frozenset(node for node in dict.fromkeys(map(_NODE, batch)) if log_node(node) is None)
+
+    @callback
+    def _apply(self, tally: BatchTally) -> None:
+        """Take a batch's tally: each node's last line and counters, then its events."""
         now = time.monotonic()
-        if (rank := LEVEL_RANK.get(level, UNKNOWN_RANK)) >= self.event_rank:
-            bucket = node.critical_events if rank >= CRITICAL_RANK else node.events
-            if bucket.take(now, self.rate, self.rate):
+        for node_id, node_tally in tally.nodes.items():
+            if (node := self.registry.log_node(node_id)) is not None:
+                node.logged(
+                    node_tally.level,
+                    node_tally.text,
+                    node_tally.received,
+                    errors=node_tally.errors,
+                    criticals=node_tally.criticals,
+                    suppressed=node_tally.suppressed,
+                )
+                node.seen = now
+                self.states.async_changed(node)
+        for node_id, level, text in tally.events:
+            if (node := self.registry.log_node(node_id)) is not None:
                 self._fire(node, level, text)
-            else:
-                node.suppressed += 1
-        self._write((received, level, node_id, message, True))
-        node.seen = now
-        self.states.async_changed(node)
 
     @callback
     def _fire(self, node: Node, level: str, text: str) -> None:
@@ -92,8 +113,8 @@ class LogIngest:
             )
 
     async def _drain(self) -> None:
-        async for names in self.writer.async_drain():
-            self.registry.async_rename(names)
+        async for result in self.writer.async_drain(self._held_back, self._apply):
+            self.registry.async_rename(result.names)
 
     async def async_close(self) -> None:
         """Write what is queued (one last try for failed lines), then close the files."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 LEVEL_RANK: Final = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -17,15 +17,16 @@ MAX_HA_TEXT: Final = 255
 class TokenBucket:
     """Tokens that refill at a rate up to a burst; `take` spends one if there is one.
 
-    By default last refilled at monotonic time 0 (long ago): the first take finds it full.
+    By default last refilled at time 0 (long ago): the first take finds it full. A clock
+    that steps back refills nothing.
     """
 
     tokens: float = 0.0
     refilled: float = 0.0
 
     def take(self, now: float, rate: float, burst: float) -> bool:
-        """Spend a token at `now` (monotonic seconds); False if none is left."""
-        self.tokens = min(burst, self.tokens + (now - self.refilled) * rate)
+        """Spend a token at `now` (seconds); False if none is left."""
+        self.tokens = min(burst, self.tokens + max(0.0, now - self.refilled) * rate)
         self.refilled = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -55,9 +56,6 @@ class Node:
     served_hash: str | None = None
     wait_s: float | None = None
     seen: float = 0.0
-    events: TokenBucket = field(default_factory=TokenBucket)  # the event rate limit
-    # Critical lines have a bucket of their own: a flood of warnings cannot spend it.
-    critical_events: TokenBucket = field(default_factory=TokenBucket)
     written: float = 0.0  # when its entities' states were last written (monotonic)
 
     @property
@@ -65,13 +63,14 @@ class Node:
         """Whether these are a server agent's lines (on the server's device)."""
         return self.ident.startswith("server_")
 
-    def logged(self, level: str, text: str, received: float) -> None:
-        """Take a log line (its text cut to MAX_HA_TEXT): the last line and the counters."""
+    def logged(
+        self, level: str, text: str, received: float, *, errors: int, criticals: int, suppressed: int
+    ) -> None:
+        """Take a batch of this node's lines: its last line (text cut to MAX_HA_TEXT) and counts."""
         self.last_level, self.last_message, self.last_log_ts = level, text, received
-        if level == "error":
-            self.errors += 1
-        elif level == "critical":
-            self.criticals += 1
+        self.errors += errors
+        self.criticals += criticals
+        self.suppressed += suppressed
 
     def diagnostics(self) -> dict[str, object]:
         """Return the node's state for the diagnostics download."""

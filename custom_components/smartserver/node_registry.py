@@ -140,9 +140,9 @@ class NodeRegistry:
             if device := registry.async_get_device_by_identifier(server_identifier(server_id), self.entry_id):
                 node.device_id = device.id
 
-    def log_source(self, node_id: str) -> Node | None:
-        """Return the node (or server agent) a log line is of; a new node if admitted, else None."""
-        return self.server_logs.get(node_id) or self.nodes.get(node_id) or self.async_contact(node_id)
+    def log_node(self, node_id: str) -> Node | None:
+        """Return the node (or server agent) a log line is of, if known; never adds one."""
+        return self.server_logs.get(node_id) or self.nodes.get(node_id)
 
     @callback
     def async_contact(self, node_id: str, *, force: bool = False) -> Node | None:

@@ -119,16 +119,10 @@ class NodeManager:
             options.backups,
             hass.config.time_zone,
             frozenset(servers),
-        )
-        self.logs = LogIngest(
-            hass,
-            entry.entry_id,
-            self.registry,
-            self.states,
-            LogWriter(process),
             event_rank=LEVEL_RANK[options.event_level],
             rate=options.rate,
         )
+        self.logs = LogIngest(hass, entry.entry_id, self.registry, self.states, LogWriter(process))
         self.config = ConfigServer(
             hass, entry, options.base, self.storage, self.registry, self.states, served
         )

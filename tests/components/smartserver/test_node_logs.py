@@ -48,6 +48,8 @@ from custom_components.smartserver.const import (
     ISSUE_NEW_NODES,
 )
 from custom_components.smartserver.log_process import LogProcess
+from custom_components.smartserver.log_tally import LogLine, LogTally, text_of
+from custom_components.smartserver.node_model import LEVEL_RANK, MAX_HA_TEXT
 from custom_components.smartserver.storage import Storage
 
 from .nodes_common import answers, node_device, root, settle, tree, wait_until, write, written
@@ -267,7 +269,7 @@ def test_node_paths_checked_once_a_second_and_at_once_on_a_change(
     files = logs.LogFiles(Storage(tmp_path), 0, 0, UTC)
 
     def log_line(text: str) -> None:
-        assert not files.write([(time.time(), "info", "node1", text, True)]).errors
+        assert not files.write([(time.time(), "info", "node1", text)]).errors
 
     for i in range(3):  # the first check makes the directory: the second batch checks again
         log_line(f"line {i}")
@@ -421,9 +423,9 @@ async def test_a_write_that_never_returns_does_not_grow_the_queue_for_ever(
     """A hung write (a stalled network disk, a stopped process): the queue stays bounded."""
     monkeypatch.setattr(log_writer, "MAX_RETRY_LINES", 10)
     release = asyncio.Event()
-    written: list[list[logs.LogLine]] = []
+    written: list[list[LogLine]] = []
 
-    async def hung(lines: list[logs.LogLine]) -> logs.WriteResult:
+    async def hung(lines: list[LogLine], _held_back: frozenset[str], **_how: Any) -> logs.WriteResult:
         await release.wait()
         written.append(lines)
         return logs.WriteResult()
@@ -443,7 +445,7 @@ async def test_a_write_that_never_returns_does_not_grow_the_queue_for_ever(
         release.set()  # else unloading waits for the batch for ever
     await settle(hass)
     # the oldest went: the hung batch and the newest lines are written
-    assert [line[3] for batch in written for line in batch] == ["line 0"] + [
+    assert [text_of(line[3]) for batch in written for line in batch] == ["line 0"] + [
         f"line {i}" for i in range(17, 26)
     ]
 
@@ -509,6 +511,96 @@ async def test_flood_of_20000_loses_nothing_and_is_rate_limited(
     last = hass.states.get("sensor.node0_last_log")
     assert last is not None
     assert last.state == "flood 19950"
+
+
+def stalled_log(hass: HomeAssistant) -> Path:
+    """node1's log as a FIFO: opening it blocks until someone reads it (a stalled disk)."""
+    path = node_log(hass, "node1")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.usefixtures("quick_retry")
+async def test_a_stalled_disk_holds_back_no_event(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """A node's log that cannot be written for now (a stalled network disk): its critical
+    line fires its event and counts at once; the line is written once the disk is back."""
+    events = async_capture_events(hass, EVENT_LOG)
+    path = stalled_log(hass)
+    log(hass, "critical", "node1", "pump stopped")
+    await wait_until(lambda: len(events) == 1)
+    assert events[0].data["message"] == "pump stopped"
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=5))
+    await hass.async_block_till_done()  # not the writer's task: it waits for the disk
+    counted = hass.states.get("sensor.node1_critical_messages_logged")
+    assert counted is not None
+    assert counted.state == "1"
+    # the disk is back: the blocked open returns (its write fails: a FIFO), a file from then on
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    path.unlink()
+    os.close(reader)
+    await flush(hass, init_integration)
+    await written(hass)
+    assert lines(path)[-1].endswith("] pump stopped")
+    assert len(events) == 1
+    counted = hass.states.get("sensor.node1_critical_messages_logged")
+    assert counted is not None
+    assert counted.state == "1"
+
+
+@pytest.mark.usefixtures("quick_retry")
+async def test_a_batch_written_again_is_not_counted_again(
+    hass: HomeAssistant, init_integration: MockConfigEntry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer process dies after the batch's tally, before its lines are written: the
+    batch is written by the next process, its events and counters are not taken twice."""
+    events = async_capture_events(hass, EVENT_LOG)
+    path = stalled_log(hass)
+    log(hass, "critical", "node1", "pump stopped")
+    await wait_until(lambda: len(events) == 1)
+    first = writer_pid(init_integration)
+    os.kill(first, signal.SIGKILL)
+    path.unlink()
+    log(hass, "error", "node1", "after")
+    await flush(hass, init_integration)
+    await written(hass)
+    assert "the log writer process stopped" in caplog.text
+    assert writer_pid(init_integration) != first
+    assert [line.rsplit("] ", 1)[1] for line in lines(path)] == ["pump stopped", "after"]
+    assert [e.data["message"] for e in events] == ["pump stopped", "after"]
+    for key in ("critical_messages", "errors"):
+        state = hass.states.get(f"sensor.node1_{key}_logged")
+        assert state is not None
+        assert state.state == "1"
+
+
+def test_rate_limit_judges_each_line_by_when_it_came() -> None:
+    """Lines that waited together for a slow disk are limited as they came, not as one burst;
+    a flood of warnings cannot spend the critical lines' budget."""
+    tally = LogTally(LEVEL_RANK["warning"], rate=1.0)
+    start = time.time()
+    slow = tally.add([(start + i, "error", "node1", f"e{i}") for i in range(5)], frozenset())
+    assert [text for _node, _level, text in slow.events] == [f"e{i}" for i in range(5)]
+    flood: list[LogLine] = [(start + 10 + i / 1000, "warning", "node1", f"w{i}") for i in range(50)]
+    flood.append((start + 10.05, "critical", "node1", b"pump \xff stopped"))
+    batch = tally.add(flood, frozenset())
+    assert batch.events == [("node1", "warning", "w0"), ("node1", "critical", "pump \ufffd stopped")]
+    node = batch.nodes["node1"]
+    assert (node.level, node.text, node.received) == ("critical", "pump \ufffd stopped", start + 10.05)
+    assert (node.errors, node.criticals, node.suppressed) == (0, 1, 49)
+
+
+def test_held_back_nodes_count_for_nothing_and_texts_are_cut() -> None:
+    tally = LogTally(LEVEL_RANK["warning"], rate=5.0)
+    now = time.time()
+    batch = tally.add(
+        [(now, "critical", "new", "held back"), (now, "error", "node1", "x" * 1000)], frozenset({"new"})
+    )
+    assert list(batch.nodes) == ["node1"]
+    assert batch.nodes["node1"].text == "x" * MAX_HA_TEXT
+    assert batch.events == [("node1", "error", "x" * MAX_HA_TEXT)]
 
 
 # a diagnostic sensor, disabled by default
@@ -663,10 +755,12 @@ async def test_busy_writer_gathers_lines_into_fewer_batches(
     real_write = LogProcess.write
     batches: list[tuple[float, int]] = []
 
-    async def write(process: LogProcess, batch: list[logs.LogLine]) -> logs.WriteResult:
+    async def write(
+        process: LogProcess, batch: list[LogLine], held_back: frozenset[str], **how: Any
+    ) -> logs.WriteResult:
         batches.append((time.monotonic(), len(batch)))
         await asyncio.sleep(0.03)
-        return await real_write(process, batch)
+        return await real_write(process, batch, held_back, **how)
 
     with patch.object(LogProcess, "write", write):
         start = time.monotonic()
@@ -701,9 +795,11 @@ async def test_lines_waiting_for_the_writer_cost_the_garbage_collector_nothing(
     real_write = LogProcess.write
     tracked: list[bool] = []
 
-    async def write(process: LogProcess, batch: list[logs.LogLine]) -> logs.WriteResult:
+    async def write(
+        process: LogProcess, batch: list[LogLine], held_back: frozenset[str], **how: Any
+    ) -> logs.WriteResult:
         tracked.extend(gc.is_tracked(line) for line in batch)
-        return await real_write(process, batch)
+        return await real_write(process, batch, held_back, **how)
 
     with patch.object(LogProcess, "write", write):
         log(hass, "info", "node1", "known node")
@@ -740,28 +836,31 @@ def test_stamps_match_datetime() -> None:
         ["plain", "back\\slash"],  # each one of these makes the batch escape
         ["plain", "two\nlines"],
         ["plain", "carriage\rreturn"],
+        [b"payload bytes", b"invalid \xff utf-8", "text"],  # as HA's MQTT client hands them over
     ],
 )
-def test_batch_written_as_format_line_writes_each_line(tmp_path: Path, messages: list[str]) -> None:
-    """The writer formats a batch at once, byte for byte as format_line and encoding each line would."""
+def test_batch_written_as_format_line_writes_each_line(tmp_path: Path, messages: list[str | bytes]) -> None:
+    """The writer formats a batch at once, byte for byte as format_line and encoding each line would;
+    the lines of held-back nodes only in the general log."""
     tz = zoneinfo.ZoneInfo("Europe/Berlin")
     files = logs.LogFiles(Storage(tmp_path), 0, 0, tz)
     levels = ["info", "warning", "critical", "odd-level", "ERROR"]
     start = datetime(2026, 3, 29, 0, 59, 59, tzinfo=UTC).timestamp()  # across a DST change
-    batch = [
-        (start + i * 0.1237, levels[i % len(levels)], f"node{i % 2}", message, i % 3 != 2)
+    batch: list[LogLine] = [
+        (start + i * 0.1237, levels[i % len(levels)], f"node{i % 3}", message)
         for i, message in enumerate(messages * 3)
     ]
-    assert not files.write(batch).errors
+    assert not files.write(batch, frozenset({"node2"})).errors
     files.close()
 
-    def expected(lines: list[logs.LogLine]) -> bytes:
+    def expected(lines: list[LogLine]) -> bytes:
         return b"".join(logs.format_line(line, tz).encode("utf-8", "backslashreplace") for line in lines)
 
     assert (tmp_path / logs.GENERAL_LOG).read_bytes() == expected(batch)
     for node in ("node0", "node1"):
-        own = [line for line in batch if line[2] == node and line[4]]
+        own = [line for line in batch if line[2] == node]
         assert (tmp_path / "clients" / node / f"{node}.log").read_bytes() == expected(own)
+    assert not (tmp_path / "clients" / "node2").exists()
 
 
 async def test_new_nodes_beyond_the_budget_are_held_back(

@@ -51,7 +51,8 @@ class Noop:
 
 
 class Breakdown:
-    """Times the log ingest's line handler and its events where they run: in the floods.
+    """Times the log ingest's line handler (it queues the line) and the events (fired per
+    batch) where they run: in the floods.
 
     A loop of calls (`callback_cost`) runs with warm caches; in a flood, HA's MQTT
     client runs between two lines, and the same code takes two to four times as long.

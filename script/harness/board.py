@@ -312,9 +312,15 @@ class Board:
         self.wait(lambda: self.output().count(text) >= count, timeout, repr(text))
 
     def wait_commands(self, count: int = 1) -> None:
-        """Wait until boot `count` accepts signed commands: NTP set its clock, and a new
-        second began (a command signed in the second of the boot counts as older)."""
+        """Wait until boot `count` accepts signed commands: NTP set its clock, the running
+        boot is connected to the broker (subscribed: with a clean session a command sent
+        before is lost), and a new second began (a command signed in the second of the
+        boot counts as older)."""
         self.wait_output("clock set by NTP", count=count)
+        self.wait(
+            lambda: "MQTT connected" in self.output().rsplit("=== boot ", 1)[-1],
+            what="the running boot's MQTT connection",
+        )
         time.sleep(1 - time.time() % 1)
 
     def output(self) -> str:

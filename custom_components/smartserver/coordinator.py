@@ -21,6 +21,7 @@ from homeassistant.exceptions import HomeAssistantError
 from . import protocol
 from .const import CONF_BASE_TOPIC, LOGGER
 from .helpers import WarnOnce, payload_bytes
+from .log_tally import text_of
 from .mgmt import Link, NodeHandler
 from .nodes import NodeManager, NodeOptions
 from .servers import ServerHub
@@ -29,14 +30,6 @@ from .servers import ServerHub
 SUBSCRIBE_TIMEOUT_S: Final = 30
 # Parsed log topics remembered (a hostile client could invent endless ones).
 MAX_LOG_TOPICS: Final = 4096
-
-
-def text_of(msg: mqtt.ReceiveMessage) -> str:
-    """Return the payload as text; invalid UTF-8 replaced (U+FFFD), never dropped."""
-    payload = msg.payload
-    if isinstance(payload, (bytes, bytearray)):
-        return payload.decode("utf-8", "replace")
-    return str(payload)
 
 
 class SmartServerCoordinator:
@@ -318,7 +311,7 @@ class SmartServerCoordinator:
 
 
 def _stripped(msg: mqtt.ReceiveMessage) -> str:
-    return text_of(msg).strip()
+    return text_of(msg.payload).strip()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ lines, counters and events HA applies). Each batch goes to its stdin as one mars
 behind a 4-byte length; it answers each with two JSON lines: the tally at once, then,
 once the lines are written, the batch's `WriteResult` and the lines it keeps for retry.
 
-The child imports the integration's `logs` module and what it needs (storage, protocol,
-const), never Home Assistant, and stops when its stdin closes (also when HA dies).
+The child imports the integration's `logs` and `log_tally` modules and what they need
+(storage, protocol, const, node_model), never Home Assistant, and stops when its stdin
+closes (also when HA dies).
 Where it cannot start at all (no interpreter at `sys.executable`, an install that does
 not let it import the integration), the files are written in HA's process instead, in
 an executor job: slower in a flood, but no line waits for a process that never comes.
